@@ -1,0 +1,1 @@
+"""Shared plumbing for the ingress and the dispatcher: config, database, SQL, logging."""

@@ -1,0 +1,1 @@
+"""The ingress: a Flask app that accepts invocations from Next.js into the outbox."""

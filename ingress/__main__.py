@@ -1,0 +1,67 @@
+"""``python -m ingress``: serve the ingress with gunicorn (the Procfile's ``web``).
+
+Configuration is checked before gunicorn starts, so a bad setting fails with one
+clear line instead of a worker boot loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from core.config import ConfigError, IngressConfig, LogConfig, _int
+from core.logging import configure
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from ingress.app import create_app
+
+        configure()
+        return create_app()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingress", description="Serve the invoke endpoint.")
+    parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
+    parser.add_argument("--port", default=None)
+    args = parser.parse_args(argv)
+    try:
+        IngressConfig.from_env()
+        LogConfig.from_env()
+        port = int(args.port) if args.port else _int(os.environ, "PORT", 5000, minimum=1)
+        workers = _int(os.environ, "WEB_CONCURRENCY", 2, minimum=1)
+        threads = _int(os.environ, "WEB_THREADS", 4, minimum=1)
+    except (ConfigError, ValueError) as exc:
+        print(f"ingress: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _Server(
+        {
+            "bind": f"{args.host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "timeout": 30,
+            "graceful_timeout": 20,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "warning",
+        }
+    ).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

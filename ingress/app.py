@@ -1,0 +1,148 @@
+"""Flask app factory for the ingress."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import structlog
+from flask import Flask, Response, g, jsonify, request
+from psycopg_pool import ConnectionPool, PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from core import migrate
+from core.config import IngressConfig
+from core.db import make_pool
+from core.logging import get_logger
+from core.sqlfiles import query
+from ingress.enqueue import enqueue
+from ingress.errors import ApiError
+from ingress.validation import Limits, parse_invoke
+
+log = get_logger("ingress")
+
+# Werkzeug's HTTP errors mapped to our stable error codes.
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _error(err: ApiError) -> tuple[Response, int]:
+    return jsonify(err.body()), err.status
+
+
+def create_app(config: IngressConfig | None = None, pool: ConnectionPool | None = None) -> Flask:
+    cfg = config or IngressConfig.from_env()
+    own_pool = pool is None
+    if pool is None:
+        pool = make_pool(
+            cfg.database_url,
+            min_size=cfg.pool_min,
+            max_size=cfg.pool_max,
+            timeout_s=cfg.pool_timeout_s,
+            statement_timeout_ms=cfg.statement_timeout_ms,
+            application_name="agent-hub-ingress",
+        )
+        # Do not wait: the process must start (and /readyz say why) even while Postgres is down.
+        pool.open(wait=False)
+    limits = Limits(max_prompt_chars=cfg.max_prompt_chars, max_id_chars=cfg.max_id_chars)
+
+    app = Flask("ingress")
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["pool"] = pool
+
+    @app.before_request
+    def _bind_request() -> None:
+        rid = request.headers.get("X-Request-ID", "")
+        if not (0 < len(rid) <= 128 and rid.isprintable()):
+            rid = uuid.uuid4().hex
+        g.request_id = rid
+        g.started = time.perf_counter()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+
+    @app.after_request
+    def _log_request(resp: Response) -> Response:
+        resp.headers["X-Request-ID"] = g.get("request_id", "")
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=resp.status_code,
+            ms=round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+        )
+        return resp
+
+    @app.errorhandler(ApiError)
+    def _api_error(err: ApiError) -> tuple[Response, int]:
+        return _error(err)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> tuple[Response, int]:
+        status = err.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        message = {
+            404: "no such route",
+            405: f"method {request.method} is not allowed here",
+            413: f"the request body is larger than {cfg.max_body_bytes} bytes",
+        }.get(status, err.description or "HTTP error")
+        resp, st = _error(ApiError(status, code, message))
+        if status == 405 and hasattr(err, "valid_methods") and err.valid_methods:
+            resp.headers["Allow"] = ", ".join(err.valid_methods)
+        return resp, st
+
+    @app.errorhandler(psycopg.OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def _db_down(err: Exception) -> tuple[Response, int]:
+        log.warning("database_unavailable", error=type(err).__name__)
+        resp, st = _error(ApiError(503, "database_unavailable", "the database is unavailable; nothing was queued, retry later"))
+        resp.headers["Retry-After"] = "1"
+        return resp, st
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> tuple[Response, int]:
+        log.exception("unhandled_error")
+        return _error(ApiError(500, "internal_error", "unexpected error; nothing was queued"))
+
+    @app.post("/api/agents/<agent_id>/invoke")
+    def invoke(agent_id: str) -> tuple[Response, int]:
+        if request.mimetype != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+        body: Any = request.get_json(silent=True)
+        if body is None:
+            raise ApiError(400, "invalid_json", "the body is not valid JSON")
+        req = parse_invoke(agent_id, body, limits)
+        structlog.contextvars.bind_contextvars(job_id=req.job_id, agent_id=req.agent_id)
+        accepted = enqueue(pool, req, max_attempts=cfg.max_attempts)
+        structlog.contextvars.bind_contextvars(outbox_id=accepted.invocation_id)
+        log.info("invocation_queued" if accepted.created else "invocation_repeat", session_id=req.session_id)
+        return jsonify(accepted.body()), 202 if accepted.created else 200
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify({"status": "ok"}), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        with pool.connection() as conn:
+            row = conn.execute(query("ingress/readiness")).fetchone()
+            todo = migrate.pending(conn) if row and row["outbox_ready"] else None
+            conn.rollback()
+        if not row or not row["outbox_ready"] or todo:
+            missing = "pending migrations" if todo else "migrations not applied"
+            return _error(ApiError(503, "not_ready", f"database reachable but {missing}; run the release step"))
+        if not row["prisma_ready"]:
+            return _error(ApiError(503, "not_ready", "the Prisma tables are missing from this database"))
+        return jsonify({"status": "ready"}), 200
+
+    if own_pool:
+        import atexit
+
+        atexit.register(pool.close)
+    return app

@@ -1,0 +1,115 @@
+"""Accept one invocation: check the hub's tables, insert the outbox row, NOTIFY.
+
+All of it happens in ONE transaction, so a non-2xx answer means nothing was
+queued and a 2xx answer means the row (and its notification) committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from core.sqlfiles import query
+from ingress.errors import ApiError
+from ingress.validation import InvokeRequest
+
+# How an outbox status is shown to the caller.
+PUBLIC_STATUS = {
+    "pending": "queued",
+    "running": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    created: bool  # False: this jobId was already queued (idempotent repeat)
+    invocation_id: int
+    job_id: str
+    status: str
+    created_at: datetime
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "jobId": self.job_id,
+            "invocationId": self.invocation_id,
+            "status": PUBLIC_STATUS[self.status],
+            "queuedAt": self.created_at.isoformat(),
+        }
+
+
+def check(req: InvokeRequest, row: dict[str, Any]) -> Accepted | None:
+    """Decide from the lookup row: an existing row to repeat, None to insert, or raise.
+
+    Pure, so every branch is unit-tested without a database.
+    """
+    if row["outbox_id"] is not None:
+        same = (
+            row["outbox_agent_id"] == req.agent_id
+            and row["outbox_session_id"] == req.session_id
+            and row["outbox_user_id"] == req.user_id
+            and row["outbox_prompt"] == req.prompt
+        )
+        if not same:
+            raise ApiError(
+                409, "job_already_queued",
+                "this jobId was already queued with a different agent, session, user or prompt",
+                field="jobId",
+            )
+        return Accepted(False, row["outbox_id"], req.job_id, row["outbox_status"], row["outbox_created_at"])
+    if not row["agent_exists"]:
+        raise ApiError(404, "agent_not_found", f"no agent with id {req.agent_id!r}", field="agentId")
+    if row["job_id"] is None:
+        raise ApiError(404, "job_not_found", f"no job with id {req.job_id!r}", field="jobId")
+    if row["session_id"] is None:
+        raise ApiError(404, "session_not_found", f"no session with id {req.session_id!r}", field="sessionId")
+    if row["job_type"] != "AGENT_INVOCATION":
+        raise ApiError(409, "job_wrong_type", f"job is of type {row['job_type']}, not AGENT_INVOCATION", field="jobId")
+    for field, column, wanted in (
+        ("userId", "job_user_id", req.user_id),
+        ("agentId", "job_agent_id", req.agent_id),
+        ("sessionId", "job_session_id", req.session_id),
+    ):
+        if row[column] != wanted:
+            raise ApiError(409, "job_mismatch", f"the job's {field} does not match the request's", field=field)
+    for field, column, wanted in (
+        ("userId", "session_user_id", req.user_id),
+        ("agentId", "session_agent_id", req.agent_id),
+    ):
+        if row[column] != wanted:
+            raise ApiError(409, "session_mismatch", f"the session's {field} does not match the request's", field=field)
+    if row["job_status"] != "QUEUED":
+        raise ApiError(409, "job_not_queued", f"job is {row['job_status']}, not QUEUED", field="jobId")
+    return None
+
+
+def enqueue(pool: ConnectionPool, req: InvokeRequest, *, max_attempts: int) -> Accepted:
+    params = {
+        "agent_id": req.agent_id,
+        "job_id": req.job_id,
+        "session_id": req.session_id,
+        "user_id": req.user_id,
+        "prompt": req.prompt,
+        "max_attempts": max_attempts,
+    }
+    with pool.connection() as conn, conn.transaction():
+        row = conn.execute(query("ingress/lookup"), params).fetchone()
+        assert row is not None  # the lookup always returns its single base row
+        existing = check(req, row)
+        if existing is not None:
+            return existing
+        inserted = conn.execute(query("ingress/enqueue"), params).fetchone()
+        if inserted is None:
+            # A concurrent identical POST committed first: answer as a repeat.
+            row = conn.execute(query("ingress/lookup"), params).fetchone()
+            assert row is not None
+            existing = check(req, row)
+            if existing is None:  # pragma: no cover - the conflict guarantees a row
+                raise ApiError(409, "job_already_queued", "this jobId is being queued concurrently", field="jobId")
+            return existing
+        return Accepted(True, inserted["id"], req.job_id, inserted["status"], inserted["created_at"])
