@@ -6,12 +6,16 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+# Prisma stores DateTime as UTC in TIMESTAMP(3) columns; our now()-based writes
+# must produce UTC too, whatever the server's default TimeZone is.
+SESSION_OPTIONS = "-c timezone=UTC"
+
 
 def connect(url: str, *, autocommit: bool = False, application_name: str = "agent-hub") -> psycopg.Connection:
     """A single connection (CLI tools, migrations, LISTEN)."""
     return psycopg.connect(
         url, autocommit=autocommit, row_factory=dict_row, application_name=application_name,
-        connect_timeout=10,
+        connect_timeout=10, options=SESSION_OPTIONS,
     )
 
 
@@ -43,6 +47,7 @@ def make_pool(
             "row_factory": dict_row,
             "application_name": application_name,
             "connect_timeout": max(1, int(timeout_s)),
+            "options": SESSION_OPTIONS,
         },
         name=application_name,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -114,9 +115,13 @@ def create_app(config: IngressConfig | None = None, pool: ConnectionPool | None 
     def invoke(agent_id: str) -> tuple[Response, int]:
         if request.mimetype != "application/json":
             raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
-        body: Any = request.get_json(silent=True)
-        if body is None:
-            raise ApiError(400, "invalid_json", "the body is not valid JSON")
+        # get_data honours MAX_CONTENT_LENGTH (413); parsing ourselves keeps a JSON `null` body
+        # (valid JSON, not an object) apart from unparsable bytes, and deep nesting from a 500.
+        data = request.get_data(cache=False)
+        try:
+            body: Any = json.loads(data)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
         req = parse_invoke(agent_id, body, limits)
         structlog.contextvars.bind_contextvars(job_id=req.job_id, agent_id=req.agent_id)
         accepted = enqueue(pool, req, max_attempts=cfg.max_attempts)

@@ -46,3 +46,11 @@ def empty_db_url(pg_server_url: str) -> Iterator[str]:
 def conn(db_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def module_db_url(pg_server_url: str, template_name: str) -> Iterator[str]:
+    """A fresh migrated database shared by one test module (for suites that start real processes)."""
+    name, url = pg.create_from_template(pg_server_url, template_name, prefix="m")
+    yield url
+    pg.drop(pg_server_url, name)

@@ -1,0 +1,1 @@
+"""`make run`: the whole service on one machine, for development and demos."""

@@ -1,0 +1,213 @@
+"""`make run` — start the whole service locally.
+
+    python -m devstack            start everything (Ctrl-C stops it all)
+    python -m devstack new-job    queue a new demo prompt (like Next.js) and print its curl
+    python -m devstack show       show the demo conversation and its latest Jobs
+
+With DATABASE_URL unset an embedded Postgres (pgserver) is started in .run/pgdata;
+with PISTON_URL unset the project's localpiston is started. The Prisma tables are
+created when absent (local only), migrations applied, and a demo agent seeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import requests
+
+from core import migrate
+from core.db import connect
+from core.sqlfiles import query
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+STATE = RUN_DIR / "devstack.json"
+DEMO = {
+    "user_id": "demo-user",
+    "agent_id": "demo-agent",
+    "session_id": "demo-session",
+    "file_id": "demo-agent-main-py",
+    "env_id": "demo-agent-greeting",
+}
+DEMO_AGENT = ROOT / "examples" / "demo_agent" / "main.py"
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"devstack: {proc.args} exited with {proc.returncode} during start-up")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"devstack: {url} did not answer within {timeout_s:g} s")
+
+
+def _database_url() -> tuple[str, object | None]:
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if url:
+        return url, None
+    import pgserver
+
+    RUN_DIR.mkdir(exist_ok=True)
+    server = pgserver.get_server(RUN_DIR / "pgdata", cleanup_mode="stop")
+    return server.get_uri(), server
+
+
+def _seed(url: str) -> None:
+    params = {**DEMO, "filepath": str(DEMO_AGENT), "filesize": DEMO_AGENT.stat().st_size}
+    with connect(url) as conn:
+        conn.execute(query("devstack/seed"), params)
+        conn.execute(query("devstack/seed_files"), params)
+        conn.commit()
+
+
+def new_job(url: str, prompt: str) -> str:
+    job_id = str(uuid.uuid4())
+    with connect(url) as conn:
+        conn.execute(
+            query("devstack/new_turn"),
+            {**DEMO, "job_id": job_id, "message_id": str(uuid.uuid4()), "prompt": prompt},
+        )
+        conn.commit()
+    return job_id
+
+
+def _curl(web: str, job_id: str, prompt: str) -> str:
+    body = json.dumps({"sessionId": DEMO["session_id"], "jobId": job_id, "userId": DEMO["user_id"], "prompt": prompt})
+    return (f"curl -s -X POST {web}/api/agents/{DEMO['agent_id']}/invoke "
+            f"-H 'Content-Type: application/json' -d '{body}'")
+
+
+def _state() -> dict[str, str]:
+    if not STATE.exists():
+        raise SystemExit("devstack: nothing is running here; start it with `make run`")
+    return dict(json.loads(STATE.read_text()))
+
+
+def cmd_new_job(prompt: str) -> int:
+    st = _state()
+    job_id = new_job(st["database_url"], prompt)
+    print(_curl(st["web"], job_id, prompt))
+    return 0
+
+
+def cmd_show() -> int:
+    st = _state()
+    with connect(st["database_url"]) as conn:
+        msgs = conn.execute(query("devstack/conversation"), DEMO).fetchall()
+        jobs = conn.execute(query("devstack/jobs"), DEMO).fetchall()
+    for m in msgs:
+        print(f"{m['timestamp']:%H:%M:%S.%f}"[:-3] + f"  {m['role']:>5}: {m['content']}")
+    print()
+    for j in jobs:
+        err = f"  error: {j['error']}" if j["error"] else ""
+        print(f"job {j['id']}  {j['status']:<10} progress {j['progress']:.0f}%{err}")
+    return 0
+
+
+def cmd_up() -> int:
+    url, server = _database_url()
+    migrate.apply(url, prisma=True)
+    _seed(url)
+    env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console")}
+    procs: list[subprocess.Popen[bytes]] = []
+    py = sys.executable
+    if not os.environ.get("PISTON_URL"):
+        port = _free_port(2000)
+        pist_env = {
+            **env,
+            # Agents talk to the dispatcher for their whole run: give them a minute, like an operator would.
+            "PISTON_RUN_TIMEOUT": os.environ.get("PISTON_RUN_TIMEOUT", "60000"),
+            "PISTON_RUN_CPU_TIME": os.environ.get("PISTON_RUN_CPU_TIME", "60000"),
+            "PISTON_MAX_CONCURRENT_JOBS": os.environ.get("PISTON_MAX_CONCURRENT_JOBS", "8"),
+        }
+        procs.append(subprocess.Popen([py, "-m", "localpiston", "--host", "127.0.0.1", "--port", str(port)], env=pist_env))
+        env["PISTON_URL"] = f"http://127.0.0.1:{port}"
+        env.setdefault("AGENT_RUN_TIMEOUT_MS", "30000")
+        _wait_http(f"{env['PISTON_URL']}/api/v2/runtimes", 20, procs[-1])
+    web_port = int(os.environ.get("PORT", "5000"))
+    web = f"http://127.0.0.1:{web_port}"
+    procs.append(subprocess.Popen([py, "-m", "ingress", "--host", "127.0.0.1", "--port", str(web_port)], env=env))
+    procs.append(subprocess.Popen([py, "-m", "dispatcher", "run"], env=env))
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        _wait_http(f"{web}/readyz", 30, procs[-2])
+        RUN_DIR.mkdir(exist_ok=True)
+        STATE.write_text(json.dumps({"database_url": url, "web": web, "piston": env["PISTON_URL"]}))
+        prompt = "Hi there, demo agent!"
+        job_id = new_job(url, prompt)
+        print("\n=== agent hub is up ===", flush=True)
+        print(f"web: {web}   piston: {env['PISTON_URL']}   database: {url}")
+        print("\nInvoke the demo agent (as the Next.js route would):\n")
+        print(f"  {_curl(web, job_id, prompt)}\n")
+        print("See its answer:              .venv/bin/python -m devstack show")
+        print("Queue another prompt:        .venv/bin/python -m devstack new-job 'your prompt'")
+        print("Stop everything:             Ctrl-C\n", flush=True)
+        while not stopping:
+            for p in procs:
+                if p.poll() is not None:
+                    print(f"devstack: {p.args[2]} exited with {p.returncode}; stopping", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        STATE.unlink(missing_ok=True)
+        del server
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if not args or args[0] == "up":
+            return cmd_up()
+        if args[0] == "new-job":
+            return cmd_new_job(" ".join(args[1:]) or "Hello again!")
+        if args[0] == "show":
+            return cmd_show()
+    except psycopg.OperationalError as exc:
+        print(f"devstack: database unreachable: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

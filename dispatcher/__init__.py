@@ -1,0 +1,1 @@
+"""The dispatcher: claims outbox rows, runs agents in Piston, writes results back."""

@@ -1,0 +1,35 @@
+"""``python -m dispatcher run``: the dispatcher process (the Procfile's ``dispatcher``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.config import ConfigError, LogConfig
+from core.logging import configure
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dispatcher", description="Run agents queued in the outbox.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="claim and run invocations until SIGTERM")
+    args = parser.parse_args(argv)
+    try:
+        from dispatcher.config import DispatcherConfig
+
+        cfg = DispatcherConfig.from_env()
+        configure(LogConfig.from_env())
+    except ConfigError as exc:
+        print(f"dispatcher: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "run":
+        from dispatcher.worker import Dispatcher
+
+        d = Dispatcher(cfg)
+        d.install_signal_handlers()
+        d.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Building an agent's context from the hub's tables."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from core.sqlfiles import query
+from dispatcher.agentfiles import AgentFileRow
+from dispatcher.claim import Claimed
+
+
+class AgentGone(Exception):
+    """The agent row no longer exists."""
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    context: dict[str, Any]  # what hub.py receives (see dispatcher/bundle.py)
+    files: list[AgentFileRow]
+    history_total: int       # messages in the session (before any window)
+
+    @property
+    def nonce(self) -> str:
+        return str(self.context["nonce"])
+
+
+def _iso(ts: Any) -> str:
+    if isinstance(ts, datetime):
+        return ts.isoformat(timespec="milliseconds") + ("" if ts.tzinfo else "Z")
+    text = str(ts)
+    # json_build_object renders TIMESTAMP(3) without a zone; Prisma's values are UTC.
+    return text if text.endswith("Z") or "+" in text[10:] else text + "Z"
+
+
+def load(pool: ConnectionPool, row: Claimed, *, transport: str, history_limit: int) -> AgentContext:
+    params = {"agent_id": row.agent_id, "session_id": row.session_id, "history_limit": history_limit}
+    with pool.connection() as conn:
+        data = conn.execute(query("dispatcher/context"), params).fetchone()
+    if data is None:
+        raise AgentGone(f"agent {row.agent_id} no longer exists")
+    history = [
+        {"role": m["role"], "content": m["content"], "timestamp": _iso(m["timestamp"])}
+        for m in data["chat_history"]
+    ]
+    context: dict[str, Any] = {
+        "version": 1,
+        "nonce": secrets.token_hex(8),
+        "transport": transport,
+        "agent": {"id": data["agent_id"], "name": data["agent_name"], "version": data["agent_version"]},
+        "job_id": row.job_id,
+        "session_id": row.session_id,
+        "user_id": row.user_id,
+        "prompt": row.prompt,
+        "env_vars": dict(data["env_vars"]),
+        "user_vars": dict(data["user_vars"]),
+        "chat_history": history,
+        "history_cut": 0,
+    }
+    files = [AgentFileRow(filename=f["filename"], filepath=f["filepath"], filesize=f["filesize"]) for f in data["files"]]
+    return AgentContext(context=context, files=files, history_total=int(data["history_total"]))

@@ -1,0 +1,73 @@
+"""The LISTEN side: wakes the claim loop when the ingress commits a new row.
+
+A dedicated autocommit connection LISTENs on ``invocation_outbox``. It is checked
+every ``check_s`` seconds by a NOTIFY to itself; a connection that errors or does
+not hear its own ping (half-open TCP) is replaced, with backoff and jitter, and
+the claim loop is woken to sweep for rows that became due meanwhile.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+
+import psycopg
+
+from core.db import connect
+from core.logging import get_logger
+
+CHANNEL = "invocation_outbox"
+log = get_logger("dispatcher.listener")
+
+
+class Listener(threading.Thread):
+    def __init__(self, url: str, wake: threading.Event, stopping: threading.Event, *, check_s: float = 15.0) -> None:
+        super().__init__(name="listener", daemon=True)
+        self.url = url
+        self.wake = wake
+        self.stopping = stopping
+        self.check_s = check_s
+        self.reconnects = 0
+        self.notifications = 0
+
+    def run(self) -> None:
+        backoff = 0.2
+        while not self.stopping.is_set():
+            try:
+                self._listen()
+                backoff = 0.2
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self.reconnects += 1
+                delay = random.uniform(0, backoff)
+                log.warning("listen_connection_lost", error=type(exc).__name__, retry_in_s=round(delay, 2))
+                self.wake.set()  # the poll sweeps whatever was missed
+                self.stopping.wait(delay)
+                backoff = min(backoff * 2, 10.0)
+
+    def _listen(self) -> None:
+        with connect(self.url, autocommit=True, application_name="agent-hub-dispatcher-listen") as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            log.info("listening", channel=CHANNEL)
+            self.wake.set()  # rows may have arrived while we were not listening
+            ping: str | None = None
+            ping_sent = 0.0
+            next_check = time.monotonic() + self.check_s
+            while not self.stopping.is_set():
+                for note in conn.notifies(timeout=0.5):
+                    if ping is not None and note.payload == ping:
+                        ping = None
+                        continue
+                    if note.payload.startswith("ping:"):
+                        continue
+                    self.notifications += 1
+                    self.wake.set()
+                now = time.monotonic()
+                if ping is not None and now - ping_sent > 5.0:
+                    raise TimeoutError("the listening connection did not hear its own ping")
+                if ping is None and now >= next_check:
+                    ping = f"ping:{uuid.uuid4().hex}"
+                    ping_sent = now
+                    next_check = now + self.check_s
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, ping))

@@ -1,0 +1,197 @@
+"""The dispatcher process: claim loop, run slots, heartbeat, graceful shutdown."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType
+
+import psycopg
+import structlog
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from core.db import make_pool
+from core.logging import get_logger
+from dispatcher import claim as claims
+from dispatcher.claim import Claimed
+from dispatcher.config import DispatcherConfig
+from dispatcher.listener import Listener
+from dispatcher.piston import PistonClient
+from dispatcher.runner import RunControl, Runner, apply_outcome
+from dispatcher.states import JobStatus, Outcome, StopReason
+from dispatcher.writeback import WriteBack
+
+log = get_logger("dispatcher")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        cfg: DispatcherConfig,
+        *,
+        pool: ConnectionPool | None = None,
+        client: PistonClient | None = None,
+        listen: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.pool = pool or make_pool(
+            cfg.database_url,
+            min_size=1,
+            max_size=cfg.concurrency + 3,
+            timeout_s=10.0,
+            statement_timeout_ms=30_000,
+            application_name="agent-hub-dispatcher",
+        )
+        self.client = client or PistonClient(cfg.piston_url)
+        self.runner = Runner(cfg, self.pool, self.client)
+        self.listen = listen
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._running: dict[int, RunControl] = {}
+        self._futures: set[Future[None]] = set()
+        self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="run")
+        self.outcomes: dict[str, int] = {}
+
+    # -- slots ---------------------------------------------------------------
+    def free_slots(self) -> int:
+        with self._lock:
+            return self.cfg.concurrency - len(self._running)
+
+    def running_ids(self) -> list[int]:
+        with self._lock:
+            return list(self._running)
+
+    def _execute(self, row: Claimed, control: RunControl) -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            job_id=row.job_id, outbox_id=row.id, agent_id=row.agent_id, attempt=row.attempts
+        )
+        wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner)
+        started = time.monotonic()
+        label = "error"
+        try:
+            try:
+                outcome = self.runner.attempt(row, wb, control)
+            except Exception as exc:  # a bug or a lasting DB outage: never leave the row stuck
+                log.exception("run_crashed")
+                outcome = Outcome.retry_later(f"internal dispatcher error: {type(exc).__name__}")
+            label = apply_outcome(outcome, row, wb, cfg=self.cfg, pool=self.pool)
+        except Exception:
+            # The outcome could not be written (database gone for too long). Dropping the row
+            # from the heartbeat lets its lease expire, and then any dispatcher runs it again.
+            log.exception("outcome_not_written")
+        finally:
+            with self._lock:
+                self._running.pop(row.id, None)
+                self.outcomes[label] = self.outcomes.get(label, 0) + 1
+            log.info("run_done", outcome=label, seconds=round(time.monotonic() - started, 3))
+            structlog.contextvars.clear_contextvars()
+            self.wake.set()  # a slot is free: claim the backlog now, not at the next poll
+
+    def fill(self) -> int:
+        """Claim rows for the free slots; returns how many were started."""
+        started = 0
+        while not self.stopping.is_set():
+            free = self.free_slots()
+            if free <= 0:
+                break
+            rows = claims.claim(self.pool, owner=self.cfg.owner, batch=min(free, self.cfg.batch_size), lease_s=self.cfg.lease_s)
+            if not rows:
+                break
+            for row in rows:
+                control = RunControl()
+                with self._lock:
+                    self._running[row.id] = control
+                fut = self._executor.submit(self._execute, row, control)
+                self._futures.add(fut)
+                fut.add_done_callback(self._futures.discard)
+                started += 1
+            if len(rows) < min(free, self.cfg.batch_size):
+                break
+        return started
+
+    # -- heartbeat -----------------------------------------------------------
+    def heartbeat_once(self) -> None:
+        with self._lock:
+            snapshot = dict(self._running)
+        if not snapshot:
+            return
+        alive = claims.heartbeat(self.pool, owner=self.cfg.owner, ids=list(snapshot), lease_s=self.cfg.lease_s)
+        for row_id, control in snapshot.items():
+            if row_id not in alive:
+                control.stop(StopReason.LEASE_LOST)
+            elif alive[row_id] == JobStatus.CANCELLED.value:
+                control.stop(StopReason.CANCELLED)
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopped.wait(self.cfg.heartbeat_s):
+            try:
+                self.heartbeat_once()
+            except (psycopg.Error, PoolTimeout) as exc:
+                log.warning("heartbeat_failed", error=type(exc).__name__)
+
+    # -- lifecycle -----------------------------------------------------------
+    def request_stop(self, *_: object) -> None:
+        if self.stopping.is_set():
+            # Second signal: do not wait for the grace period.
+            for control in list(self._running.values()):
+                control.stop(StopReason.SHUTDOWN)
+        self.stopping.set()
+        self.wake.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("shutdown_requested", signal=signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run_forever(self) -> None:
+        self.pool.open(wait=False)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        heartbeat.start()
+        listener = Listener(self.cfg.database_url, self.wake, self.stopping) if self.listen else None
+        if listener:
+            listener.start()
+        log.info("dispatcher_started", owner=self.cfg.owner, concurrency=self.cfg.concurrency,
+                 transport=self.cfg.piston_transport)
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                self.fill()
+                backoff = 0.5
+            except (psycopg.Error, PoolTimeout) as exc:
+                log.warning("claim_failed", error=type(exc).__name__, retry_in_s=backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self.wake.wait(self.cfg.poll_interval_s)
+            self.wake.clear()
+        self._drain()
+        self.stopped.set()
+        if listener:
+            listener.join(timeout=2)
+        self._executor.shutdown(wait=True)
+        self.pool.close()
+        log.info("dispatcher_stopped", outcomes=self.outcomes)
+
+    def _drain(self) -> None:
+        """Stop claiming; let runs finish within the grace; then release the rest."""
+        deadline = time.monotonic() + self.cfg.shutdown_grace_s
+        log.info("draining", running=len(self.running_ids()), grace_s=self.cfg.shutdown_grace_s)
+        while self.running_ids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        leftover = self.running_ids()
+        if leftover:
+            log.warning("grace_expired_releasing", rows=leftover)
+            with self._lock:
+                for control in self._running.values():
+                    control.stop(StopReason.SHUTDOWN)
+            end = time.monotonic() + 5.0
+            while self.running_ids() and time.monotonic() < end:
+                time.sleep(0.05)

@@ -1,0 +1,116 @@
+"""Everything the dispatcher writes into the hub's tables, one method per kind of write.
+
+Each write is its own short transaction, retried (tenacity) while Postgres is
+unreachable, so a database restart delays a write instead of losing it. Writes
+are idempotent where a re-run could repeat them (message ids derive from the job
+id and the message's sequence number).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from core.logging import get_logger
+from core.sqlfiles import query
+from dispatcher.states import JOB_STATUS_FOR, OutboxStatus
+
+log = get_logger("dispatcher.writeback")
+
+# Namespace for ChatMessage ids derived from (job id, sequence).
+MESSAGE_NAMESPACE = uuid.UUID("6f1d3a52-8e0b-4c1e-9a57-0c5b1f7e2d41")
+
+T = TypeVar("T")
+
+
+def message_id(job_id: str, seq: int) -> str:
+    return str(uuid.uuid5(MESSAGE_NAMESPACE, f"{job_id}:{seq}"))
+
+
+class WriteBack:
+    """Writes for one claimed outbox row (and its Job)."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        outbox_id: int,
+        job_id: str,
+        session_id: str | None,
+        owner: str,
+        db_retry_s: float = 60.0,
+    ) -> None:
+        self.pool = pool
+        self.outbox_id = outbox_id
+        self.job_id = job_id
+        self.session_id = session_id
+        self.owner = owner
+        self.db_retry_s = db_retry_s
+
+    def _with_retry(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        for attempt in Retrying(
+            retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
+            stop=stop_after_delay(self.db_retry_s),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    log.warning("db_write_retry", attempt=attempt.retry_state.attempt_number)
+                with self.pool.connection() as conn:
+                    return fn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def message(self, seq: int, content: str) -> bool:
+        """Write the agent's seq-th message; False if it was already written by an earlier attempt."""
+        if self.session_id is None:
+            return False  # child invocations have no session: messages are returned to the caller
+        params = {"id": message_id(self.job_id, seq), "content": content, "session_id": self.session_id}
+        row = self._with_retry(lambda c: c.execute(query("dispatcher/insert_message"), params).fetchone())
+        return row is not None
+
+    def user_var(self, key: str, value: str) -> bool:
+        if self.session_id is None:
+            return False
+        params = {"id": str(uuid.uuid4()), "key": key, "value": value, "session_id": self.session_id}
+        self._with_retry(lambda c: c.execute(query("dispatcher/upsert_user_var"), params))
+        return True
+
+    def progress(self, percent: float, message: str | None) -> None:
+        params = {"percent": float(percent), "message": message, "job_id": self.job_id}
+        self._with_retry(lambda c: c.execute(query("dispatcher/set_progress"), params))
+
+    def log(self, level: str, message: str) -> None:
+        params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
+        self._with_retry(lambda c: c.execute(query("dispatcher/job_log"), params))
+
+    def finish(self, status: OutboxStatus, *, error: str | None, result: dict[str, Any], status_message: str) -> bool:
+        """Final row + Job state in one transaction. False if the lease was lost meanwhile."""
+        params = {
+            "id": self.outbox_id,
+            "owner": self.owner,
+            "status": status.value,
+            "job_status": JOB_STATUS_FOR[status].value,
+            "result": Jsonb(result),
+            "error": error,
+            "status_message": status_message,
+        }
+        row = self._with_retry(lambda c: c.execute(query("dispatcher/finish"), params).fetchone())
+        return row is not None
+
+    def retry_later(self, *, delay_s: float, error: str, status_message: str) -> bool:
+        params = {
+            "id": self.outbox_id,
+            "owner": self.owner,
+            "delay_s": delay_s,
+            "error": error,
+            "status_message": status_message,
+        }
+        row = self._with_retry(lambda c: c.execute(query("dispatcher/retry_later"), params).fetchone())
+        return row is not None

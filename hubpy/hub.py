@@ -1,0 +1,387 @@
+"""The ``hub`` module that agent code imports inside the sandbox.
+
+    import hub
+
+    env = hub.get_env_vars()
+    history = hub.get_chat_history()
+    hub.send_message("Hello from the agent!")
+    answer = hub.call_llm("Summarise: " + hub.get_prompt())
+
+The dispatcher ships this file into the Piston sandbox as ``hub.py`` with the run's context
+embedded, next to a small launcher that calls ``hub._bootstrap()`` and then runs the agent.
+The sandbox has no network, so everything the agent tells the hub travels as protocol lines on
+stdout, and answers to ``call_llm`` / ``call_agent`` come back as lines on stdin (WebSocket
+transport only). The wire format is documented in ``dispatcher/protocol.py``; both sides must agree.
+
+This file is standard-library only and self-contained. Imported outside the sandbox (tests,
+tools) it works with an empty context; call ``hub._init({...})`` to give it one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+import math
+import sys
+import threading
+from typing import IO, Any
+
+__all__ = [
+    "HubError",
+    "LLMError",
+    "call_agent",
+    "call_llm",
+    "get_agent",
+    "get_chat_history",
+    "get_env_vars",
+    "get_job_id",
+    "get_prompt",
+    "get_session_id",
+    "get_user_vars",
+    "log",
+    "send_message",
+    "set_progress",
+    "set_user_var",
+]
+
+_EMBEDDED_CONTEXT: str | None = None  # replaced by the dispatcher with the run's context (JSON text)
+
+# Must match dispatcher/protocol.py: a protocol line is MARKER + nonce + ":" + JSON + "\n".
+_MARKER = "\x1ehub:"
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_WS_ONLY = "{name} requires the WebSocket transport (PISTON_TRANSPORT=ws); this run uses the batch /execute transport"
+
+
+class HubError(Exception):
+    """A hub operation failed (wrong transport, error reply from the dispatcher, lost connection)."""
+
+    kind: str | None = None
+
+
+class LLMError(HubError):
+    """``call_llm`` failed; ``kind`` says how (e.g. ``"quota"``, ``"timeout"``, ``"invalid_request"``)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(kind, message)
+        self.kind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+class _LineTrackingStdout:
+    """A thin wrapper around the real stdout that remembers whether the agent left a partial line.
+
+    Every write (the agent's and the hub's) goes through one lock, so a protocol line is never
+    interleaved with, or glued onto, text another thread is printing.
+    """
+
+    def __init__(self, inner: IO[str]) -> None:
+        self._inner = inner
+        self.lock = threading.RLock()
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            written = self._inner.write(text)
+            if text:
+                self.at_line_start = text.endswith("\n")
+            return written
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self.lock:
+            self._inner.flush()
+
+    def write_protocol_line(self, line: str) -> None:
+        with self.lock:
+            if not self.at_line_start:
+                self._inner.write("\n")
+            self._inner.write(line)
+            # Python's stdout is block-buffered when piped: unflushed lines would arrive late or be lost on a kill.
+            self._inner.flush()
+            self.at_line_start = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+_context: dict[str, Any] = {}
+_out: _LineTrackingStdout | None = None
+_in: IO[str] | None = None
+_ids = itertools.count(1)
+_ids_lock = threading.Lock()
+_replies_cond = threading.Condition()
+_replies: dict[int, dict[str, Any]] = {}
+_pending: set[int] = set()
+_reader_active = False
+
+
+def _init(context: dict[str, Any], *, stdout: IO[str] | None = None, stdin: IO[str] | None = None) -> None:
+    """Set the run's context (and optionally the streams the protocol uses). Called by ``_bootstrap``."""
+    global _context, _out, _in
+    if not isinstance(context, dict):
+        raise TypeError("context must be a dict")
+    _context = copy.deepcopy(context)
+    if stdout is not None:
+        _out = stdout if isinstance(stdout, _LineTrackingStdout) else _LineTrackingStdout(stdout)
+    if stdin is not None:
+        _in = stdin
+
+
+def _bootstrap() -> None:
+    """Load the embedded context and wrap sys.stdout; the launcher calls this before the agent runs."""
+    if _EMBEDDED_CONTEXT is None:
+        raise HubError("hub._bootstrap() needs the context embedded by the dispatcher; use hub._init(context) instead")
+    tracked = _LineTrackingStdout(sys.stdout)
+    sys.stdout = tracked  # type: ignore[assignment]
+    _init(json.loads(_EMBEDDED_CONTEXT), stdout=tracked, stdin=sys.stdin)
+
+
+def _flush() -> None:
+    """Flush stdout and stderr (the launcher calls this when the agent finishes)."""
+    for stream in (_out, sys.stdout, sys.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe must not hide the agent's own error
+                stream.flush()
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    limits = _context.get("limits") or {}
+    max_text = limits.get("max_message_chars")
+    if isinstance(max_text, int):
+        for field, value in payload.items():
+            if isinstance(value, str) and len(value) > max_text:
+                raise HubError(f"{payload['type']}: {field} has {len(value)} characters, over the hub's limit of {max_text}")
+    try:
+        body = json.dumps(payload, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:  # NaN / Infinity are not JSON: refuse here rather than send a line the hub rejects
+        raise ValueError(f"{payload['type']}: {exc}") from None
+    line = _MARKER + str(_context.get("nonce", "")) + ":" + body + "\n"
+    max_line = limits.get("max_line_chars")
+    if isinstance(max_line, int) and len(line) > max_line:
+        # The hub would drop the line (and a call would then wait forever): fail here, in the agent.
+        raise HubError(f"{payload['type']}: {len(line)} characters once encoded, over the hub's limit of {max_line}")
+    if _out is not None:
+        _out.write_protocol_line(line)
+    else:  # imported outside the sandbox without streams: plain stdout
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+# --- context -------------------------------------------------------------------------------
+
+
+def get_env_vars() -> dict[str, str]:
+    """The agent's environment variables (set by its author on the hub), as a new dict."""
+    return dict(_context.get("env_vars") or {})
+
+
+def get_user_vars() -> dict[str, str]:
+    """The session's user variables, including those set during this run, as a new dict."""
+    return dict(_context.get("user_vars") or {})
+
+
+def get_chat_history() -> list[dict[str, Any]]:
+    """The session's chat messages, oldest first: ``{"role", "content", "timestamp"}`` (ISO-8601).
+
+    The newest messages are kept when the history is too large to ship; the current prompt is the
+    last user message. A new list of new dicts: changing it changes nothing on the hub.
+    """
+    return [dict(m) for m in _context.get("chat_history") or []]
+
+
+def get_prompt() -> str:
+    """The prompt of this invocation."""
+    return str(_context.get("prompt") or "")
+
+
+def get_agent() -> dict[str, str]:
+    """The running agent: ``{"id", "name", "version"}``."""
+    return dict(_context.get("agent") or {})
+
+
+def get_job_id() -> str:
+    """The id of the Job that tracks this invocation."""
+    return str(_context.get("job_id") or "")
+
+
+def get_session_id() -> str | None:
+    """The chat session's id, or None when the run has no session."""
+    value = _context.get("session_id")
+    return None if value is None else str(value)
+
+
+# --- one-way messages --------------------------------------------------------------------
+
+
+def send_message(msg: Any) -> None:
+    """Add a message from the agent to the session's chat. Non-str values are sent as JSON text."""
+    content = msg if isinstance(msg, str) else json.dumps(msg, ensure_ascii=False, default=str)
+    _emit({"type": "message", "content": content})
+
+
+def set_progress(percent: float, message: str | None = None) -> None:
+    """Report the job's progress, 0 to 100, with an optional status message."""
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not math.isfinite(percent):
+        raise ValueError(f"percent must be a number from 0 to 100, got {percent!r}")
+    if not 0 <= percent <= 100:
+        raise ValueError(f"percent must be from 0 to 100, got {percent!r}")
+    _emit({"type": "progress", "percent": float(percent), "message": None if message is None else str(message)})
+
+
+def set_user_var(key: str, value: Any) -> None:
+    """Set a session user variable (kept across invocations of this session). ``value`` is stored as str."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must be a non-empty str")
+    text = value if isinstance(value, str) else str(value)
+    _context.setdefault("user_vars", {})[key] = text
+    _emit({"type": "user_var", "key": key, "value": text})
+
+
+def log(message: Any, level: str = "info") -> None:
+    """Write a line to the job's log. ``level`` is one of debug, info, warning, error."""
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+    _emit({"type": "log", "level": level, "message": message if isinstance(message, str) else str(message)})
+
+
+# --- calls that wait for an answer -------------------------------------------------------
+
+
+def call_llm(
+    prompt: str,
+    *,
+    system: str | None = None,
+    history: bool = False,
+    model: str | None = None,
+    temperature: float | None = None,
+    max_output_tokens: int | None = None,
+) -> str:
+    """Ask the hub's LLM (Gemini) and return its text.
+
+    ``history=True`` also sends this session's chat history; ``system`` is a system instruction.
+    Raises ``LLMError`` (with ``.kind``) when the model call fails, ``HubError`` on the batch transport.
+    """
+    _require_ws("call_llm")
+    if not isinstance(prompt, str):
+        raise TypeError("prompt must be a str")
+    if system is not None and not isinstance(system, str):
+        raise TypeError("system must be a str or None")
+    if model is not None and not isinstance(model, str):
+        raise TypeError("model must be a str or None")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))):
+        raise TypeError("temperature must be a number or None")
+    if max_output_tokens is not None and (isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int)):
+        raise TypeError("max_output_tokens must be an int or None")
+    params = {
+        "prompt": prompt,
+        "system": system,
+        "history": bool(history),
+        "model": model,
+        "temperature": None if temperature is None else float(temperature),
+        "max_output_tokens": max_output_tokens,
+    }
+    reply = _call("call_llm", params)
+    if not reply.get("ok"):
+        kind, message = _error_of(reply)
+        raise LLMError(kind, message)
+    result = reply.get("result")
+    if not isinstance(result, dict) or not isinstance(result.get("text"), str):
+        raise HubError("call_llm: malformed reply from the hub")
+    return result["text"]
+
+
+def call_agent(agent_id: str, input_data: Any) -> dict[str, Any]:
+    """Invoke another agent on the hub with ``input_data`` (JSON-serialisable) and return its result."""
+    _require_ws("call_agent")
+    if not isinstance(agent_id, str) or not agent_id:
+        raise ValueError("agent_id must be a non-empty str")
+    try:
+        json.dumps(input_data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"input_data must be JSON-serialisable: {exc}") from None
+    reply = _call("call_agent", {"agent_id": agent_id, "input": input_data})
+    if not reply.get("ok"):
+        kind, message = _error_of(reply)
+        error = HubError(f"call_agent failed ({kind}): {message}")
+        error.kind = kind
+        raise error
+    result = reply.get("result")
+    if not isinstance(result, dict):
+        raise HubError("call_agent: malformed reply from the hub")
+    return result
+
+
+def _require_ws(name: str) -> None:
+    if _context.get("transport") != "ws":
+        raise HubError(_WS_ONLY.format(name=name))
+
+
+def _error_of(reply: dict[str, Any]) -> tuple[str, str]:
+    error = reply.get("error")
+    if not isinstance(error, dict):
+        return "unknown", "the hub reported an error without details"
+    return str(error.get("kind") or "unknown"), str(error.get("message") or "")
+
+
+def _call(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    with _ids_lock:
+        call_id = next(_ids)
+    with _replies_cond:
+        _pending.add(call_id)
+    try:
+        _emit({"type": "call", "id": call_id, "method": method, "params": params})
+        return _await_reply(call_id)
+    finally:
+        with _replies_cond:
+            _pending.discard(call_id)
+            _replies.pop(call_id, None)
+
+
+def _await_reply(call_id: int) -> dict[str, Any]:
+    """Wait for the reply to ``call_id``. One thread at a time reads stdin and hands out other threads' replies."""
+    global _reader_active
+    with _replies_cond:
+        while True:
+            if call_id in _replies:
+                return _replies.pop(call_id)
+            if not _reader_active:
+                _reader_active = True
+                break
+            _replies_cond.wait()
+    try:
+        stream = _in if _in is not None else sys.stdin
+        while True:
+            line = stream.readline()
+            if not line:
+                raise HubError("the hub closed the reply channel (stdin) before answering")
+            reply = _parse_reply(line)
+            if reply is None:
+                continue
+            with _replies_cond:
+                if reply["id"] == call_id:
+                    return reply
+                if False:
+                    _replies[reply["id"]] = reply
+                    _replies_cond.notify_all()
+    finally:
+        with _replies_cond:
+            _reader_active = False
+            _replies_cond.notify_all()
+
+
+def _parse_reply(line: str) -> dict[str, Any] | None:
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(reply, dict) or isinstance(reply.get("id"), bool) or not isinstance(reply.get("id"), int):
+        return None
+    return reply

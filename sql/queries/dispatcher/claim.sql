@@ -1,0 +1,51 @@
+-- claim: take up to %(batch)s due rows, lease them to %(owner)s, and move their Jobs
+-- QUEUED -> PROCESSING, all in one statement.
+--
+-- Due: pending rows whose next_attempt_at has come, and running rows whose lease
+-- expired (their dispatcher died). A row is only due when no EARLIER unfinished row
+-- of the same session exists and no other row of that session holds a live lease:
+-- one run per session at a time, in the order Next.js queued them.
+-- SKIP LOCKED lets several dispatchers claim side by side without waiting.
+WITH due AS (
+    SELECT o.id
+    FROM invocation_outbox o
+    WHERE ((o.status = 'pending' AND o.next_attempt_at <= now())
+        OR (o.status = 'running' AND o.lease_expires_at < now()))
+      AND (o.session_id IS NULL OR NOT EXISTS (
+            SELECT 1
+            FROM invocation_outbox p
+            WHERE p.session_id = o.session_id
+              AND p.id <> o.id
+              AND p.status IN ('pending', 'running')
+              AND (p.id < o.id OR (p.status = 'running' AND p.lease_expires_at >= now()))))
+    ORDER BY o.id
+    LIMIT %(batch)s
+    FOR UPDATE OF o SKIP LOCKED
+),
+claimed AS (
+    UPDATE invocation_outbox o
+    SET status = 'running',
+        attempts = o.attempts + 1,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_s)s),
+        started_at = coalesce(o.started_at, now())
+    FROM due
+    WHERE o.id = due.id
+    RETURNING o.id, o.job_id, o.agent_id, o.session_id, o.user_id, o.prompt, o.attempts, o.max_attempts
+),
+started AS (
+    UPDATE "Job" j
+    SET "status" = 'PROCESSING',
+        "startedAt" = coalesce(j."startedAt", now()),
+        "statusMessage" = 'running'
+    FROM claimed c
+    WHERE j."id" = c.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
+    RETURNING j."id"
+)
+SELECT c.*,
+       (s."id" IS NOT NULL) AS job_started,
+       j."status"::text     AS job_status_before
+FROM claimed c
+LEFT JOIN started s ON s."id" = c.job_id
+LEFT JOIN "Job" j ON j."id" = c.job_id
+ORDER BY c.id

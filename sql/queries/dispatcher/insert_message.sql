@@ -1,0 +1,12 @@
+-- insert_message: one ChatMessage from the agent. The id is derived from
+-- (job id, sequence) by the caller, so a re-run of the same invocation cannot
+-- duplicate a message. Timestamps strictly increase within a session (TIMESTAMP(3)
+-- has millisecond precision) so ordering by timestamp keeps the send order.
+INSERT INTO "ChatMessage" ("id", "role", "content", "timestamp", "sessionId")
+SELECT %(id)s, 'agent', %(content)s,
+       greatest(clock_timestamp()::timestamp(3),
+                (SELECT max(m."timestamp") FROM "ChatMessage" m WHERE m."sessionId" = %(session_id)s)
+                    + interval '1 millisecond'),
+       %(session_id)s
+ON CONFLICT ("id") DO NOTHING
+RETURNING "id"

@@ -1,0 +1,20 @@
+-- retry_later: running -> pending after a transient fault, with a later
+-- next_attempt_at; the Job goes back to QUEUED and says why. When attempts are
+-- used up the caller uses finish (failed) instead.
+WITH back AS (
+    UPDATE invocation_outbox
+    SET status = 'pending',
+        next_attempt_at = now() + make_interval(secs => %(delay_s)s),
+        last_error = %(error)s,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    WHERE id = %(id)s AND status = 'running' AND lease_owner = %(owner)s
+    RETURNING id, job_id
+),
+job AS (
+    UPDATE "Job" j
+    SET "status" = 'QUEUED', "statusMessage" = %(status_message)s
+    FROM back
+    WHERE j."id" = back.job_id AND j."status" = 'PROCESSING'
+)
+SELECT id FROM back

@@ -1,0 +1,433 @@
+"""dispatcher.piston against a real localpiston subprocess: both transports, statuses, caps, errors, retries."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from dispatcher.piston import (
+    PistonClient,
+    PistonError,
+    PistonRefused,
+    PistonTransient,
+    PistonUnsupported,
+    RunLimits,
+    RunStatus,
+    StdinWriter,
+    Transport,
+    retrying,
+)
+from tests.integration.localpiston_proc import LocalPiston, free_port, start_localpiston
+
+LIMITS = RunLimits(run_timeout_ms=3000)
+BOTH = [Transport.WS, Transport.EXECUTE]
+
+
+def program(source: str) -> list[dict]:
+    return [{"name": "main.py", "content": textwrap.dedent(source)}]
+
+
+@pytest.fixture(scope="module")
+def piston() -> Iterator[LocalPiston]:
+    with start_localpiston() as server:
+        yield server
+
+
+@pytest.fixture
+def own_piston() -> Iterator[LocalPiston]:
+    """A server of this test's own, free to be stopped and restarted."""
+    with start_localpiston() as server:
+        yield server
+
+
+@pytest.fixture
+def client(piston: LocalPiston) -> PistonClient:
+    return PistonClient(piston.url)
+
+
+class Lines:
+    """Collects streamed chunks and splits them into lines, as the dispatcher does."""
+
+    def __init__(self) -> None:
+        self.chunks: list[str] = []
+        self.buffer = ""
+        self.lines: list[str] = []
+
+    def feed(self, chunk: str) -> list[str]:
+        self.chunks.append(chunk)
+        self.buffer += chunk
+        *complete, self.buffer = self.buffer.split("\n")
+        self.lines.extend(complete)
+        return complete
+
+
+# ---- runtimes --------------------------------------------------------------------------------------
+
+
+def test_runtimes_lists_python_and_has_python_is_true(client: PistonClient) -> None:
+    assert any(rt["language"] == "python" for rt in client.runtimes())
+    assert client.has_python()
+
+
+# ---- WebSocket: streaming and stdin ----------------------------------------------------------------
+
+
+def test_ws_streams_stdout_chunks_as_they_arrive_and_reports_ok(client: PistonClient) -> None:
+    src = """
+        import time
+        for i in range(3):
+            print(f"line {i}", flush=True)
+            time.sleep(0.3)
+    """
+    lines = Lines()
+    arrivals: list[float] = []
+
+    def on_stdout(chunk: str, _writer: StdinWriter) -> None:
+        arrivals.append(time.monotonic())
+        lines.feed(chunk)
+
+    result = client.run(program(src), LIMITS, transport=Transport.WS, on_stdout=on_stdout)
+    assert result.status is RunStatus.OK
+    assert (result.transport, result.code, result.signal, result.started) == (Transport.WS, 0, None, True)
+    assert result.stdout == ""
+    assert lines.lines == ["line 0", "line 1", "line 2"]
+    assert len(lines.chunks) >= 3
+    assert arrivals[-1] - arrivals[0] >= 0.5  # streamed during the run, not delivered at the end
+
+
+def test_ws_stdin_written_from_inside_on_stdout_reaches_the_program(client: PistonClient) -> None:
+    src = """
+        import sys
+        print("ready", flush=True)
+        for line in sys.stdin:
+            line = line.strip()
+            if line == "quit":
+                break
+            print("echo:" + line, flush=True)
+    """
+    lines = Lines()
+    replies = {"ready": "a\n", "echo:a": "b\n", "echo:b": "quit\n"}
+
+    def on_stdout(chunk: str, writer: StdinWriter) -> None:
+        for line in lines.feed(chunk):
+            writer.write(replies[line])
+
+    result = client.run(program(src), LIMITS, transport=Transport.WS, on_stdout=on_stdout)
+    assert result.status is RunStatus.OK
+    assert lines.lines == ["ready", "echo:a", "echo:b"]
+
+
+def test_ws_initial_stdin_is_held_until_stage_run_and_then_delivered(client: PistonClient) -> None:
+    src = """
+        import sys
+        print("got:" + sys.stdin.readline().strip(), flush=True)
+    """
+    lines = Lines()
+    result = client.run(program(src), LIMITS, transport=Transport.WS, stdin="hello\n", on_stdout=lambda c, _w: lines.feed(c))
+    assert result.status is RunStatus.OK
+    assert lines.lines == ["got:hello"]
+
+
+def test_ws_streams_stderr_to_on_stderr_and_keeps_its_tail(piston: LocalPiston) -> None:
+    client = PistonClient(piston.url, stderr_tail_chars=10)
+    src = """
+        import sys
+        sys.stderr.write("0123456789abcdefghij\\n")
+    """
+    chunks: list[str] = []
+    result = client.run(program(src), LIMITS, transport=Transport.WS, on_stderr=chunks.append)
+    assert "".join(chunks) == "0123456789abcdefghij\n"
+    assert result.stderr_tail == "bcdefghij\n"
+
+
+# ---- WebSocket: derived statuses, cap, stop --------------------------------------------------------
+
+
+def test_ws_exit_code_3_is_re_with_pistons_wording(client: PistonClient) -> None:
+    result = client.run(program("raise SystemExit(3)"), LIMITS, transport=Transport.WS)
+    assert (result.status, result.code, result.signal) == (RunStatus.RE, 3, None)
+    assert result.message == "Exited with error status 3"
+
+
+def test_ws_sigkill_at_the_time_limit_is_derived_as_to(client: PistonClient) -> None:
+    src = """
+        import time
+        while True:
+            time.sleep(0.05)
+    """
+    result = client.run(program(src), RunLimits(run_timeout_ms=800), transport=Transport.WS)
+    assert (result.status, result.code, result.signal) == (RunStatus.TO, None, "SIGKILL")
+    assert result.message == "Time limit exceeded"
+    assert result.wall_ms >= 700
+
+
+def test_ws_early_sigkill_is_sg_not_to(client: PistonClient) -> None:
+    src = """
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+    result = client.run(program(src), LIMITS, transport=Transport.WS)
+    # Python dies on the signal; Piston's bash wrapper turns that into exit 137 (RE), never a TO.
+    assert result.status in (RunStatus.RE, RunStatus.SG)
+    assert result.status is not RunStatus.TO
+
+
+def test_ws_output_past_max_output_chars_is_capped_and_reading_stops(piston: LocalPiston) -> None:
+    client = PistonClient(piston.url, max_output_chars=10_000)
+    src = """
+        import sys
+        for _ in range(200):
+            sys.stdout.write("x" * 1000 + "\\n")
+            sys.stdout.flush()
+    """
+    received: list[str] = []
+    started = time.monotonic()
+    result = client.run(program(src), LIMITS, transport=Transport.WS, on_stdout=lambda c, _w: received.append(c))
+    assert result.status is RunStatus.CAPPED
+    assert result.started
+    assert sum(map(len, received)) == 10_000  # exactly up to the cap, then nothing
+    assert time.monotonic() - started < 2.5  # did not wait for the run to end
+
+
+def test_ws_should_stop_ends_the_run_as_stopped_without_waiting_for_it(client: PistonClient) -> None:
+    src = """
+        import time
+        print("started", flush=True)
+        time.sleep(10)
+    """
+    seen: list[float] = []
+
+    def should_stop() -> bool:
+        return bool(seen) and time.monotonic() - seen[0] > 0.3
+
+    result = client.run(
+        program(src),
+        LIMITS,
+        transport=Transport.WS,
+        on_stdout=lambda _c, _w: seen.append(time.monotonic()),
+        should_stop=should_stop,
+    )
+    assert result.status is RunStatus.STOPPED
+    assert result.started
+    # Polled while no frame arrives: back well before the program's 3 s limit.
+    assert 0.3 <= time.monotonic() - seen[0] < 1.2
+
+
+# ---- /execute: statuses from the server ------------------------------------------------------------
+
+
+def test_execute_returns_whole_stdout_and_calls_on_stdout_once_with_a_refusing_writer(client: PistonClient) -> None:
+    calls: list[str] = []
+    refusals: list[str] = []
+
+    def on_stdout(chunk: str, writer: StdinWriter) -> None:
+        calls.append(chunk)
+        try:
+            writer.write("x\n")
+        except PistonError as err:
+            refusals.append(str(err))
+
+    src = """
+        import sys
+        print("a"); print("b"); print("in:" + sys.stdin.read().strip())
+    """
+    result = client.run(program(src), LIMITS, transport=Transport.EXECUTE, stdin="hi", on_stdout=on_stdout)
+    assert (result.status, result.transport, result.code, result.started) == (RunStatus.OK, Transport.EXECUTE, 0, True)
+    assert result.stdout == "a\nb\nin:hi\n"
+    assert calls == ["a\nb\nin:hi\n"]
+    assert refusals == ["stdin is only available on the WebSocket transport"]
+
+
+def test_execute_non_zero_exit_is_re_with_pistons_message(client: PistonClient) -> None:
+    result = client.run(program("raise SystemExit(3)"), LIMITS, transport=Transport.EXECUTE)
+    assert (result.status, result.code) == (RunStatus.RE, 3)
+    assert result.message == "Exited with error status 3"
+
+
+def test_execute_time_limit_is_to(client: PistonClient) -> None:
+    result = client.run(program("while True: pass"), RunLimits(run_timeout_ms=500), transport=Transport.EXECUTE)
+    assert (result.status, result.signal, result.code) == (RunStatus.TO, "SIGKILL", None)
+    assert result.message.startswith("Time limit exceeded")  # isolate adds " (wall clock)" for wall time-outs
+
+
+def test_execute_stdout_over_the_servers_1024_char_cap_is_ol_not_ok(client: PistonClient) -> None:
+    result = client.run(program("print('x' * 5000)"), LIMITS, transport=Transport.EXECUTE)
+    assert result.status is RunStatus.OL
+    assert result.signal == "SIGKILL"
+
+
+# ---- refusals ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", BOTH)
+def test_run_timeout_above_the_servers_limit_is_refused_with_pistons_message(client: PistonClient, transport: Transport) -> None:
+    with pytest.raises(PistonRefused) as caught:
+        client.run(program("print(1)"), RunLimits(run_timeout_ms=5000), transport=transport)
+    assert caught.value.message == "run_timeout cannot exceed the configured limit of 3000"
+
+
+@pytest.mark.parametrize("transport", BOTH)
+def test_unknown_runtime_version_is_refused(piston: LocalPiston, transport: Transport) -> None:
+    client = PistonClient(piston.url, version="9")
+    with pytest.raises(PistonRefused, match="python-9 runtime is unknown"):
+        client.run(program("print(1)"), LIMITS, transport=transport)
+
+
+def test_execute_body_over_100kb_is_refused_naming_payload_too_large(client: PistonClient) -> None:
+    big = "# " + "x" * 120_000 + "\nprint(1)\n"
+    with pytest.raises(PistonRefused, match="Piston rejected the request body: PayloadTooLargeError"):
+        client.run(program(big), LIMITS, transport=Transport.EXECUTE)
+
+
+# ---- transient failures and retries ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", BOTH)
+def test_connection_refused_is_transient_and_not_started(transport: Transport) -> None:
+    client = PistonClient(f"http://127.0.0.1:{free_port()}", connect_timeout_s=2)
+    with pytest.raises(PistonTransient) as caught:
+        client.run(program("print(1)"), LIMITS, transport=transport)
+    assert caught.value.started is False
+
+
+def test_server_killed_during_a_ws_run_is_transient_with_started_true(own_piston: LocalPiston) -> None:
+    client = PistonClient(own_piston.url)
+    src = """
+        import time
+        print("go", flush=True)
+        time.sleep(2.5)
+    """
+    stopper: list[threading.Thread] = []
+
+    def on_stdout(chunk: str, _writer: StdinWriter) -> None:
+        if not stopper:
+            stopper.append(threading.Thread(target=own_piston.kill))
+            stopper[0].start()
+
+    try:
+        with pytest.raises(PistonTransient) as caught:
+            client.run(program(src), LIMITS, transport=Transport.WS, on_stdout=on_stdout)
+    finally:
+        for thread in stopper:
+            thread.join()
+    assert caught.value.started is True
+
+
+def test_retrying_retries_a_transient_failure_until_the_server_is_back(own_piston: LocalPiston) -> None:
+    client = PistonClient(own_piston.url, connect_timeout_s=1)
+    own_piston.stop()
+    restarter = threading.Timer(2.0, own_piston.start)
+    restarter.start()
+    attempts = 0
+    try:
+        for attempt in retrying(attempts=20, base_s=0.2, max_s=0.5):
+            with attempt:
+                attempts += 1
+                result = client.run(program("print('back')"), LIMITS, transport=Transport.WS)
+    finally:
+        restarter.join()
+    assert result.status is RunStatus.OK
+    assert attempts > 1
+
+
+def test_retrying_does_not_retry_a_refusal(client: PistonClient) -> None:
+    attempts = 0
+    with pytest.raises(PistonRefused):
+        for attempt in retrying(attempts=5, base_s=0.01, max_s=0.02):
+            with attempt:
+                attempts += 1
+                client.run(program("print(1)"), RunLimits(run_timeout_ms=5000), transport=Transport.EXECUTE)
+    assert attempts == 1
+
+
+def test_retrying_gives_up_after_the_given_attempts_and_reraises() -> None:
+    client = PistonClient(f"http://127.0.0.1:{free_port()}", connect_timeout_s=1)
+    attempts = 0
+    with pytest.raises(PistonTransient):
+        for attempt in retrying(attempts=3, base_s=0.01, max_s=0.02):
+            with attempt:
+                attempts += 1
+                client.run(program("print(1)"), LIMITS, transport=Transport.EXECUTE)
+    assert attempts == 3
+
+
+# ---- AUTO fallback ---------------------------------------------------------------------------------
+
+
+class NoWebSocketProxy:
+    """An HTTP-only front for localpiston: /api/v2/connect is a 404, everything else is forwarded."""
+
+    def __init__(self, upstream: str) -> None:
+        self.hits: dict[str, int] = {}
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.forward("GET")
+
+            def do_POST(self) -> None:
+                self.forward("POST")
+
+            def forward(self, method: str) -> None:
+                proxy.hits[self.path] = proxy.hits.get(self.path, 0) + 1
+                if self.path == "/api/v2/connect":
+                    self.reply(404, json.dumps({"message": "Not Found"}).encode(), "application/json")
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                resp = requests.request(
+                    method, upstream + self.path, data=body, headers={"Content-Type": "application/json"}, timeout=30
+                )
+                self.reply(resp.status_code, resp.content, resp.headers.get("Content-Type", "application/json"))
+
+            def reply(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def no_ws_proxy(piston: LocalPiston) -> Iterator[NoWebSocketProxy]:
+    proxy = NoWebSocketProxy(piston.url)
+    yield proxy
+    proxy.close()
+
+
+def test_ws_transport_without_a_websocket_endpoint_raises_unsupported(no_ws_proxy: NoWebSocketProxy) -> None:
+    with pytest.raises(PistonUnsupported):
+        PistonClient(no_ws_proxy.url).run(program("print(1)"), LIMITS, transport=Transport.WS)
+
+
+def test_auto_falls_back_to_execute_without_a_websocket_endpoint_and_remembers_it(no_ws_proxy: NoWebSocketProxy) -> None:
+    client = PistonClient(no_ws_proxy.url)
+    first = client.run(program("print('one')"), LIMITS, transport=Transport.AUTO)
+    second = client.run(program("print('two')"), LIMITS, transport=Transport.AUTO)
+    assert (first.transport, first.status, first.stdout) == (Transport.EXECUTE, RunStatus.OK, "one\n")
+    assert (second.transport, second.stdout) == (Transport.EXECUTE, "two\n")
+    assert no_ws_proxy.hits == {"/api/v2/connect": 1, "/api/v2/execute": 2}
+
+
+def test_auto_uses_the_websocket_when_the_server_has_it(client: PistonClient) -> None:
+    result = client.run(program("print('ws')"), LIMITS, transport=Transport.AUTO)
+    assert result.transport is Transport.WS

@@ -1,0 +1,173 @@
+"""Building Piston's files list: entrypoint choice, name checks, hub rendering, history windowing."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from typing import Any
+
+import pytest
+
+from dispatcher import bundle
+from dispatcher.bundle import LAUNCHER_NAME, AgentSource, BundleError, build_files, choose_entrypoint, render_hub
+
+
+def make_context(history: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "version": 1,
+        "nonce": "abc123",
+        "transport": "ws",
+        "agent": {"id": "a1", "name": "Agent", "version": "1.0"},
+        "job_id": "j1",
+        "session_id": "s1",
+        "user_id": "u1",
+        "prompt": "hi",
+        "env_vars": {},
+        "user_vars": {},
+        "chat_history": history or [],
+        "history_cut": 0,
+    }
+    ctx.update(extra)
+    return ctx
+
+
+def msg(i: int, size: int = 100, char: str = "x") -> dict[str, str]:
+    return {"role": "user" if i % 2 else "agent", "content": f"{i}:" + char * size, "timestamp": "2024-01-01T00:00:00.000Z"}
+
+
+def embedded_context(files: list[dict[str, str]]) -> dict[str, Any]:
+    hub_src = next(f["content"] for f in files if f["name"] == "hub.py")
+    namespace: dict[str, Any] = {}
+    for node in ast.parse(hub_src).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_EMBEDDED_CONTEXT" for t in node.targets):
+            exec(compile(ast.Module([node], []), "hub.py", "exec"), namespace)
+    return json.loads(namespace["_EMBEDDED_CONTEXT"])
+
+
+MAIN = [AgentSource("main.py", "import hub\nhub.send_message('hi')\n")]
+
+
+def test_entrypoint_prefers_main_then_agent_then_single_py_file() -> None:
+    assert choose_entrypoint(["agent.py", "main.py", "x.py"]) == "main.py"
+    assert choose_entrypoint(["util.py", "agent.py"]) == "agent.py"
+    assert choose_entrypoint(["README.md", "src/bot.py"]) == "src/bot.py"
+
+
+def test_entrypoint_ambiguity_lists_the_files_found() -> None:
+    expected = "no entrypoint: expected main.py, agent.py or a single .py file; found: a.py, b.py"
+    with pytest.raises(BundleError, match=re.escape(expected)):
+        choose_entrypoint(["b.py", "a.py"])
+    with pytest.raises(BundleError, match=re.escape("found: data.txt")):
+        choose_entrypoint(["data.txt"])
+
+
+def test_nested_main_py_is_not_the_top_level_main() -> None:
+    with pytest.raises(BundleError):
+        choose_entrypoint(["pkg/main.py", "pkg/other.py"])
+
+
+def test_files_are_launcher_then_hub_then_agent_files_unchanged() -> None:
+    sources = [*MAIN, AgentSource("data.bin", "AAEC", "base64"), AgentSource("lib/util.py", "X = 1\n")]
+    built = build_files(make_context(), sources)
+    assert [f["name"] for f in built.files] == [LAUNCHER_NAME, "hub.py", "main.py", "data.bin", "lib/util.py"]
+    assert built.files[2] == {"name": "main.py", "content": MAIN[0].content}
+    assert built.files[3] == {"name": "data.bin", "content": "AAEC", "encoding": "base64"}
+    assert "encoding" not in built.files[0] and "encoding" not in built.files[1]
+    assert built.entry == "main.py"
+    assert 'ENTRY = "main.py"' in built.files[0]["content"]
+
+
+@pytest.mark.parametrize("name", ["hub.py", "_hub_launcher.py"])
+def test_agent_file_that_would_shadow_the_hub_is_refused(name: str) -> None:
+    with pytest.raises(BundleError, match="shadow"):
+        build_files(make_context(), [*MAIN, AgentSource(name, "x = 1\n")])
+
+
+def test_hub_py_inside_a_package_is_allowed() -> None:
+    built = build_files(make_context(), [*MAIN, AgentSource("pkg/hub.py", "")])
+    assert "pkg/hub.py" in [f["name"] for f in built.files]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../x.py", "a/../../x.py", "a//b.py", "./main2.py", "a\\b.py", ""])
+def test_unsafe_file_names_are_refused(name: str) -> None:
+    with pytest.raises(BundleError):
+        build_files(make_context(), [*MAIN, AgentSource(name, "")])
+
+
+def test_duplicate_names_are_refused() -> None:
+    with pytest.raises(BundleError, match="two agent files"):
+        build_files(make_context(), [*MAIN, AgentSource("main.py", "")])
+
+
+TRICKY = "quote\" apostrophe' backslash\\ newline\n tab\t nul-less é 日本 😀 \u2028 \u2029 \x7f }\"'''\"\"\" {x}"
+
+
+def test_rendered_hub_compiles_and_round_trips_tricky_text() -> None:
+    ctx = make_context([msg(1)], prompt=TRICKY, env_vars={TRICKY: TRICKY})
+    source = render_hub(ctx)
+    compile(source, "hub.py", "exec")
+    assert source.count("_EMBEDDED_CONTEXT = ") == 1
+    assert embedded_context([{"name": "hub.py", "content": source}]) == ctx
+
+
+def test_render_hub_refuses_a_template_without_the_sentinel() -> None:
+    with pytest.raises(RuntimeError, match="sentinel"):
+        render_hub(make_context(), template="x = 1\n")
+
+
+def test_hub_template_has_the_sentinel_exactly_once() -> None:
+    assert bundle.hub_template().count(bundle.SENTINEL) == 1
+
+
+def test_small_history_is_embedded_whole() -> None:
+    history = [msg(i) for i in range(10)]
+    built = build_files(make_context(history), MAIN)
+    assert (built.history_kept, built.history_cut) == (10, 0)
+    assert embedded_context(built.files)["chat_history"] == history
+
+
+@pytest.mark.parametrize("char", ["x", "é", "😀", "\"\\\n"])
+def test_large_history_keeps_the_newest_messages_that_fit_the_body_limit(char: str) -> None:
+    history = [msg(i, 300, char) for i in range(400)]
+    built = build_files(make_context(history), MAIN, max_body_bytes=60_000, overhead_bytes=2048)
+    size = len(json.dumps(built.files).encode())
+    assert size + 2048 <= 60_000
+    assert 0 < built.history_kept < 400
+    assert built.history_cut == 400 - built.history_kept
+    ctx = embedded_context(built.files)
+    assert ctx["chat_history"] == history[-built.history_kept :]
+    assert ctx["history_cut"] == built.history_cut
+    # One more message would not have fitted: the window is as large as it can be.
+    bigger = make_context(history[-(built.history_kept + 1) :], history_cut=built.history_cut - 1)
+    too_big = bundle._files(bigger, MAIN, "main.py", bundle.hub_template())
+    assert len(json.dumps(too_big).encode()) + 2048 > 60_000
+
+
+def test_history_cut_upstream_is_added_to() -> None:
+    history = [msg(i, 1000) for i in range(100)]
+    built = build_files(make_context(history, history_cut=50), MAIN, max_body_bytes=30_000)
+    assert built.history_cut == 50 + 100 - built.history_kept
+    assert embedded_context(built.files)["history_cut"] == built.history_cut
+
+
+def test_callers_context_is_not_changed() -> None:
+    ctx = make_context([msg(i, 1000) for i in range(100)])
+    before = json.dumps(ctx)
+    build_files(ctx, MAIN, max_body_bytes=30_000)
+    assert json.dumps(ctx) == before
+
+
+def test_bundle_too_large_without_history_names_the_sizes() -> None:
+    with pytest.raises(BundleError, match=r"bytes .* over the limit of 20000 bytes"):
+        build_files(make_context([msg(1)]), [*MAIN, AgentSource("big.txt", "y" * 30_000)], max_body_bytes=20_000)
+
+
+def test_windowing_thousands_of_messages_is_fast() -> None:
+    import time
+
+    history = [msg(i, 50) for i in range(20_000)]
+    start = time.perf_counter()
+    built = build_files(make_context(history), MAIN, max_body_bytes=100_000)
+    assert time.perf_counter() - start < 2.0
+    assert 0 < built.history_kept < 20_000
