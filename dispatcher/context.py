@@ -59,7 +59,7 @@ def load(pool: ConnectionPool, row: Claimed, *, transport: str, history_limit: i
         "env_vars": dict(data["env_vars"]),
         "user_vars": dict(data["user_vars"]),
         "chat_history": history,
-        "history_cut": 0,
+        "history_cut": int(data["history_total"]) - len(history),  # left out by HISTORY_MAX_MESSAGES
     }
     files = [AgentFileRow(filename=f["filename"], filepath=f["filepath"], filesize=f["filesize"]) for f in data["files"]]
     return AgentContext(context=context, files=files, history_total=int(data["history_total"]))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal as signals
 import threading
 import time
 from collections.abc import Callable
@@ -160,13 +161,18 @@ class _WsStdin:
 
 
 def derive_status(code: int | None, signal: str | None, wall_ms: float | None, limits: RunLimits) -> tuple[RunStatus, str | None]:
-    """Status for servers that report none (the WebSocket, /execute before 2024-09), as Piston would set it."""
+    """Status for servers that report none (the WebSocket, /execute before 2024-09), worded as Piston's isolate.
+
+    A SIGKILL with no exit code is a time-out only when it came near the smallest time limit we asked for (the
+    server's own run_cpu_time is not known here, so a CPU kill under a longer run_timeout reads as SG).
+    """
     if signal:
         if signal == "SIGKILL" and code is None and wall_ms is not None:
             time_limits = [ms for ms in (limits.run_timeout_ms, limits.run_cpu_time_ms) if ms and ms > 0]
             if time_limits and wall_ms >= TO_FRACTION * min(time_limits):
                 return RunStatus.TO, "Time limit exceeded"
-        return RunStatus.SG, f"Killed by signal {signal}"
+        number = getattr(signals.Signals, signal, None)
+        return RunStatus.SG, (f"Caught fatal signal {int(number)}" if number else f"Killed by signal {signal}")
     if code:
         return RunStatus.RE, f"Exited with error status {code}"
     return RunStatus.OK, None
@@ -254,6 +260,7 @@ class PistonClient:
         on_stderr: StderrCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> RunResult:
+        transport = Transport(transport)
         chosen = (self._auto_choice or Transport.WS) if transport is Transport.AUTO else transport
         log.info(
             "piston_run_start",

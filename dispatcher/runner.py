@@ -53,6 +53,12 @@ class RunControl:
         return self.reason is not None
 
 
+def line_limit(cfg: DispatcherConfig) -> int:
+    """Longest protocol line accepted: protocol lines are ASCII with \\uXXXX escapes, so a message of
+    non-BMP characters takes up to 12 characters per character, plus the JSON envelope."""
+    return 12 * cfg.max_message_chars + 4096
+
+
 def _last_line(text: str) -> str:
     for line in reversed(text.strip().splitlines()):
         if line.strip():
@@ -122,6 +128,8 @@ class Runner:
                 max_total_bytes=self.cfg.agent_files_max_bytes,
                 http_timeout_s=self.cfg.agent_files_http_timeout_s,
             )
+            # The hub checks these itself, so an over-long message fails in the agent, not silently here.
+            ctx.context["limits"] = {"max_line_chars": line_limit(self.cfg), "max_message_chars": self.cfg.max_message_chars}
             built = bundle.build_files(ctx.context, sources, max_body_bytes=self.cfg.piston_max_body_bytes)
         except (AgentFilesError, bundle.BundleError) as exc:
             return Outcome.finish(OutboxStatus.FAILED, redact(str(exc)))
@@ -163,7 +171,7 @@ class Runner:
         cfg = self.cfg
         decoder = protocol.StreamDecoder(
             ctx.nonce,
-            max_line_chars=cfg.max_message_chars + 4096,
+            max_line_chars=line_limit(cfg),
             max_output_chars=TAIL_CHARS * 4,
             max_message_chars=cfg.max_message_chars,
         )
@@ -196,8 +204,12 @@ class Runner:
                         )
                         if stdin is not None:
                             stdin.write(reply)
-                    case protocol.ProtocolError(reason=reason):
+                    case protocol.ProtocolError(reason=reason, call_id=call_id):
                         stats["protocol_errors"] += 1
+                        if call_id is not None and stdin is not None:
+                            # The agent is blocked on this call: answer it, or it waits until its time limit.
+                            stdin.write(protocol.encode_reply(
+                                call_id, False, error={"kind": "invalid_request", "message": reason}))
                         if stats["protocol_errors"] <= MAX_PROTOCOL_WARNINGS:
                             wb.log("warning", f"ignored a malformed hub line: {reason}")
 

@@ -241,8 +241,8 @@ def set_user_var(key: str, value: Any) -> None:
     if not isinstance(key, str) or not key:
         raise ValueError("key must be a non-empty str")
     text = value if isinstance(value, str) else str(value)
-    _context.setdefault("user_vars", {})[key] = text
     _emit({"type": "user_var", "key": key, "value": text})
+    _context.setdefault("user_vars", {})[key] = text
 
 
 def log(message: Any, level: str = "info") -> None:
@@ -368,7 +368,7 @@ def _await_reply(call_id: int) -> dict[str, Any]:
             with _replies_cond:
                 if reply["id"] == call_id:
                     return reply
-                if False:
+                if reply["id"] in _pending:
                     _replies[reply["id"]] = reply
                     _replies_cond.notify_all()
     finally:

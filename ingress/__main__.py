@@ -11,26 +11,31 @@ import os
 import sys
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-
 from core.config import ConfigError, IngressConfig, LogConfig, _int
 from core.logging import configure
 
 
-class _Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-        super().__init__()
+def _serve(options: dict[str, Any]) -> None:
+    # Imported only after our checks: importing gunicorn.config runs int(os.environ["WEB_CONCURRENCY"])
+    # and would turn a bad value into a traceback instead of our one-line error.
+    from gunicorn.app.base import BaseApplication
 
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def __init__(self, options: dict[str, Any]) -> None:
+            self.options = options
+            super().__init__()
 
-    def load(self) -> Any:
-        from ingress.app import create_app
+        def load_config(self) -> None:
+            for key, value in self.options.items():
+                self.cfg.set(key, value)
 
-        configure()
-        return create_app()
+        def load(self) -> Any:
+            from ingress.app import create_app
+
+            configure()
+            return create_app()
+
+    _Server(options).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"ingress: configuration error: {exc}", file=sys.stderr)
         return 2
-    _Server(
+    _serve(
         {
             "bind": f"{args.host}:{port}",
             "workers": workers,
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             "errorlog": "-",
             "loglevel": "warning",
         }
-    ).run()
+    )
     return 0
 
 

@@ -76,14 +76,16 @@ class Stack:
     """localpiston + web + dispatcher on one database."""
 
     def __init__(self, db_url: str, *, piston_env: dict[str, str] | None = None,
-                 dispatcher_env: dict[str, str] | None = None, web: bool = True) -> None:
+                 dispatcher_env: dict[str, str] | None = None, web_env: dict[str, str] | None = None,
+                 web: bool = True) -> None:
         self.db_url = db_url
         self.piston = LocalPiston({"PISTON_RUN_TIMEOUT": "20000", "PISTON_RUN_CPU_TIME": "20000",
                                    "PISTON_OUTPUT_MAX_SIZE": "100000", **(piston_env or {})})
         self.web_port = free_port()
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         base = {"DATABASE_URL": db_url, "LOG_FORMAT": "json", "WEB_CONCURRENCY": "1"}
-        self.web = Proc([sys.executable, "-m", "ingress", "--host", "127.0.0.1", "--port", str(self.web_port)], base) if web else None
+        web_args = [sys.executable, "-m", "ingress", "--host", "127.0.0.1", "--port", str(self.web_port)]
+        self.web = Proc(web_args, {**base, **(web_env or {})}) if web else None
         self.dispatcher_env = {
             **base,
             "PISTON_URL": self.piston.url,

@@ -6,6 +6,7 @@ the results are read back from the hub's tables. Both transports are exercised.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from tests import factories
 from tests.stack import Stack, agent_with_code
 
 CONTEXT_AGENT = """
+import itertools
 import json
 import hub
 
@@ -51,7 +53,7 @@ def hub_conn(stack: Stack) -> Iterator[psycopg.Connection]:
 def test_agent_reads_every_context_function_and_its_messages_land_in_order(
     stack: Stack, hub_conn: psycopg.Connection, tmp_path: Path
 ) -> None:
-    w = agent_with_code(hub_conn, tmp_path, CONTEXT_AGENT, env={"API_KEY": "k-123"}, prompt="what is up?")
+    w = agent_with_code(hub_conn, tmp_path, CONTEXT_AGENT, env={"API_KEY": "k-123"}, prompt="what is up? héllo 日本 🎉")
     factories.user_var(hub_conn, w.session_id, "name", "Ada")
     resp = stack.post(w)
     assert resp.status_code == 202, resp.text
@@ -61,10 +63,10 @@ def test_agent_reads_every_context_function_and_its_messages_land_in_order(
     assert job["startedAt"] is not None and job["completedAt"] is not None
     msgs = stack.messages(w.session_id)
     assert msgs == [
-        "prompt=what is up?",
+        "prompt=what is up? héllo 日本 🎉",
         'env={"API_KEY": "k-123"}',
         'user_vars={"name": "Ada"}',
-        'history=[["user", "what is up?"]]',
+        'history=[["user", "what is up? h\\u00e9llo \\u65e5\\u672c \\ud83c\\udf89"]]',
         f"agent=echo job={w.job_id} session={w.session_id}",
     ]
     with stack.connect() as c:
@@ -141,7 +143,7 @@ def test_two_invocations_on_one_session_never_overlap(
         assert stack.wait_job(w.job_id, timeout=40)["status"] == "SUCCEEDED"
     spans = sorted(tuple(map(float, m.split())) for m in stack.messages(w1.session_id))
     assert len(spans) == 3
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, spans
 
 

@@ -20,8 +20,24 @@ from core.migrate import MigrationError, discover, pending
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS = [m.version for m in discover()]
 PRISMA_TABLES = {
-    "User", "Profile", "Agent", "AgentFile", "AgentEnvVar", "AgentTag", "StarredAgent", "Session", "UserVariable",
-    "ChatMessage", "Dataset", "DatasetFile", "StarredDataset", "Model", "ModelFile", "StarredModel", "Job", "JobLog",
+    "User",
+    "Profile",
+    "Agent",
+    "AgentFile",
+    "AgentEnvVar",
+    "AgentTag",
+    "StarredAgent",
+    "Session",
+    "UserVariable",
+    "ChatMessage",
+    "Dataset",
+    "DatasetFile",
+    "StarredDataset",
+    "Model",
+    "ModelFile",
+    "StarredModel",
+    "Job",
+    "JobLog",
 }
 
 
@@ -41,7 +57,12 @@ def run_cli(*args: str, database_url: str | None) -> subprocess.CompletedProcess
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     return subprocess.run(
-        [sys.executable, "-m", "core.migrate", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "core.migrate", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

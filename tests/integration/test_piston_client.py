@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
 import threading
@@ -11,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import ServerConnection, serve
 
 from dispatcher.piston import (
     PistonClient,
@@ -168,15 +171,15 @@ def test_ws_sigkill_at_the_time_limit_is_derived_as_to(client: PistonClient) -> 
     assert result.wall_ms >= 700
 
 
-def test_ws_early_sigkill_is_sg_not_to(client: PistonClient) -> None:
+def test_ws_early_sigkill_is_derived_as_sg_not_to(client: PistonClient) -> None:
+    # Killing Piston's bash wrapper gives what an early kill looks like: no code, SIGKILL, far from the limit.
     src = """
         import os, signal
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getppid(), signal.SIGKILL)
     """
     result = client.run(program(src), LIMITS, transport=Transport.WS)
-    # Python dies on the signal; Piston's bash wrapper turns that into exit 137 (RE), never a TO.
-    assert result.status in (RunStatus.RE, RunStatus.SG)
-    assert result.status is not RunStatus.TO
+    assert (result.status, result.code, result.signal) == (RunStatus.SG, None, "SIGKILL")
+    assert result.message == "Caught fatal signal 9"  # isolate's wording, as /execute reports it
 
 
 def test_ws_output_past_max_output_chars_is_capped_and_reading_stops(piston: LocalPiston) -> None:
@@ -263,6 +266,18 @@ def test_execute_stdout_over_the_servers_1024_char_cap_is_ol_not_ok(client: Pist
     assert result.signal == "SIGKILL"
 
 
+def test_execute_should_stop_abandons_the_request_as_stopped(client: PistonClient) -> None:
+    t0 = time.monotonic()
+    result = client.run(
+        program("import time; time.sleep(2.5)"),
+        LIMITS,
+        transport=Transport.EXECUTE,
+        should_stop=lambda: time.monotonic() - t0 > 0.3,
+    )
+    assert result.status is RunStatus.STOPPED
+    assert time.monotonic() - t0 < 1.2
+
+
 # ---- refusals ---------------------------------------------------------------------------------------
 
 
@@ -295,6 +310,32 @@ def test_connection_refused_is_transient_and_not_started(transport: Transport) -
     with pytest.raises(PistonTransient) as caught:
         client.run(program("print(1)"), LIMITS, transport=transport)
     assert caught.value.started is False
+
+
+def test_execute_empty_500_is_transient(client: PistonClient) -> None:
+    # Piston answers a file name escaping the box (or a sandbox failure) with 500 and an empty body.
+    files = [{"name": "../escape.py", "content": "print(1)"}]
+    with pytest.raises(PistonTransient, match="HTTP 500"):
+        client.run(files, LIMITS, transport=Transport.EXECUTE)
+
+
+def test_ws_server_that_never_answers_is_transient_once_the_deadline_passes() -> None:
+    def silent(ws: ServerConnection) -> None:
+        ws.recv()  # the init
+        with contextlib.suppress(ConnectionClosed):
+            ws.recv()  # then nothing, until the client gives up
+
+    with serve(silent, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        client = PistonClient(f"http://127.0.0.1:{port}", connect_timeout_s=0.5, execute_margin_s=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(PistonTransient) as caught:
+            client.run(program("print(1)"), LIMITS, transport=Transport.WS)
+        elapsed = time.monotonic() - t0
+        server.shutdown()
+    assert caught.value.started is False
+    assert 1.0 <= elapsed < 3.0  # connect allowance + queue allowance, not forever
 
 
 def test_server_killed_during_a_ws_run_is_transient_with_started_true(own_piston: LocalPiston) -> None:

@@ -9,11 +9,14 @@ and foreign keys ON UPDATE CASCADE with Prisma's ON DELETE defaults.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests import pg
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_COPY = REPO / "sql" / "prisma" / "schema.prisma"
@@ -30,7 +33,13 @@ SCALAR_TYPES = {
     "Json": "jsonb",
     "Bytes": "bytea",
 }
-ON_DELETE = {"Cascade": "CASCADE", "Restrict": "RESTRICT", "NoAction": "NO ACTION", "SetNull": "SET NULL", "SetDefault": "SET DEFAULT"}
+ON_DELETE = {
+    "Cascade": "CASCADE",
+    "Restrict": "RESTRICT",
+    "NoAction": "NO ACTION",
+    "SetNull": "SET NULL",
+    "SetDefault": "SET DEFAULT",
+}
 PG_ACTION = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
@@ -152,7 +161,7 @@ def expected_default(schema: Schema, f: Field) -> str | None:
     if f.type in schema.enums:
         return f"'{args}'::\"{f.type}\""
     if f.type == "String":
-        return f"{args.replace('\"', "'")}::text"
+        return "'" + args.strip('"') + "'::text"
     return args
 
 
@@ -163,12 +172,14 @@ SCHEMA = parse(LOCAL_COPY.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def catalog(pg_server_url: str, template_name: str) -> psycopg.Connection:
-    """A read-only view of the migrated template database (nothing here writes)."""
-    from tests import pg
-
-    with psycopg.connect(pg.with_dbname(pg_server_url, template_name), autocommit=True) as conn:
-        yield conn
+def catalog(pg_server_url: str, template_name: str) -> Iterator[psycopg.Connection]:
+    """A migrated database to read (a copy: a session open on the template would block CREATE DATABASE)."""
+    name, url = pg.create_from_template(pg_server_url, template_name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            yield conn
+    finally:
+        pg.drop(pg_server_url, name)
 
 
 def columns(conn: psycopg.Connection, table: str) -> dict[str, tuple[str, bool, str | None]]:
@@ -239,8 +250,24 @@ def test_local_schema_prisma_is_the_contract_copy() -> None:
 
 def test_parser_finds_every_model_and_enum_of_the_contract() -> None:
     assert set(SCHEMA.models) == {
-        "User", "Profile", "Agent", "AgentFile", "AgentEnvVar", "AgentTag", "StarredAgent", "Session", "UserVariable",
-        "ChatMessage", "Dataset", "DatasetFile", "StarredDataset", "Model", "ModelFile", "StarredModel", "Job", "JobLog",
+        "User",
+        "Profile",
+        "Agent",
+        "AgentFile",
+        "AgentEnvVar",
+        "AgentTag",
+        "StarredAgent",
+        "Session",
+        "UserVariable",
+        "ChatMessage",
+        "Dataset",
+        "DatasetFile",
+        "StarredDataset",
+        "Model",
+        "ModelFile",
+        "StarredModel",
+        "Job",
+        "JobLog",
     }
     assert SCHEMA.enums["JobStatus"] == ["QUEUED", "PROCESSING", "SUCCEEDED", "FAILED", "CANCELLED"]
     job = {f.name: f for f in SCHEMA.models["Job"].fields}
@@ -317,4 +344,4 @@ def test_the_referential_actions_the_hub_relies_on() -> None:
     assert fks["Job_agentId_fkey"].on_delete == "SET NULL"
     assert fks["Job_userId_fkey"].on_delete == "RESTRICT"
     assert all(fk.on_update == "CASCADE" for fk in fks.values())
-    assert len(fks) == 22
+    assert len(fks) == 25  # one per relation field with fields: [...] in the contract

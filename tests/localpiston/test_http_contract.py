@@ -85,7 +85,10 @@ FILES = [{"content": "print(1)"}]
         ({"language": "python", "version": 3, "files": FILES}, "version is required as a string"),
         ({"language": "python", "version": "*"}, "files is required as an array"),
         ({"language": "python", "version": "*", "files": {"content": "x"}}, "files is required as an array"),
-        ({"language": "python", "version": "*", "files": [{"content": "x"}, {"name": "a"}]}, "files[1].content is required as a string"),
+        (
+            {"language": "python", "version": "*", "files": [{"content": "x"}, {"name": "a"}]},
+            "files[1].content is required as a string",
+        ),
         ({"language": "python", "version": "*", "files": [{"content": 5}]}, "files[0].content is required as a string"),
         ({"language": "python", "version": "*", "files": []}, "files must include at least one utf8 encoded file"),
         (
@@ -96,7 +99,10 @@ FILES = [{"content": "print(1)"}]
             {"language": "python", "version": "*", "files": [{"content": "x", "encoding": "latin1"}]},
             "files must include at least one utf8 encoded file",
         ),
-        ({"language": "python", "version": "*", "files": FILES, "run_timeout": "100"}, "If specified, run_timeout must be a number"),
+        (
+            {"language": "python", "version": "*", "files": FILES, "run_timeout": "100"},
+            "If specified, run_timeout must be a number",
+        ),
         ({"language": "python", "version": "*", "files": FILES, "run_timeout": -5}, "run_timeout must be non-negative"),
         (
             {"language": "python", "version": "*", "files": FILES, "run_timeout": 3001},
@@ -110,7 +116,10 @@ FILES = [{"content": "print(1)"}]
             {"language": "python", "version": "*", "files": FILES, "compile_timeout": 10001},
             "compile_timeout cannot exceed the configured limit of 10000",
         ),
-        ({"language": "python", "version": "*", "files": FILES, "run_memory_limit": "1"}, "If specified, run_memory_limit must be a number"),
+        (
+            {"language": "python", "version": "*", "files": FILES, "run_memory_limit": "1"},
+            "If specified, run_memory_limit must be a number",
+        ),
     ],
 )
 def test_invalid_request_is_400_with_pistons_message(piston: Server, body: dict[str, object], message: str) -> None:
@@ -134,9 +143,7 @@ def test_null_file_entry_is_400_with_empty_object(piston: Server) -> None:
 
 @pytest.mark.parametrize("raw", ['{"language": ', "{'a': 1}", '"just a string"', "{}}"])
 def test_malformed_json_is_400_with_syntax_error_stack_only(piston: Server, raw: str) -> None:
-    response = requests.post(
-        piston.url + "/api/v2/execute", data=raw, headers={"Content-Type": "application/json"}, timeout=5
-    )
+    response = requests.post(piston.url + "/api/v2/execute", data=raw, headers={"Content-Type": "application/json"}, timeout=5)
     assert response.status_code == 400
     body = response.json()
     assert list(body) == ["stack"]
@@ -190,7 +197,8 @@ def test_args_are_passed_after_the_entrypoint(piston: Server) -> None:
 
 def test_default_file_names_are_file_index_code(piston: Server) -> None:
     run = piston.run(
-        "import os; print(sorted(os.listdir('.')))", files=[{"content": "import os; print(sorted(os.listdir('.')))"}, {"content": "x"}]
+        "import os; print(sorted(os.listdir('.')))",
+        files=[{"content": "import os; print(sorted(os.listdir('.')))"}, {"content": "x"}],
     )
     assert run["stdout"] == "['file0.code', 'file1.code']\n"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -96,7 +97,11 @@ def test_background_process_does_not_outlive_the_run(piston: Server) -> None:
 
 
 def test_each_job_gets_a_fresh_box(piston: Server) -> None:
-    code = "import os, tempfile\nprint(sorted(os.listdir('.')), sorted(os.listdir(os.environ['HOME'])))\nopen(os.path.join(os.environ['HOME'], 'f'), 'w')"
+    code = (
+        "import os\n"
+        "print(sorted(os.listdir('.')), sorted(os.listdir(os.environ['HOME'])))\n"
+        "open(os.path.join(os.environ['HOME'], 'f'), 'w')"
+    )
     first = piston.run(code)
     second = piston.run(code)
     assert first["stdout"] == second["stdout"] == "['file0.code'] []\n"
@@ -120,6 +125,3 @@ def test_shared_dir_fixture_is_writable_by_the_sandbox(piston: Server, shared_di
     target = shared_dir / "out.txt"
     piston.run("import sys; open(sys.argv[1], 'w').write('ok')", args=[str(target)])
     assert target.read_text() == "ok"
-
-
-import re  # noqa: E402

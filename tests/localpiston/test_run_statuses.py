@@ -82,6 +82,8 @@ def test_memory_limit_kills_a_program_that_exceeds_it(piston: Server) -> None:
 
 def test_memory_is_reported_in_bytes(piston: Server) -> None:
     small = piston.run("print(1)")["memory"]
-    big = piston.run("x = bytearray(150 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); import time; time.sleep(0.3)")["memory"]
+    big = piston.run("x = bytearray(150 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); import time; time.sleep(0.3)")[
+        "memory"
+    ]
     assert isinstance(small, int) and isinstance(big, int)
     assert big > 100_000_000 > small

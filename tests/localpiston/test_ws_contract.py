@@ -1,0 +1,201 @@
+"""WebSocket /api/v2/connect: message order, close codes and the quirks clients must live with."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from .conftest import Server
+
+
+def init_frame(code: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "init", "language": "python", "version": "*", "files": [{"content": code}], **extra}
+
+
+def session(
+    server: Server, first: list[dict[str, Any]], after_stage: list[dict[str, Any]] | None = None, timeout: float = 15
+) -> tuple[list[dict[str, Any]], int | None, str | None]:
+    """Send `first`, then `after_stage` once the stage frame arrived; collect until the server closes."""
+    messages: list[dict[str, Any]] = []
+    with connect(server.ws_url) as ws:
+        for frame in first:
+            ws.send(json.dumps(frame))
+        try:
+            while True:
+                message = json.loads(ws.recv(timeout=timeout))
+                messages.append(message)
+                if message.get("type") == "stage":
+                    for frame in after_stage or []:
+                        ws.send(json.dumps(frame))
+        except ConnectionClosed as closed:
+            rcvd = closed.rcvd
+            return messages, rcvd.code if rcvd else None, rcvd.reason if rcvd else None
+    raise AssertionError("unreachable")
+
+
+def stdout_of(messages: list[dict[str, Any]]) -> str:
+    return "".join(m["data"] for m in messages if m["type"] == "data" and m["stream"] == "stdout")
+
+
+def test_job_streams_runtime_stage_data_exit_then_4999(piston: Server) -> None:
+    code = "import sys\nprint('hello', flush=True)\nsys.stderr.write('warn\\n')"
+    messages, code_, reason = session(piston, [init_frame(code)])
+    version = requests.get(piston.url + "/api/v2/runtimes", timeout=5).json()[0]["version"]
+    assert messages[0] == {"type": "runtime", "language": "python", "version": version}
+    assert messages[1] == {"type": "stage", "stage": "run"}
+    assert messages[-1] == {"type": "exit", "stage": "run", "code": 0, "signal": None}
+    assert stdout_of(messages) == "hello\n"
+    assert "".join(m["data"] for m in messages if m.get("stream") == "stderr") == "warn\n"
+    assert (code_, reason) == (4999, "Job Completed")
+
+
+def test_output_is_streamed_as_it_arrives(piston: Server) -> None:
+    code = "import time\nprint('first', flush=True)\ntime.sleep(0.6)\nprint('second', flush=True)"
+    arrivals: list[tuple[float, str]] = []
+    with connect(piston.ws_url) as ws:
+        ws.send(json.dumps(init_frame(code)))
+        try:
+            while True:
+                message = json.loads(ws.recv(timeout=10))
+                if message["type"] == "data":
+                    arrivals.append((time.monotonic(), message["data"]))
+        except ConnectionClosed:
+            pass
+    assert [d for _, d in arrivals] == ["first\n", "second\n"]
+    assert arrivals[1][0] - arrivals[0][0] > 0.4
+
+
+def test_stdin_frames_after_stage_are_written_raw(piston: Server) -> None:
+    code = "import sys\nline = sys.stdin.readline()\nprint(repr(line), flush=True)\nprint(repr(sys.stdin.read(2)))"
+    messages, code_, _ = session(
+        piston,
+        [init_frame(code)],
+        [{"type": "data", "stream": "stdin", "data": "ab\n"}, {"type": "data", "stream": "stdin", "data": "cd"}],
+    )
+    assert stdout_of(messages) == "'ab\\n'\n'cd'\n"
+    assert code_ == 4999
+
+
+def test_stdin_is_never_closed_so_reading_to_eof_times_out(piston: Server) -> None:
+    code = "import sys\ndata = sys.stdin.read()\nprint('eof reached')"
+    messages, code_, _ = session(
+        piston, [init_frame(code, run_timeout=500)], [{"type": "data", "stream": "stdin", "data": "x\n"}]
+    )
+    assert messages[-1] == {"type": "exit", "stage": "run", "code": None, "signal": "SIGKILL"}
+    assert stdout_of(messages) == ""
+    assert code_ == 4999
+
+
+def test_stdin_sent_before_the_process_started_is_lost(piston1: Server) -> None:
+    # One job slot: a blocker holds it, so our job waits in the queue while its stdin frame arrives.
+    blocker = threading.Thread(target=piston1.run, args=("import time; time.sleep(1)",))
+    blocker.start()
+    time.sleep(0.3)
+    code = "import select, sys\nready, _, _ = select.select([sys.stdin], [], [], 0.5)\nprint('got' if ready else 'nothing')"
+    messages, code_, _ = session(piston1, [init_frame(code), {"type": "data", "stream": "stdin", "data": "early\n"}])
+    blocker.join()
+    assert stdout_of(messages) == "nothing\n"
+    assert code_ == 4999
+
+
+def test_signal_frames_are_accepted_but_never_delivered(piston: Server) -> None:
+    code = "import time\ntime.sleep(0.4)\nprint('still alive')"
+    messages, code_, _ = session(piston, [init_frame(code)], [{"type": "signal", "signal": "SIGKILL"}])
+    assert stdout_of(messages) == "still alive\n"
+    assert messages[-1] == {"type": "exit", "stage": "run", "code": 0, "signal": None}
+    assert code_ == 4999
+
+
+def test_no_output_cap_on_the_websocket(piston: Server) -> None:
+    messages, code_, _ = session(piston, [init_frame("print('z' * 50000)")])
+    assert stdout_of(messages) == "z" * 50000 + "\n"
+    assert messages[-1]["code"] == 0 and code_ == 4999
+
+
+def test_timeout_reports_exit_with_sigkill_and_null_code(piston: Server) -> None:
+    messages, _, _ = session(piston, [init_frame("import time; time.sleep(5)", run_timeout=300)])
+    assert messages[-1] == {"type": "exit", "stage": "run", "code": None, "signal": "SIGKILL"}
+
+
+def test_invalid_init_sends_error_then_closes_4002(piston: Server) -> None:
+    messages, code_, reason = session(piston, [init_frame("print(1)", version="9")])
+    assert messages == [{"type": "error", "message": "python-9 runtime is unknown"}]
+    assert (code_, reason) == (4002, "Notified Error")
+
+
+def test_escaping_file_name_in_init_is_an_error_frame_and_4002(piston: Server) -> None:
+    frame = init_frame("print(1)")
+    frame["files"].append({"name": "../evil", "content": "x"})
+    messages, code_, _ = session(piston, [frame])
+    assert [m["type"] for m in messages] == ["error"]
+    assert "escape" in messages[0]["message"]
+    assert code_ == 4002
+
+
+def test_malformed_frame_is_an_error_and_4002(piston: Server) -> None:
+    with connect(piston.ws_url) as ws:
+        ws.send("{not json")
+        message = json.loads(ws.recv(timeout=5))
+        try:
+            ws.recv(timeout=5)
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 4002
+    assert message["type"] == "error" and "JSON" in message["message"]
+
+
+def test_second_init_closes_4000_already_initialized(piston: Server) -> None:
+    _, code_, reason = session(piston, [init_frame("import time; time.sleep(0.3)")], [init_frame("print(1)")])
+    assert (code_, reason) == (4000, "Already Initialized")
+
+
+def test_no_init_within_one_second_closes_4001(piston: Server) -> None:
+    started = time.monotonic()
+    messages, code_, reason = session(piston, [])
+    elapsed = time.monotonic() - started
+    assert messages == []
+    assert (code_, reason) == (4001, "Initialization Timeout")
+    assert 0.9 <= elapsed < 2.5
+
+
+def test_data_before_init_closes_4003_not_yet_initialized(piston: Server) -> None:
+    _, code_, reason = session(piston, [{"type": "data", "stream": "stdin", "data": "x"}])
+    assert (code_, reason) == (4003, "Not yet initialized")
+
+
+def test_signal_before_init_closes_4003(piston: Server) -> None:
+    _, code_, _ = session(piston, [{"type": "signal", "signal": "SIGKILL"}])
+    assert code_ == 4003
+
+
+def test_data_for_stdout_closes_4004_can_only_write_to_stdin(piston: Server) -> None:
+    _, code_, reason = session(
+        piston, [init_frame("import time; time.sleep(0.3)")], [{"type": "data", "stream": "stdout", "data": "x"}]
+    )
+    assert (code_, reason) == (4004, "Can only write to stdin")
+
+
+def test_unknown_signal_closes_4005_invalid_signal(piston: Server) -> None:
+    _, code_, reason = session(piston, [init_frame("import time; time.sleep(0.3)")], [{"type": "signal", "signal": "SIGNOPE"}])
+    assert (code_, reason) == (4005, "Invalid signal")
+
+
+def test_closing_the_socket_does_not_stop_the_job(piston: Server, shared_dir: Path) -> None:
+    target = shared_dir / "after-disconnect.txt"
+    code = "import sys, time\ntime.sleep(0.5)\nopen(sys.argv[1], 'a').write('finished')"
+    ws: ClientConnection
+    with connect(piston.ws_url) as ws:
+        ws.send(json.dumps(init_frame(code, args=[str(target)])))
+        while json.loads(ws.recv(timeout=10))["type"] != "stage":
+            pass
+    assert not target.exists()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not target.exists():
+        time.sleep(0.05)
+    assert target.read_text() == "finished"
