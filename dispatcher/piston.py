@@ -564,7 +564,7 @@ class _WsRun:
 
     def loop(self) -> RunResult:
         while True:
-            if self.should_stop is not None and self.should_stop():
+            if self.exit is None and self.should_stop is not None and self.should_stop():
                 return self.abandon(RunStatus.STOPPED, "Stopped by the caller; the run goes on server-side until its limits")
             deadline = self.deadline()
             wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - time.monotonic()))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -12,15 +10,6 @@ import pytest
 from tests.stack import Stack, agent_with_code
 
 SLOW_AGENT = "import time, hub\nhub.send_message('before')\ntime.sleep(2)\nhub.send_message('after')\n"
-
-
-def crash(stack: Stack) -> None:
-    """Kill localpiston and its sandboxes at once (SIGKILL), like a crashed or rebooted host."""
-    proc = stack.piston._proc  # the test needs the pid to kill without a graceful stop
-    assert proc is not None
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    stack.piston.stop()
 
 
 @pytest.mark.parametrize("transport", ["ws", "execute"])
@@ -40,7 +29,7 @@ def test_piston_stopped_during_a_run_is_retried_and_succeeds_without_duplicate_m
             assert stack.messages(w.session_id) == ["before"]
         else:
             time.sleep(0.5)
-        crash(stack)
+        stack.piston.kill()  # SIGKILL: a crashed host, not a graceful stop
         time.sleep(3)
         stack.piston.start()
         job = stack.wait_job(w.job_id, timeout=60)

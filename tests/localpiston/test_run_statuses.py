@@ -57,7 +57,8 @@ def test_stdout_up_to_1024_characters_is_kept(piston: Server) -> None:
 
 
 def test_stdout_over_1024_is_ol_and_the_chunk_is_dropped_whole(piston: Server) -> None:
-    run = piston.run("import sys; print('a' * 500, flush=True); sys.stdout.write('b' * 600)")
+    # The sleep keeps the two writes in separate pipe reads (chunking is arbitrary, as in Piston).
+    run = piston.run("import sys, time; print('a' * 500, flush=True); time.sleep(0.2); sys.stdout.write('b' * 600)")
     assert (run["status"], run["signal"], run["message"]) == ("OL", "SIGKILL", "stdout length exceeded")
     assert run["stdout"] == "a" * 500 + "\n"
 
@@ -70,7 +71,10 @@ def test_stderr_over_1024_is_el(piston: Server) -> None:
 
 
 def test_output_interleaves_both_streams_in_arrival_order(piston: Server) -> None:
-    code = "import sys\nprint('1', flush=True)\nsys.stderr.write('2\\n'); sys.stderr.flush()\nprint('3', flush=True)"
+    code = (
+        "import sys, time\nprint('1', flush=True)\ntime.sleep(0.15)\n"
+        "sys.stderr.write('2\\n'); sys.stderr.flush()\ntime.sleep(0.15)\nprint('3', flush=True)"
+    )
     assert piston.run(code)["output"] == "1\n2\n3\n"
 
 
