@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     except psycopg.OperationalError as exc:
         print(f"migrate: cannot reach the database: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 2
+    except psycopg.Error as exc:
+        # The failing migration's transaction was rolled back and nothing was recorded.
+        print(f"migrate: a migration failed: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
     return 0
 
 

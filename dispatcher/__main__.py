@@ -13,7 +13,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dispatcher", description="Run agents queued in the outbox.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="claim and run invocations until SIGTERM")
+    from dispatcher import ops
+
+    ops.add_commands(sub)  # list / show / replay / cancel
     args = parser.parse_args(argv)
+    if args.command in ops.COMMANDS:
+        return ops.run(args)  # operator commands need only DATABASE_URL
     try:
         from dispatcher.config import DispatcherConfig
 

@@ -137,7 +137,10 @@ def create_app(config: IngressConfig | None = None, pool: ConnectionPool | None 
     def readyz() -> tuple[Response, int]:
         with pool.connection() as conn:
             row = conn.execute(query("ingress/readiness")).fetchone()
-            todo = migrate.pending(conn) if row and row["outbox_ready"] else None
+            try:
+                todo = migrate.pending(conn) if row and row["outbox_ready"] else None
+            except migrate.MigrationError as exc:
+                return _error(ApiError(503, "not_ready", f"migrations do not match this release: {exc}"))
             conn.rollback()
         if not row or not row["outbox_ready"] or todo:
             missing = "pending migrations" if todo else "migrations not applied"

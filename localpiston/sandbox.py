@@ -97,7 +97,9 @@ class MemoryCgroups:
         for line in lines:
             _, controllers, path = line.split(":", 2)
             if "memory" in controllers.split(","):
-                base = os.path.join("/sys/fs/cgroup/memory", path.lstrip("/"), f"localpiston-{os.getpid()}")
+                parent = os.path.join("/sys/fs/cgroup/memory", path.lstrip("/"))
+                _sweep_dead(parent, _rmdir_tree)
+                base = os.path.join(parent, f"localpiston-{os.getpid()}")
                 try:
                     os.mkdir(base)
                 except OSError:
@@ -658,8 +660,27 @@ class Sandbox:
 # -- start-up probing -----------------------------------------------------------------------
 
 
+def _rmdir_tree(path: str) -> None:
+    """rmdir a stale cgroup and its (empty) children, one attempt each."""
+    for name in os.listdir(path):
+        if os.path.isdir(os.path.join(path, name)):
+            os.rmdir(os.path.join(path, name))
+    os.rmdir(path)
+
+
+def _sweep_dead(parent: str, remove: Callable[[str], None]) -> None:
+    """Remove `localpiston-<pid>…` entries left by servers that died without cleaning up."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(parent):
+            pid = name.split("-")[1] if name.startswith("localpiston-") else ""
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                with contextlib.suppress(OSError):
+                    remove(os.path.join(parent, name))
+
+
 def make_root() -> str:
-    root = tempfile.mkdtemp(prefix="localpiston-")
+    _sweep_dead(tempfile.gettempdir(), lambda stale: shutil.rmtree(stale, ignore_errors=True))
+    root = tempfile.mkdtemp(prefix=f"localpiston-{os.getpid()}-")
     os.chmod(root, 0o755)
     return root
 

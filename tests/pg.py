@@ -53,7 +53,10 @@ def create_template(url: str, name: str) -> str:
 def create_from_template(url: str, template: str, prefix: str = "t") -> tuple[str, str]:
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin(url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        # PG 15+ defaults to WAL_LOG, which writes the whole template through the WAL: FILE_COPY
+        # (one checkpoint + a file copy) makes a per-test database about ten times quicker.
+        strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
     return name, with_dbname(url, name)
 
 

@@ -113,7 +113,7 @@ class Stack:
         self.dispatchers.append(proc)
         return proc
 
-    def _wait_ready(self, timeout: float = 20.0) -> None:
+    def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.web is not None

@@ -6,6 +6,7 @@ deletes the Job on any error, so a row written anyway would run a deleted job.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -24,6 +25,7 @@ from psycopg.rows import dict_row
 from core import migrate
 from core.config import IngressConfig
 from core.sqlfiles import query
+from ingress.app import create_app
 from tests import factories as f
 from tests import pg
 
@@ -35,8 +37,6 @@ MAX_ATTEMPTS = 3
 
 
 def make_app(db_url: str, **env: str) -> Flask:
-    from ingress.app import create_app
-
     settings = {
         "DATABASE_URL": db_url,
         "DB_POOL_MIN": "0",
@@ -590,7 +590,7 @@ def test_readyz_is_503_not_ready_on_an_empty_database(empty_db_url: str) -> None
 
 
 def test_readyz_is_503_when_the_prisma_tables_are_missing(empty_db_url: str) -> None:
-    migrate.apply(empty_db_url, prisma=False, out=open("/dev/null", "w"))  # noqa: SIM115
+    migrate.apply(empty_db_url, prisma=False, out=io.StringIO())
     app = make_app(empty_db_url)
     try:
         resp = app.test_client().get("/readyz")

@@ -1,0 +1,33 @@
+"""python -m fakegemini [--host 127.0.0.1] [--port 8089]   (key: FAKEGEMINI_API_KEY)"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from aiohttp import web
+
+from fakegemini.server import make_app
+
+DEFAULT_KEY = "fakegemini-dev-key"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fakegemini", description="Canned stand-in for Gemini's REST API (dev/test)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    args = parser.parse_args(argv)
+    # From the environment, not argv: a key on the command line shows up in `ps`.
+    key = os.environ.get("FAKEGEMINI_API_KEY") or DEFAULT_KEY
+    print(f"fakegemini: canned answers on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    try:
+        web.run_app(make_app(key), host=args.host, port=args.port, print=None, access_log=None)
+    except OSError as exc:
+        print(f"fakegemini: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

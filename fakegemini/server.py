@@ -1,0 +1,168 @@
+"""The aiohttp app: ``generateContent`` plus ``/_control`` endpoints for tests (see README.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from fakegemini import answers
+from fakegemini.answers import Fault, Script
+
+MAX_RECORDED = 2000  # requests kept for /_control/requests (oldest dropped)
+
+
+@dataclass
+class State:
+    api_key: str
+    script: deque[Script] = field(default_factory=deque)
+    marker_counts: dict[str, int] = field(default_factory=dict)
+    requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_RECORDED))
+    seq: int = 0
+
+
+STATE = web.AppKey("state", State)
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+def _say(line: str) -> None:
+    # Method, path and status only: never the key, never prompt text.
+    print(f"fakegemini: {line}", file=sys.stderr, flush=True)
+
+
+def _key_ok(state: State, given: str | None) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), state.api_key.encode())
+
+
+async def generate_content(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    version = request.match_info["version"]
+    model, _, action = request.match_info["action"].partition(":")
+    state.seq += 1
+    record: dict[str, Any] = {"seq": state.seq, "path": request.path, "api_version": version, "model": model}
+    status, body, delay = await _answer(state, request, version, model, action, record)
+    if delay:
+        await asyncio.sleep(delay)
+    record["status"] = status
+    usage = body.get("usageMetadata") or {}
+    record["usage"] = {k: usage.get(k, 0) for k in ("promptTokenCount", "candidatesTokenCount", "totalTokenCount")}
+    state.requests.append(record)
+    _say(f"#{record['seq']} POST {request.path} -> {status}")
+    return _json(status, body)
+
+
+async def _answer(
+    state: State, request: web.Request, version: str, model: str, action: str, record: dict[str, Any]
+) -> tuple[int, dict[str, Any], float]:
+    given = request.headers.get("x-goog-api-key") or request.query.get("key")
+    record["key_present"] = given is not None
+    record["key_ok"] = _key_ok(state, given)
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    record["body"] = body
+    if action != "generateContent":
+        return 404, {"error": {"code": 404, "message": f"Method not found: {action}", "status": "NOT_FOUND"}}, 0.0
+    if given is None:
+        return 403, answers.error_body(403), 0.0
+    if not record["key_ok"]:
+        return 400, answers.api_key_invalid_body(), 0.0
+    problem = answers.validate(body)
+    if problem is not None:
+        return 400, answers.invalid_argument(problem), 0.0
+    assert isinstance(body, dict)
+    if not model.startswith("gemini-"):
+        return 404, answers.error_body(404, model=model, api_version=version), 0.0
+    script = state.script.popleft() if state.script else _marker_script(state, body)
+    record["scripted"] = None if script is None else script.fault.value
+    return _scripted(script, model, body)
+
+
+def _marker_script(state: State, body: dict[str, Any]) -> Script | None:
+    prompt = answers.last_user_text(body)
+    script = answers.parse_marker(prompt)
+    if script is None or script.times is None:
+        return script
+    seen = state.marker_counts.get(prompt, 0) + 1
+    state.marker_counts[prompt] = seen
+    return script if seen <= script.times else None
+
+
+def _scripted(script: Script | None, model: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
+    if script is None:
+        return 200, answers.success(model, body), 0.0
+    match script.fault:
+        case Fault.ERROR:
+            code = int(script.value or "500")
+            if code == 400 and script.value == "400":
+                return 400, answers.error_body(400), 0.0
+            return code, answers.error_body(code, model=model), 0.0
+        case Fault.BLOCK:
+            return 200, answers.blocked_prompt(model, body, script.value or "SAFETY"), 0.0
+        case Fault.SAFETY:
+            return 200, answers.finish_without_text(model, body, "SAFETY"), 0.0
+        case Fault.MAX_TOKENS:
+            return 200, answers.finish_without_text(model, body, "MAX_TOKENS"), 0.0
+        case Fault.SLOW:
+            return 200, answers.success(model, body), float(script.value or "1")
+        case Fault.TEXT:
+            return 200, answers.success(model, body, script.value or ""), 0.0
+
+
+def _script_item(item: Any) -> Script:
+    """One control-script entry: {"fault": "error"|"block"|"safety"|"max_tokens"|"slow"|"text", "value": ...}."""
+    if not isinstance(item, dict):
+        raise ValueError("each response must be an object")
+    fault = Fault(str(item.get("fault")))
+    value = item.get("value")
+    if fault is Fault.ERROR and int(value or 0) not in answers.ERROR_STATUSES:
+        raise ValueError(f"error value must be one of {answers.ERROR_STATUSES}")
+    return Script(fault, None if value is None else str(value))
+
+
+async def control_script(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        data = await request.json()
+        items = [_script_item(i) for i in data["responses"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        return _json(400, {"error": f"bad script: {exc}"})
+    state.script.extend(items)
+    return _json(200, {"queued": len(state.script)})
+
+
+async def control_requests(request: web.Request) -> web.Response:
+    return _json(200, {"requests": list(request.app[STATE].requests)})
+
+
+async def control_reset(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.script.clear()
+    state.marker_counts.clear()
+    state.requests.clear()
+    return _json(200, {"ok": True})
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json(200, {"ok": True, "fake": True})
+
+
+def make_app(api_key: str) -> web.Application:
+    app = web.Application(client_max_size=20 * 2**20)
+    app[STATE] = State(api_key=api_key)
+    app.router.add_post(r"/{version:v1[a-z0-9]*}/models/{action}", generate_content)
+    app.router.add_post("/_control/script", control_script)
+    app.router.add_get("/_control/requests", control_requests)
+    app.router.add_post("/_control/reset", control_reset)
+    app.router.add_get("/_control/health", health)
+    return app

@@ -1,0 +1,17 @@
+-- cancel_pending: a row nobody runs yet goes straight to cancelled, with its Job.
+WITH done AS (
+    UPDATE invocation_outbox
+    SET status = 'cancelled',
+        finished_at = now(),
+        result = jsonb_build_object('cancelled_by', %(actor)s::text)
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+    RETURNING id, job_id
+),
+jobs AS (
+    UPDATE "Job" j
+    SET "status" = 'CANCELLED', "completedAt" = now(), "statusMessage" = 'cancelled by an operator'
+    FROM done
+    WHERE j."id" = done.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
+    RETURNING j."id"
+)
+SELECT id FROM done ORDER BY id
