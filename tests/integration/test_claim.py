@@ -1,0 +1,232 @@
+"""The claim query and the other row transitions, on real Postgres."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from core.db import make_pool
+from core.sqlfiles import query
+from dispatcher import claim as claims
+from dispatcher.states import OutboxStatus
+from dispatcher.writeback import WriteBack, message_id
+from tests import factories
+
+OWNER = "test-owner"
+
+
+@pytest.fixture
+def pool(db_url: str) -> Iterator[ConnectionPool]:
+    p = make_pool(db_url, min_size=1, max_size=4, timeout_s=5, statement_timeout_ms=10_000, application_name="test")
+    p.open(wait=True)
+    yield p
+    p.close()
+
+
+def enqueue(conn: psycopg.Connection, w: factories.World) -> int:
+    row = conn.execute(
+        query("ingress/enqueue"),
+        {
+            "job_id": w.job_id,
+            "agent_id": w.agent_id,
+            "session_id": w.session_id,
+            "user_id": w.user_id,
+            "prompt": w.prompt,
+            "max_attempts": 5,
+        },
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+def claim_ids(pool: ConnectionPool, batch: int = 10, owner: str = OWNER, lease_s: float = 30) -> list[int]:
+    return [c.id for c in claims.claim(pool, owner=owner, batch=batch, lease_s=lease_s)]
+
+
+def test_claim_leases_due_rows_in_order_and_moves_their_jobs_to_processing(
+    conn: psycopg.Connection, pool: ConnectionPool
+) -> None:
+    worlds = [factories.world(conn) for _ in range(3)]
+    ids = [enqueue(conn, w) for w in worlds]
+    claimed = claims.claim(pool, owner=OWNER, batch=10, lease_s=30)
+    assert [c.id for c in claimed] == ids
+    assert all(c.attempts == 1 and c.job_started and c.job_status_before == "QUEUED" for c in claimed)
+    rows = conn.execute(
+        "SELECT status, lease_owner, lease_expires_at > now() AS live, started_at FROM invocation_outbox"
+    ).fetchall()
+    assert all(r["status"] == "running" and r["lease_owner"] == OWNER and r["live"] and r["started_at"] for r in rows)
+    jobs = conn.execute('SELECT "status", "startedAt" FROM "Job" WHERE "id" = ANY(%s)', ([w.job_id for w in worlds],)).fetchall()
+    assert all(j["status"] == "PROCESSING" and j["startedAt"] is not None for j in jobs)
+    assert claim_ids(pool) == []
+
+
+def test_claim_respects_the_batch_size(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    ids = [enqueue(conn, factories.world(conn)) for _ in range(5)]
+    assert claim_ids(pool, batch=2) == ids[:2]
+    assert claim_ids(pool, batch=2) == ids[2:4]
+
+
+def test_row_waiting_for_its_next_attempt_is_not_claimed_early(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    rid = enqueue(conn, factories.world(conn))
+    conn.execute("UPDATE invocation_outbox SET next_attempt_at = now() + interval '1 hour' WHERE id = %s", (rid,))
+    assert claim_ids(pool) == []
+
+
+def test_one_run_per_session_in_queue_order(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    a1 = factories.world(conn)
+    a2 = factories.next_turn(conn, a1, "second")
+    b1 = factories.world(conn)
+    ida1, ida2, idb1 = enqueue(conn, a1), enqueue(conn, a2), enqueue(conn, b1)
+    assert claim_ids(pool) == [ida1, idb1]
+    assert claim_ids(pool) == []  # a2 waits while a1 runs
+    wb = WriteBack(pool, outbox_id=ida1, job_id=a1.job_id, session_id=a1.session_id, owner=OWNER)
+    assert wb.finish(OutboxStatus.SUCCEEDED, error=None, result={}, status_message="completed")
+    assert claim_ids(pool) == [ida2]
+
+
+def test_later_turn_waits_while_an_earlier_one_is_backing_off(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    a1 = factories.world(conn)
+    a2 = factories.next_turn(conn, a1, "second")
+    ida1, _ = enqueue(conn, a1), enqueue(conn, a2)
+    conn.execute("UPDATE invocation_outbox SET next_attempt_at = now() + interval '1 hour' WHERE id = %s", (ida1,))
+    assert claim_ids(pool) == []
+
+
+def test_expired_lease_is_reclaimed_and_counts_an_attempt(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    rid = enqueue(conn, factories.world(conn))
+    assert claim_ids(pool, owner="dead") == [rid]
+    assert claim_ids(pool, owner="alive") == []  # lease still live
+    conn.execute("UPDATE invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (rid,))
+    claimed = claims.claim(pool, owner="alive", batch=10, lease_s=30)
+    assert [(c.id, c.attempts) for c in claimed] == [(rid, 2)]
+    assert conn.execute("SELECT lease_owner FROM invocation_outbox").fetchone() == {"lease_owner": "alive"}
+
+
+def test_concurrent_claimers_skip_each_others_rows_without_waiting(db_url: str, conn: psycopg.Connection) -> None:
+    a1 = factories.world(conn)
+    a2 = factories.next_turn(conn, a1, "second")
+    b1 = factories.world(conn)
+    ida1, _, idb1 = enqueue(conn, a1), enqueue(conn, a2), enqueue(conn, b1)
+    params = {"owner": "one", "batch": 1, "lease_s": 30}
+    with psycopg.connect(db_url, row_factory=dict_row) as c1, psycopg.connect(db_url, row_factory=dict_row) as c2:
+        c2.execute("SET lock_timeout = '2s'")  # waiting on c1's lock would fail the test, not hang it
+        first = c1.execute(query("dispatcher/claim"), params).fetchall()  # uncommitted
+        second = c2.execute(query("dispatcher/claim"), {**params, "owner": "two", "batch": 10}).fetchall()
+        assert [r["id"] for r in first] == [ida1]
+        assert [r["id"] for r in second] == [idb1]  # not a1 (locked), not a2 (a1 is earlier and unfinished)
+        c1.commit()
+        c2.commit()
+
+
+def test_cancelled_job_is_claimed_but_not_started(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    w = factories.world(conn)
+    enqueue(conn, w)
+    conn.execute("""UPDATE "Job" SET "status" = 'CANCELLED' WHERE "id" = %s""", (w.job_id,))
+    [c] = claims.claim(pool, owner=OWNER, batch=10, lease_s=30)
+    assert not c.job_started and c.job_status_before == "CANCELLED"
+    assert conn.execute('SELECT "status"::text FROM "Job" WHERE "id" = %s', (w.job_id,)).fetchone() == {"status": "CANCELLED"}
+
+
+def test_finish_by_a_dispatcher_that_lost_its_lease_changes_nothing(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    w = factories.world(conn)
+    rid = enqueue(conn, w)
+    claim_ids(pool, owner="new-owner")
+    stale = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="old-owner")
+    assert not stale.finish(OutboxStatus.FAILED, error="late", result={}, status_message="failed")
+    assert conn.execute("SELECT status::text FROM invocation_outbox").fetchone() == {"status": "running"}
+    owner = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="new-owner")
+    assert owner.finish(OutboxStatus.SUCCEEDED, error=None, result={"messages": 0}, status_message="completed")
+    row = conn.execute("SELECT status::text, finished_at, lease_owner, result FROM invocation_outbox").fetchone()
+    assert row is not None and row["status"] == "succeeded" and row["finished_at"] and row["lease_owner"] is None
+    job = conn.execute('SELECT "status"::text, "progress", "completedAt" FROM "Job" WHERE "id" = %s', (w.job_id,)).fetchone()
+    assert job == {"status": "SUCCEEDED", "progress": 100.0, "completedAt": job["completedAt"]} and job["completedAt"]
+
+
+def test_heartbeat_renews_leases_and_reports_cancelled_jobs_and_lost_rows(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    w1, w2 = factories.world(conn), factories.world(conn)
+    r1, r2 = enqueue(conn, w1), enqueue(conn, w2)
+    claim_ids(pool, lease_s=5)
+    conn.execute("""UPDATE "Job" SET "status" = 'CANCELLED' WHERE "id" = %s""", (w1.job_id,))
+    conn.execute("UPDATE invocation_outbox SET lease_owner = 'someone-else' WHERE id = %s", (r2,))
+    alive = claims.heartbeat(pool, owner=OWNER, ids=[r1, r2], lease_s=60)
+    assert alive == {r1: "CANCELLED"}
+    left = conn.execute(
+        "SELECT lease_expires_at - now() > interval '30 seconds' AS renewed FROM invocation_outbox WHERE id = %s", (r1,)
+    ).fetchone()
+    assert left == {"renewed": True}
+
+
+def test_release_gives_the_row_back_without_counting_the_attempt(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    w = factories.world(conn)
+    rid = enqueue(conn, w)
+    claim_ids(pool)
+    assert claims.release(pool, owner=OWNER, ids=[rid]) == [rid]
+    row = conn.execute("SELECT status::text, attempts, lease_owner FROM invocation_outbox").fetchone()
+    assert row == {"status": "pending", "attempts": 0, "lease_owner": None}
+    assert conn.execute('SELECT "status"::text FROM "Job"').fetchone() == {"status": "QUEUED"}
+    assert claim_ids(pool) == [rid]
+
+
+def test_retry_later_reschedules_the_row_and_requeues_the_job(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    w = factories.world(conn)
+    rid = enqueue(conn, w)
+    claim_ids(pool)
+    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
+    assert wb.retry_later(delay_s=60, error="Piston unavailable", status_message="waiting to retry")
+    row = conn.execute(
+        "SELECT status::text, attempts, last_error, next_attempt_at > now() AS later FROM invocation_outbox"
+    ).fetchone()
+    assert row == {"status": "pending", "attempts": 1, "last_error": "Piston unavailable", "later": True}
+    assert conn.execute('SELECT "status"::text, "statusMessage" FROM "Job"').fetchone() == {
+        "status": "QUEUED",
+        "statusMessage": "waiting to retry",
+    }
+    assert claim_ids(pool) == []
+
+
+def test_a_second_running_row_for_one_session_is_refused_by_the_database(conn: psycopg.Connection) -> None:
+    a1 = factories.world(conn)
+    a2 = factories.next_turn(conn, a1, "second")
+    enqueue(conn, a1)
+    enqueue(conn, a2)
+    set_running = (
+        "UPDATE invocation_outbox SET status = 'running', lease_owner = 'x', "
+        "lease_expires_at = now() + interval '1 minute' WHERE job_id = %s"
+    )
+    conn.execute(set_running, (a1.job_id,))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(set_running, (a2.job_id,))
+
+
+def test_messages_written_twice_are_stored_once_with_increasing_timestamps(
+    conn: psycopg.Connection, pool: ConnectionPool
+) -> None:
+    w = factories.world(conn)
+    rid = enqueue(conn, w)
+    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
+    assert [wb.message(i, f"m{i}") for i in range(1, 21)] == [True] * 20
+    assert [wb.message(i, f"again {i}") for i in range(1, 21)] == [False] * 20  # a re-run repeats seq numbers
+    rows = conn.execute(
+        'SELECT "id", "content", "timestamp" FROM "ChatMessage" WHERE "role" = \'agent\' ORDER BY "timestamp"'
+    ).fetchall()
+    assert [r["content"] for r in rows] == [f"m{i}" for i in range(1, 21)]
+    assert [r["id"] for r in rows] == [message_id(w.job_id, i) for i in range(1, 21)]
+    stamps = [r["timestamp"] for r in rows]
+    assert all(a < b for a, b in itertools.pairwise(stamps))
+
+
+def test_result_json_is_stored_on_the_row(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    w = factories.world(conn)
+    rid = enqueue(conn, w)
+    claim_ids(pool)
+    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
+    wb.finish(OutboxStatus.FAILED, error="agent exited with status 3", result={"exit_code": 3}, status_message="failed")
+    row = conn.execute("SELECT result, last_error FROM invocation_outbox").fetchone()
+    assert row == {"result": {"exit_code": 3}, "last_error": "agent exited with status 3"}
+    job = conn.execute('SELECT "status"::text, "errorMessage" FROM "Job"').fetchone()
+    assert job == {"status": "FAILED", "errorMessage": "agent exited with status 3"}
