@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 from core.sqlfiles import query
 from dispatcher import bundle, context, protocol
 from dispatcher.agentfiles import AgentFilesError, load_sources
-from dispatcher.claim import Claimed
+from dispatcher.claim import Claimed, release
 from dispatcher.config import DispatcherConfig
 from dispatcher.piston import (
     PistonClient,
@@ -278,8 +278,6 @@ class Runner:
 
 def apply_outcome(outcome: Outcome, row: Claimed, wb: WriteBack, *, cfg: DispatcherConfig, pool: ConnectionPool) -> str:
     """Write the outcome; returns the final label for logs and metrics. Every disposition handled."""
-    from dispatcher.claim import release
-
     result = {**outcome.result, "attempts": row.attempts}
     match outcome.disposition:
         case Disposition.FINISH:

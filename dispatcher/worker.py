@@ -50,7 +50,7 @@ class Dispatcher:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.stopped = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: the SIGTERM handler runs on the main thread, which may hold it
         self._running: dict[int, RunControl] = {}
         self._futures: set[Future[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="run")
@@ -138,7 +138,9 @@ class Dispatcher:
     def request_stop(self, *_: object) -> None:
         if self.stopping.is_set():
             # Second signal: do not wait for the grace period.
-            for control in list(self._running.values()):
+            with self._lock:
+                controls = list(self._running.values())
+            for control in controls:
                 control.stop(StopReason.SHUTDOWN)
         self.stopping.set()
         self.wake.set()
