@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench clean venv
+.PHONY: run test lint unit bench clean venv audit lock
 
 venv: $(STAMP)
 
@@ -30,8 +30,29 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
+## Benchmarks (docs/performance.md); BENCH_ARGS=--quick for a run of about a minute.
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m bench $(BENCH_ARGS)
+
+## Known vulnerabilities in the pinned dependencies (pip-audit; needs PyPI's JSON API). docs/security.md
+TOOLS := .venv-tools
+$(TOOLS)/.installed: requirements-audit.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-audit.txt
+	touch $@
+
+audit: $(TOOLS)/.installed
+	@# --strict: a package pip-audit could not look up fails the audit instead of passing silently.
+	$(TOOLS)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements.txt || { \
+	  echo "make audit: FAILED. Either a vulnerability is listed above, or pip-audit could not reach its database"; \
+	  echo "(every package 'not found on PyPI': https://pypi.org/pypi/<name>/<version>/json is unreachable here)."; exit 1; }
+
+## Re-pin requirements.txt with hashes from requirements.in, at the versions installed in .venv.
+lock: $(TOOLS)/.installed
+	$(PY) -m pip freeze --all > $(TOOLS)/constraints.txt
+	$(TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links -c $(TOOLS)/constraints.txt -o requirements.txt requirements.in
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .run .pytest_cache .ruff_cache

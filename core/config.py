@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class ConfigError(Exception):
@@ -48,6 +48,30 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+MIN_TOKEN_CHARS = 16
+
+
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    """A shared secret: unset/empty means none; a short or spaced one is refused (never echoed)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.strip() != raw or any(c.isspace() or not c.isprintable() for c in raw):
+        raise ConfigError(f"{name} must not contain spaces or control characters")
+    if len(raw) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"{name} must be at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)")
+    return raw
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
+
+
 def database_url(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     url = (env.get("DATABASE_URL") or "").strip()
@@ -69,6 +93,9 @@ class IngressConfig:
     max_prompt_chars: int
     max_id_chars: int
     max_attempts: int
+    # INGRESS_TOKEN: callers must send `Authorization: Bearer <token>` (docs/security.md). repr=False: never logged.
+    ingress_token: str | None = field(default=None, repr=False)
+    allow_unauthenticated: bool = False  # ALLOW_UNAUTHENTICATED=1: serve without a token on a non-loopback address
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngressConfig:
@@ -89,6 +116,8 @@ class IngressConfig:
             max_prompt_chars=max_prompt,
             max_id_chars=_int(env, "MAX_ID_CHARS", 191, minimum=8),
             max_attempts=_int(env, "OUTBOX_MAX_ATTEMPTS", 5, minimum=1),
+            ingress_token=_token(env, "INGRESS_TOKEN"),
+            allow_unauthenticated=_flag(env, "ALLOW_UNAUTHENTICATED"),
         )
 
 

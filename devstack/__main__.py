@@ -133,6 +133,8 @@ def cmd_up() -> int:
     migrate.apply(url, prisma=True)
     _seed(url)
     env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console")}
+    # Only the dispatcher gets Gemini's settings: web and Piston never see the key.
+    gemini = {k: env.pop(k) for k in ("GEMINI_API_KEY", "GEMINI_BASE_URL") if env.get(k)}
     procs: list[subprocess.Popen[bytes]] = []
     py = sys.executable
     if not os.environ.get("PISTON_URL"):
@@ -147,11 +149,23 @@ def cmd_up() -> int:
         procs.append(subprocess.Popen([py, "-m", "localpiston", "--host", "127.0.0.1", "--port", str(port)], env=pist_env))
         env["PISTON_URL"] = f"http://127.0.0.1:{port}"
         env.setdefault("AGENT_RUN_TIMEOUT_MS", "30000")
+        # localpiston has the WebSocket endpoint, and hub.call_llm / call_agent need it (with "auto" the hub refuses them).
+        env.setdefault("PISTON_TRANSPORT", "ws")
         _wait_http(f"{env['PISTON_URL']}/api/v2/runtimes", 20, procs[-1])
+    llm_note = "Gemini" + (f" at {gemini['GEMINI_BASE_URL']}" if "GEMINI_BASE_URL" in gemini else "")
+    if "GEMINI_API_KEY" not in gemini:
+        # No key: a local stand-in answers hub.call_llm with canned text, so agents that use it still run.
+        gemini_port = _free_port(8089)
+        gemini = {"GEMINI_API_KEY": "fakegemini-" + uuid.uuid4().hex, "GEMINI_BASE_URL": f"http://127.0.0.1:{gemini_port}"}
+        procs.append(subprocess.Popen([py, "-m", "fakegemini", "--host", "127.0.0.1", "--port", str(gemini_port)],
+                                      env={**env, "FAKEGEMINI_API_KEY": gemini["GEMINI_API_KEY"]}))
+        _wait_http(f"{gemini['GEMINI_BASE_URL']}/_control/health", 20, procs[-1])
+        llm_note = (f"fakegemini at {gemini['GEMINI_BASE_URL']}: hub.call_llm answers are CANNED "
+                    "(set GEMINI_API_KEY to use the real Gemini)")
     web_port = int(os.environ.get("PORT", "5000"))
     web = f"http://127.0.0.1:{web_port}"
     procs.append(subprocess.Popen([py, "-m", "ingress", "--host", "127.0.0.1", "--port", str(web_port)], env=env))
-    procs.append(subprocess.Popen([py, "-m", "dispatcher", "run"], env=env))
+    procs.append(subprocess.Popen([py, "-m", "dispatcher", "run"], env={**env, **gemini}))
     stopping = False
 
     def stop(*_: object) -> None:
@@ -168,6 +182,7 @@ def cmd_up() -> int:
         job_id = new_job(url, prompt)
         print("\n=== agent hub is up ===", flush=True)
         print(f"web: {web}   piston: {env['PISTON_URL']}   database: {url}")
+        print(f"LLM: {llm_note}")
         print("\nInvoke the demo agent (as the Next.js route would):\n")
         print(f"  {_curl(web, job_id, prompt)}\n")
         print("See its answer:              .venv/bin/python -m devstack show")

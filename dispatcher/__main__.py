@@ -16,7 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     from dispatcher import ops
 
     ops.add_commands(sub)  # list / show / replay / cancel
+    sub.add_parser("verify", help="check the database (migrations, Prisma tables) and Piston (Python runtime); exit 0/1")
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        import os
+
+        from dispatcher import verify
+
+        return verify.run(os.environ)
     if args.command in ops.COMMANDS:
         return ops.run(args)  # operator commands need only DATABASE_URL
     try:

@@ -15,7 +15,8 @@ from typing import Any
 
 LAUNCHER_NAME = "_hub_launcher.py"
 HUB_NAME = "hub.py"
-HUB_SOURCE_PATH = Path(__file__).resolve().parent.parent / "hubpy" / "hub.py"
+# One source for the SDK: the pip-installable package's __init__.py is also the sandbox's hub.py.
+HUB_SOURCE_PATH = Path(__file__).resolve().parent.parent / "hubpy" / "hub" / "__init__.py"
 SENTINEL = "_EMBEDDED_CONTEXT: str | None = None  # replaced by the dispatcher with the run's context (JSON text)"
 _RESERVED = (HUB_NAME, LAUNCHER_NAME)
 
@@ -81,7 +82,7 @@ def launcher_source(entry: str) -> str:
 
 
 def hub_template() -> str:
-    """The source of hubpy/hub.py, with the sentinel line still in it."""
+    """The source of hubpy/hub/__init__.py (shipped as hub.py), with the sentinel line still in it."""
     return HUB_SOURCE_PATH.read_text(encoding="utf-8")
 
 
@@ -89,7 +90,7 @@ def render_hub(context: dict[str, Any], template: str | None = None) -> str:
     """hub.py with ``context`` embedded (a JSON string literal is a valid Python str literal)."""
     source = hub_template() if template is None else template
     if source.count(SENTINEL) != 1:
-        raise RuntimeError("hubpy/hub.py must contain the _EMBEDDED_CONTEXT sentinel line exactly once")
+        raise RuntimeError("hubpy/hub/__init__.py must contain the _EMBEDDED_CONTEXT sentinel line exactly once")
     return source.replace(SENTINEL, "_EMBEDDED_CONTEXT = " + json.dumps(json.dumps(context)))
 
 

@@ -6,7 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import ConfigError, _choice, _float, _int, database_url
@@ -40,6 +40,18 @@ class DispatcherConfig:
     agent_files_http_timeout_s: float
     shutdown_grace_s: float
     owner: str
+    # hub.call_llm / hub.call_agent (docs/llm-and-agent-calls.md). repr=False: the key never reaches a log line.
+    gemini_api_key: str | None = field(default=None, repr=False)
+    gemini_base_url: str | None = None
+    llm_model: str = "gemini-2.5-flash"
+    llm_timeout_s: float = 60.0
+    llm_retry_attempts: int = 4
+    llm_retry_base_s: float = 1.0
+    llm_retry_max_s: float = 10.0
+    max_llm_calls: int = 20
+    max_agent_depth: int = 3
+    child_time_margin_ms: int = 1000
+    metrics_port: int = 0  # DISPATCHER_METRICS_PORT: /metrics HTTP server; 0 = off (docs/operations.md)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DispatcherConfig:
@@ -85,4 +97,15 @@ class DispatcherConfig:
             agent_files_http_timeout_s=_float(env, "AGENT_FILES_HTTP_TIMEOUT_S", 10.0, minimum=0.1),
             shutdown_grace_s=_float(env, "DISPATCHER_SHUTDOWN_GRACE_S", 25.0, minimum=0.0),
             owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            gemini_api_key=(env.get("GEMINI_API_KEY") or "").strip() or None,
+            gemini_base_url=(env.get("GEMINI_BASE_URL") or "").strip().rstrip("/") or None,
+            llm_model=(env.get("HUB_LLM_MODEL") or "").strip() or "gemini-2.5-flash",
+            llm_timeout_s=_float(env, "HUB_LLM_TIMEOUT_S", 60.0, minimum=0.1),
+            llm_retry_attempts=_int(env, "HUB_LLM_RETRY_ATTEMPTS", 4, minimum=1),
+            llm_retry_base_s=_float(env, "HUB_LLM_RETRY_BASE_S", 1.0, minimum=0.0),
+            llm_retry_max_s=_float(env, "HUB_LLM_RETRY_MAX_S", 10.0, minimum=0.0),
+            max_llm_calls=_int(env, "HUB_MAX_LLM_CALLS", 20, minimum=0),
+            max_agent_depth=_int(env, "HUB_MAX_AGENT_DEPTH", 3, minimum=0),
+            child_time_margin_ms=_int(env, "HUB_CHILD_TIME_MARGIN_MS", 1000, minimum=0),
+            metrics_port=_int(env, "DISPATCHER_METRICS_PORT", 0, minimum=0),
         )

@@ -154,8 +154,9 @@ def encode_reply(id: int, ok: bool, result: Any = None, error: dict[str, str] | 
 
 
 def _short(value: object, limit: int = 40) -> str:
+    # Whole or not at all: a cut-off value could be part of a secret that the redactor no longer recognises.
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= limit else f"a {type(value).__name__} of {len(text)} characters"
 
 
 def _reject_constant(name: str) -> float:
@@ -301,6 +302,8 @@ class StreamDecoder:
             obj = json.loads(payload, parse_constant=_reject_constant)
         except ValueError as exc:
             return ProtocolError(f"bad JSON ({str(exc)[:80]})")
+        except RecursionError:  # deeply nested arrays: a hostile line must not crash the run
+            return ProtocolError("bad JSON (nested too deeply)")
         if not isinstance(obj, dict):
             return ProtocolError(f"expected a JSON object, got {type(obj).__name__}")
         kind = obj.get("type")

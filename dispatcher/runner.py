@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
 from psycopg_pool import ConnectionPool
 
+from core import metrics
 from core.sqlfiles import query
 from dispatcher import bundle, context, protocol
 from dispatcher.agentfiles import AgentFilesError, load_sources
@@ -62,8 +63,14 @@ def line_limit(cfg: DispatcherConfig) -> int:
 def _last_line(text: str) -> str:
     for line in reversed(text.strip().splitlines()):
         if line.strip():
-            return line.strip()[:300]
+            return protocol.clean_text(line.strip()[:300])  # it becomes Job.errorMessage: no NUL
     return ""
+
+
+def _sigkill_hint(limits: RunLimits) -> str:
+    if limits.run_memory_limit is not None:
+        return f" (killed, most likely over the memory limit of {limits.run_memory_limit} bytes: AGENT_RUN_MEMORY_LIMIT)"
+    return " (killed by the sandbox, most likely for going over its memory limit)"
 
 
 def _failure_text(result: RunResult, limits: RunLimits, max_output_chars: int) -> str | None:
@@ -74,6 +81,8 @@ def _failure_text(result: RunResult, limits: RunLimits, max_output_chars: int) -
         case RunStatus.RE:
             last = _last_line(result.stderr_tail)
             base = f"agent exited with status {result.code}"
+            if result.code == 128 + 9:  # bash reports a SIGKILLed python as 137: the sandbox's OOM killer
+                base += _sigkill_hint(limits)
             return f"{base}: {last}" if last else base
         case RunStatus.TO:
             return f"timed out after {limits.run_timeout_ms / 1000:g} s"
@@ -84,7 +93,9 @@ def _failure_text(result: RunResult, limits: RunLimits, max_output_chars: int) -
             return ("stderr went over Piston's output limit (PISTON_OUTPUT_MAX_SIZE, 1024 characters by default); "
                     "raise it on the Piston server or use PISTON_TRANSPORT=ws")
         case RunStatus.SG:
-            return f"agent killed by signal {result.signal}"
+            # A SIGKILL of the whole box (no bash left to report 137) is the sandbox's CPU-time or memory limit.
+            hint = " (killed by the sandbox: over its CPU-time or memory limit)" if result.signal == "SIGKILL" else ""
+            return f"agent killed by signal {result.signal}{hint}"
         case RunStatus.XX:
             return f"sandbox error: {result.message or 'unknown'}"
         case RunStatus.CAPPED:
@@ -147,13 +158,17 @@ class Runner:
                 with attempt:
                     n = attempt.retry_state.attempt_number
                     if n > 1:
+                        metrics.PISTON_RETRIES.inc()
                         wb.log("warning", f"Piston unavailable, retrying (try {n} of {self.cfg.piston_retry_attempts})")
                     result, stats = self._run_in_piston(ctx, built, limits, wb, control, redact)
         except PistonRefused as exc:
+            metrics.piston_error("refused")
             return Outcome.finish(OutboxStatus.FAILED, redact(f"Piston refused the run: {exc.message}"))
         except PistonTransient as exc:
+            metrics.piston_error("transient")
             return Outcome.retry_later(f"Piston unavailable: {exc}")
         except PistonError as exc:
+            metrics.piston_error("error")
             return Outcome.finish(OutboxStatus.FAILED, redact(f"Piston error: {exc}"))
         return self._outcome(result, stats, limits, control, wb, redact, time.monotonic() - started)
 
@@ -176,6 +191,10 @@ class Runner:
             max_message_chars=cfg.max_message_chars,
         )
         stats: dict[str, Any] = {"messages": 0, "messages_new": 0, "protocol_errors": 0, "user_vars": 0, "llm_calls": 0}
+        from dispatcher.calls import CallRouter  # here: calls imports this module
+
+        router = CallRouter(self, ctx.context, wb, control, deadline=time.monotonic() + limits.run_timeout_ms / 1000,
+                            stats=stats)
 
         def handle(events: list[protocol.Event], stdin: StdinWriter | None) -> None:
             for ev in events:
@@ -190,20 +209,16 @@ class Runner:
                         if wb.message(stats["messages"], content):
                             stats["messages_new"] += 1
                     case protocol.Progress(percent=percent, message=message):
-                        wb.progress(percent, message)
+                        wb.progress(percent, None if message is None else redact(message))
                     case protocol.SetUserVar(key=key, value=value):
                         stats["user_vars"] += 1
                         if not wb.user_var(key, value):
                             wb.log("warning", f"set_user_var({key!r}) ignored: this invocation has no session")
                     case protocol.Log(level=level, message=message):
-                        wb.log(level, redact(f"agent: {message}"[:4000]))
-                    case protocol.Call(id=call_id, method=method):
-                        reply = protocol.encode_reply(
-                            call_id, False,
-                            error={"kind": "not_configured", "message": f"{method} is not available on this dispatcher"},
-                        )
-                        if stdin is not None:
-                            stdin.write(reply)
+                        wb.log(level, redact.head(f"agent: {message}", 4000))
+                    case protocol.Call() as call:
+                        if stdin is not None:  # None: the run is over, nobody waits for a reply
+                            stdin.write(router.handle(call))
                     case protocol.ProtocolError(reason=reason, call_id=call_id):
                         stats["protocol_errors"] += 1
                         if call_id is not None and stdin is not None:
@@ -211,7 +226,7 @@ class Runner:
                             stdin.write(protocol.encode_reply(
                                 call_id, False, error={"kind": "invalid_request", "message": reason}))
                         if stats["protocol_errors"] <= MAX_PROTOCOL_WARNINGS:
-                            wb.log("warning", f"ignored a malformed hub line: {reason}")
+                            wb.log("warning", redact(f"ignored a malformed hub line: {reason}"))
 
         def on_stdout(chunk: str, stdin: StdinWriter) -> None:
             handle(decoder.feed(chunk), stdin)
@@ -224,7 +239,7 @@ class Runner:
             should_stop=control.should_stop,
         )
         handle(decoder.close(), None)
-        stats["output_tail"] = redact(decoder.output[-TAIL_CHARS:])
+        stats["output_tail"] = redact.tail(decoder.output, TAIL_CHARS)
         stats["output_truncated"] = decoder.output_truncated
         return result, stats
 
@@ -238,7 +253,10 @@ class Runner:
         redact: Redactor,
         elapsed_s: float,
     ) -> Outcome:
-        stderr_tail = redact(result.stderr_tail[-TAIL_CHARS:])
+        # clean_text: an agent may write NUL or invalid UTF-8 to stderr, which Postgres cannot store.
+        # Redacted before any cut (the errorMessage takes its last line), so no fragment of a secret is kept.
+        result = replace(result, stderr_tail=redact.tail(protocol.clean_text(result.stderr_tail), TAIL_CHARS))
+        stderr_tail = result.stderr_tail
         summary: dict[str, Any] = {
             "messages": min(stats.get("messages", 0), self.cfg.max_messages),
             "status": result.status.value,
@@ -252,6 +270,9 @@ class Runner:
             "output_truncated": stats.get("output_truncated", False),
             "elapsed_s": round(elapsed_s, 3),
         }
+        for key in ("llm", "agent_calls"):  # hub.call_llm token usage / hub.call_agent count (dispatcher/calls.py)
+            if key in stats:
+                summary[key] = stats[key]
         if stderr_tail.strip():
             wb.log("info", f"stderr (last {TAIL_CHARS} characters):\n{stderr_tail}")
         if stats.get("output_tail", "").strip():
@@ -287,17 +308,16 @@ def apply_outcome(outcome: Outcome, row: Claimed, wb: WriteBack, *, cfg: Dispatc
                 OutboxStatus.FAILED: "failed",
                 OutboxStatus.CANCELLED: "cancelled",
             }[outcome.status]
-            if outcome.error:
-                wb.log("error", outcome.error)
-            wb.log("info", f"run finished: {outcome.status.value}")
-            ok = wb.finish(outcome.status, error=outcome.error, result=result, status_message=status_message)
+            # The last log lines ride in the finish's transaction: one round trip and one commit, not three.
+            logs = [("error", outcome.error)] if outcome.error else []
+            logs.append(("info", f"run finished: {outcome.status.value}"))
+            ok = wb.finish(outcome.status, error=outcome.error, result=result, status_message=status_message, logs=logs)
             return outcome.status.value if ok else "lease_lost"
         case Disposition.RETRY_LATER:
             error = outcome.error or "transient fault"
             if row.attempts >= row.max_attempts:
                 final = f"{error} (gave up after {row.attempts} attempts)"
-                wb.log("error", final)
-                ok = wb.finish(OutboxStatus.FAILED, error=final, result=result, status_message="failed")
+                ok = wb.finish(OutboxStatus.FAILED, error=final, result=result, status_message="failed", logs=[("error", final)])
                 return "failed" if ok else "lease_lost"
             delay = retry_delay_s(row.attempts, cfg.retry_delay_s, cfg.retry_max_delay_s)
             wb.log("warning", f"{error}; will retry in {delay:g} s (attempt {row.attempts} of {row.max_attempts})")

@@ -12,6 +12,7 @@ import psycopg
 import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from core import metrics
 from core.db import make_pool
 from core.logging import get_logger
 from dispatcher import claim as claims
@@ -44,7 +45,7 @@ class Dispatcher:
             statement_timeout_ms=30_000,
             application_name="agent-hub-dispatcher",
         )
-        self.client = client or PistonClient(cfg.piston_url)
+        self.client = client or PistonClient(cfg.piston_url, max_output_chars=cfg.max_output_chars)
         self.runner = Runner(cfg, self.pool, self.client)
         self.listen = listen
         self.wake = threading.Event()
@@ -88,6 +89,7 @@ class Dispatcher:
             with self._lock:
                 self._running.pop(row.id, None)
                 self.outcomes[label] = self.outcomes.get(label, 0) + 1
+            metrics.run_finished(label, time.monotonic() - started)
             log.info("run_done", outcome=label, seconds=round(time.monotonic() - started, 3))
             structlog.contextvars.clear_contextvars()
             self.wake.set()  # a slot is free: claim the backlog now, not at the next poll
@@ -99,9 +101,11 @@ class Dispatcher:
             free = self.free_slots()
             if free <= 0:
                 break
-            rows = claims.claim(self.pool, owner=self.cfg.owner, batch=min(free, self.cfg.batch_size), lease_s=self.cfg.lease_s)
+            rows = claims.claim(self.pool, owner=self.cfg.owner, batch=min(free, self.cfg.batch_size), lease_s=self.cfg.lease_s,
+                                running=self.running_ids())
             if not rows:
                 break
+            metrics.CLAIMS.inc(len(rows))
             for row in rows:
                 control = RunControl()
                 with self._lock:
@@ -155,6 +159,7 @@ class Dispatcher:
 
     def run_forever(self) -> None:
         self.pool.open(wait=False)
+        metrics_server = metrics.serve_dispatcher_metrics(self.pool, self.cfg.metrics_port) if self.cfg.metrics_port else None
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
         listener = Listener(self.cfg.database_url, self.wake, self.stopping) if self.listen else None
@@ -169,7 +174,9 @@ class Dispatcher:
                 backoff = 0.5
             except (psycopg.Error, PoolTimeout) as exc:
                 log.warning("claim_failed", error=type(exc).__name__, retry_in_s=backoff)
-                self.stopping.wait(backoff)
+                # Woken early by the listener's reconnect (or a stop), so claiming resumes as Postgres returns.
+                self.wake.wait(backoff)
+                self.wake.clear()
                 backoff = min(backoff * 2, 10.0)
                 continue
             self.wake.wait(self.cfg.poll_interval_s)
@@ -179,6 +186,8 @@ class Dispatcher:
         if listener:
             listener.join(timeout=2)
         self._executor.shutdown(wait=True)
+        if metrics_server is not None:
+            metrics_server.shutdown()
         self.pool.close()
         log.info("dispatcher_stopped", outcomes=self.outcomes)
 

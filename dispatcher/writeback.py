@@ -9,7 +9,7 @@ id and the message's sequence number).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
+from core import metrics
 from core.logging import get_logger
 from core.sqlfiles import query
 from dispatcher.states import JOB_STATUS_FOR, OutboxStatus
@@ -62,16 +63,24 @@ class WriteBack:
         ):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
+                    metrics.DB_WRITE_RETRIES.inc()
                     log.warning("db_write_retry", attempt=attempt.retry_state.attempt_number)
                 with self.pool.connection() as conn:
-                    return fn(conn)
+                    # Every write is one statement (or one pipelined transaction): autocommit spares
+                    # the BEGIN and COMMIT round trips (bench/, docs/performance.md).
+                    conn.autocommit = True
+                    try:
+                        return fn(conn)
+                    finally:
+                        if not conn.closed:
+                            conn.autocommit = False
         raise AssertionError("unreachable")  # pragma: no cover
 
     def message(self, seq: int, content: str) -> bool:
         """Write the agent's seq-th message; False if it was already written by an earlier attempt."""
         if self.session_id is None:
             return False  # child invocations have no session: messages are returned to the caller
-        params = {"id": message_id(self.job_id, seq), "content": content, "session_id": self.session_id}
+        params = {"id": message_id(self.job_id, seq), "content": content, "session_id": self.session_id, "job_id": self.job_id}
         row = self._with_retry(lambda c: c.execute(query("dispatcher/insert_message"), params).fetchone())
         return row is not None
 
@@ -90,8 +99,17 @@ class WriteBack:
         params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
         self._with_retry(lambda c: c.execute(query("dispatcher/job_log"), params))
 
-    def finish(self, status: OutboxStatus, *, error: str | None, result: dict[str, Any], status_message: str) -> bool:
-        """Final row + Job state in one transaction. False if the lease was lost meanwhile."""
+    def finish(
+        self,
+        status: OutboxStatus,
+        *,
+        error: str | None,
+        result: dict[str, Any],
+        status_message: str,
+        logs: Sequence[tuple[str, str]] = (),
+    ) -> bool:
+        """Final row + Job state in one transaction, with the run's last JobLog lines (level, message)
+        written before it in the same transaction and round trip. False if the lease was lost meanwhile."""
         params = {
             "id": self.outbox_id,
             "owner": self.owner,
@@ -101,8 +119,21 @@ class WriteBack:
             "error": error,
             "status_message": status_message,
         }
-        row = self._with_retry(lambda c: c.execute(query("dispatcher/finish"), params).fetchone())
-        return row is not None
+        if not logs:
+            row = self._with_retry(lambda c: c.execute(query("dispatcher/finish"), params).fetchone())
+            return row is not None
+        log_params = [{"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
+                      for level, message in logs]
+
+        def write(conn: psycopg.Connection) -> Any:
+            # One round trip and one commit (one WAL flush) for the logs and the final state.
+            with conn.pipeline(), conn.transaction():
+                for lp in log_params:
+                    conn.execute(query("dispatcher/job_log"), lp)
+                cur = conn.execute(query("dispatcher/finish"), params)
+            return cur.fetchone()
+
+        return self._with_retry(write) is not None
 
     def retry_later(self, *, delay_s: float, error: str, status_message: str) -> bool:
         params = {

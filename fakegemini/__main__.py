@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     key = os.environ.get("FAKEGEMINI_API_KEY") or DEFAULT_KEY
     print(f"fakegemini: canned answers on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     try:
-        web.run_app(make_app(key), host=args.host, port=args.port, print=None, access_log=None)
+        web.run_app(make_app(key), host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=0.5)
     except OSError as exc:
         print(f"fakegemini: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -70,7 +70,8 @@ def error_body(status: int, *, model: str = "", api_version: str = "v1beta") -> 
             return {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
                               "status": "RESOURCE_EXHAUSTED"}}
         case 503:
-            return {"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}
+            return {"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
+                              "status": "UNAVAILABLE"}}
         case 504:
             return {"error": {"code": 504, "message": "Deadline expired before operation could complete.",
                               "status": "DEADLINE_EXCEEDED"}}

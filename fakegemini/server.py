@@ -104,8 +104,6 @@ def _scripted(script: Script | None, model: str, body: dict[str, Any]) -> tuple[
     match script.fault:
         case Fault.ERROR:
             code = int(script.value or "500")
-            if code == 400 and script.value == "400":
-                return 400, answers.error_body(400), 0.0
             return code, answers.error_body(code, model=model), 0.0
         case Fault.BLOCK:
             return 200, answers.blocked_prompt(model, body, script.value or "SAFETY"), 0.0
@@ -141,6 +139,18 @@ async def control_script(request: web.Request) -> web.Response:
     return _json(200, {"queued": len(state.script)})
 
 
+async def control_key(request: web.Request) -> web.Response:
+    """Change the accepted key (e.g. to make the dispatcher's key invalid, as a revoked key is)."""
+    try:
+        key = (await request.json())["key"]
+    except (ValueError, KeyError, TypeError):
+        key = None
+    if not isinstance(key, str) or not key:
+        return _json(400, {"error": "expected {\"key\": str}"})
+    request.app[STATE].api_key = key
+    return _json(200, {"ok": True})
+
+
 async def control_requests(request: web.Request) -> web.Response:
     return _json(200, {"requests": list(request.app[STATE].requests)})
 
@@ -162,6 +172,7 @@ def make_app(api_key: str) -> web.Application:
     app[STATE] = State(api_key=api_key)
     app.router.add_post(r"/{version:v1[a-z0-9]*}/models/{action}", generate_content)
     app.router.add_post("/_control/script", control_script)
+    app.router.add_post("/_control/key", control_key)
     app.router.add_get("/_control/requests", control_requests)
     app.router.add_post("/_control/reset", control_reset)
     app.router.add_get("/_control/health", health)

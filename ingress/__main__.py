@@ -7,12 +7,13 @@ clear line instead of a worker boot loop.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 from typing import Any
 
 from core.config import ConfigError, IngressConfig, LogConfig, _int
-from core.logging import configure
+from core.logging import configure, get_logger
 
 
 def _serve(options: dict[str, Any]) -> None:
@@ -38,20 +39,40 @@ def _serve(options: dict[str, Any]) -> None:
     _Server(options).run()
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingress", description="Serve the invoke endpoint.")
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", default=None)
     args = parser.parse_args(argv)
     try:
-        IngressConfig.from_env()
+        cfg = IngressConfig.from_env()
         LogConfig.from_env()
         port = int(args.port) if args.port else _int(os.environ, "PORT", 5000, minimum=1)
         workers = _int(os.environ, "WEB_CONCURRENCY", 2, minimum=1)
         threads = _int(os.environ, "WEB_THREADS", 4, minimum=1)
+        if cfg.ingress_token is None and not cfg.allow_unauthenticated and not _is_loopback(args.host):
+            raise ConfigError(
+                f"INGRESS_TOKEN is not set, so anyone who can reach {args.host}:{port} could queue agent runs; "
+                "set INGRESS_TOKEN (and send it from Next.js), bind --host 127.0.0.1, or set ALLOW_UNAUTHENTICATED=1"
+            )
     except (ConfigError, ValueError) as exc:
         print(f"ingress: configuration error: {exc}", file=sys.stderr)
         return 2
+    if cfg.ingress_token is None:
+        configure()
+        get_logger("ingress").warning(
+            "unauthenticated", host=args.host,
+            detail="INGRESS_TOKEN is not set: invoke requests are accepted without a bearer token",
+        )
     _serve(
         {
             "bind": f"{args.host}:{port}",

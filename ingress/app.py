@@ -13,11 +13,13 @@ from flask import Flask, Response, g, jsonify, request
 from psycopg_pool import ConnectionPool, PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from core import migrate
+from core import metrics, migrate
 from core.config import IngressConfig
 from core.db import make_pool
 from core.logging import get_logger
 from core.sqlfiles import query
+from ingress import openapi
+from ingress.auth import bearer_problem
 from ingress.enqueue import enqueue
 from ingress.errors import ApiError
 from ingress.validation import Limits, parse_invoke
@@ -67,6 +69,22 @@ def create_app(config: IngressConfig | None = None, pool: ConnectionPool | None 
         g.started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
+
+    if cfg.ingress_token is not None:
+        token = cfg.ingress_token
+
+        @app.before_request
+        def _authenticate() -> tuple[Response, int] | None:
+            # Before the body is read: an unauthenticated caller costs no parsing and learns nothing.
+            if not request.path.startswith("/api/"):
+                return None  # /healthz, /readyz stay open for the platform's probes
+            problem = bearer_problem(request.headers.get("Authorization"), token)
+            if problem is None:
+                return None
+            log.warning("unauthorized", reason=problem, method=request.method, path=request.path)
+            resp, st = _error(ApiError(401, "unauthorized", f"{problem}: send Authorization: Bearer <INGRESS_TOKEN>"))
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="ingress"'
+            return resp, st
 
     @app.after_request
     def _log_request(resp: Response) -> Response:
@@ -148,6 +166,17 @@ def create_app(config: IngressConfig | None = None, pool: ConnectionPool | None 
         if not row["prisma_ready"]:
             return _error(ApiError(503, "not_ready", "the Prisma tables are missing from this database"))
         return jsonify({"status": "ready"}), 200
+
+    metrics_registry = metrics.web_registry(pool)
+
+    @app.get("/metrics")
+    def metrics_text() -> Response:
+        # Outbox gauges read from Postgres per scrape (core/metrics.py says why web has no counters).
+        return Response(metrics.render(metrics_registry), content_type=metrics.CONTENT_TYPE)
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        return Response(openapi.document_bytes(), content_type="application/json")
 
     if own_pool:
         import atexit

@@ -619,6 +619,11 @@ class Sandbox:
                 kill_uid(uid)  # leftovers of a crashed server that held this uid
             box_dir = tempfile.mkdtemp(prefix=f"{self._box_counter}-", dir=self.boxes_dir)
             os.chmod(box_dir, 0o755)
+            if uid is not None:
+                # Only this job's uid may enter its box: the submission holds the agent's secrets
+                # (hub.py's embedded context), and another box's code must not read them.
+                os.chown(box_dir, 0, uid)
+                os.chmod(box_dir, 0o750)
             submission = os.path.join(box_dir, "submission")
             os.mkdir(submission, 0o755)
             home = os.path.join(box_dir, "tmp")

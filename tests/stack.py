@@ -86,6 +86,8 @@ class Stack:
         base = {"DATABASE_URL": db_url, "LOG_FORMAT": "json", "WEB_CONCURRENCY": "1"}
         web_args = [sys.executable, "-m", "ingress", "--host", "127.0.0.1", "--port", str(self.web_port)]
         self.web = Proc(web_args, {**base, **(web_env or {})}) if web else None
+        token = (web_env or {}).get("INGRESS_TOKEN")
+        self.auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.dispatcher_env = {
             **base,
             "PISTON_URL": self.piston.url,
@@ -146,7 +148,7 @@ class Stack:
         return psycopg.connect(self.db_url, autocommit=True, row_factory=dict_row)
 
     def post(self, w: factories.World) -> requests.Response:
-        return requests.post(self.web_url + w.invoke_path, json=w.invoke_body(), timeout=10)
+        return requests.post(self.web_url + w.invoke_path, json=w.invoke_body(), headers=self.auth_headers, timeout=10)
 
     def job(self, job_id: str) -> dict[str, Any]:
         with self.connect() as c:

@@ -131,7 +131,7 @@ def shared_db(pg_server_url: str, template_name: str) -> Iterator[Shared]:
 @pytest.fixture
 def shared(shared_db: Shared) -> Shared:
     # Start each test from an empty outbox and a drained channel, so a failure stays with its test.
-    shared_db.conn.execute("TRUNCATE invocation_outbox")
+    shared_db.conn.execute("TRUNCATE invocation_outbox CASCADE")  # and its events (0003)
     shared_db.listener.received()
     return shared_db
 

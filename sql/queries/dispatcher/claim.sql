@@ -10,7 +10,10 @@ WITH due AS (
     SELECT o.id
     FROM invocation_outbox o
     WHERE ((o.status = 'pending' AND o.next_attempt_at <= now())
-        OR (o.status = 'running' AND o.lease_expires_at < now()))
+        OR (o.status = 'running' AND o.lease_expires_at < now()
+            -- never our own live runs: after a database outage longer than the lease, their leases
+            -- are expired until our next heartbeat renews them, and re-claiming would run them twice
+            AND NOT (o.id = ANY(%(running)s::bigint[]))))
       AND (o.session_id IS NULL OR NOT EXISTS (
             SELECT 1
             FROM invocation_outbox p
@@ -40,7 +43,9 @@ started AS (
         "statusMessage" = 'running'
     FROM claimed c
     WHERE j."id" = c.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
-    RETURNING j."id"
+    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
+    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
+                                          'status', j."status")::text)
 )
 SELECT c.*,
        (s."id" IS NOT NULL) AS job_started,

@@ -21,6 +21,8 @@ job AS (
         "statusMessage" = %(status_message)s
     FROM done
     WHERE j."id" = done.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
-    RETURNING j."id"
+    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
+    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
+                                          'status', j."status")::text)
 )
 SELECT done.id, (SELECT count(*) FROM job) AS jobs_updated FROM done

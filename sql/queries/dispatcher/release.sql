@@ -15,5 +15,8 @@ jobs AS (
     SET "status" = 'QUEUED', "statusMessage" = 'waiting: the dispatcher was shutting down'
     FROM back
     WHERE j."id" = back.job_id AND j."status" = 'PROCESSING'
+    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
+    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
+                                          'status', j."status")::text)
 )
 SELECT id, pg_notify('invocation_outbox', id::text) FROM back

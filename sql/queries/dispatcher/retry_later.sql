@@ -16,5 +16,8 @@ job AS (
     SET "status" = 'QUEUED', "statusMessage" = %(status_message)s
     FROM back
     WHERE j."id" = back.job_id AND j."status" = 'PROCESSING'
+    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
+    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
+                                          'status', j."status")::text)
 )
 SELECT id FROM back

@@ -12,6 +12,8 @@ jobs AS (
     SET "status" = 'CANCELLED', "completedAt" = now(), "statusMessage" = 'cancelled by an operator'
     FROM done
     WHERE j."id" = done.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
-    RETURNING j."id"
+    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
+    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
+                                          'status', j."status")::text)
 )
 SELECT id FROM done ORDER BY id

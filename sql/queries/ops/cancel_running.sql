@@ -7,7 +7,9 @@ WITH jobs AS (
     FROM invocation_outbox o
     WHERE o.id = ANY(%(ids)s::bigint[]) AND o.status = 'running'
       AND j."id" = o.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
-    RETURNING o.id, o.attempts
+    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
+    RETURNING o.id, o.attempts, pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
+                                          'status', j."status")::text)
 )
 INSERT INTO invocation_outbox_event (outbox_id, from_status, to_status, attempts, actor, reason, detail)
 SELECT id, 'running', 'running', attempts, %(actor)s, %(reason)s, '{"requested": "cancel"}'::jsonb

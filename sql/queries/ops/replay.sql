@@ -23,7 +23,9 @@ jobs AS (
         "statusMessage" = 'queued again by an operator'
     FROM back
     WHERE j."id" = back.job_id
-    RETURNING j."id"
+    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
+    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
+                                          'status', j."status")::text)
 )
 SELECT back.id, pg_notify('invocation_outbox', back.id::text) AS notified
 FROM back

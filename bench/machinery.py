@@ -1,0 +1,267 @@
+"""Stage 1 and 2: the queue machinery with a no-op sandbox, and wake-up latency; PgQueuer side by side.
+
+Ours: the real ``Dispatcher`` (claim loop, run slots, ``apply_outcome``, ``WriteBack``, real SQL) with
+its ``Runner`` swapped for one that returns at once after writing one message: only context loading,
+bundling and Piston are skipped. ``full`` keeps the real ``Runner`` too and swaps only the Piston
+client for an in-process one that answers at once (context, bundle, JobLog lines and all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from bench import seed
+from core.db import make_pool
+from dispatcher import claim as claims
+from dispatcher.claim import Claimed
+from dispatcher.config import DispatcherConfig
+from dispatcher.piston import RunLimits, RunResult, RunStatus, Transport
+from dispatcher.runner import RunControl
+from dispatcher.states import OutboxStatus, Outcome
+from dispatcher.worker import Dispatcher
+from dispatcher.writeback import WriteBack
+from ingress.enqueue import enqueue
+from ingress.validation import InvokeRequest
+
+NONCE = re.compile(r'"nonce":\s*"([0-9a-f]+)"')
+
+
+class NoopRunner:
+    """Stands in for Runner: the agent 'sent' one message and exited 0, at once."""
+
+    def __init__(self, on_start: Callable[[Claimed], None] | None = None) -> None:
+        self.on_start = on_start
+
+    def attempt(self, row: Claimed, wb: WriteBack, control: RunControl) -> Outcome:
+        if self.on_start is not None:
+            self.on_start(row)
+        wb.message(1, "ok")
+        return Outcome.finish(OutboxStatus.SUCCEEDED, None, {"wall_ms": 0})
+
+
+class NoopPiston:
+    """An in-process PistonClient: answers every run at once with one protocol message on stdout."""
+
+    def run(self, files: list[dict], limits: RunLimits, *, transport: Transport, on_stdout: Any = None,
+            should_stop: Any = None, **_: Any) -> RunResult:
+        nonce = ""
+        for f in files:
+            m = NONCE.search(str(f.get("content", "")))
+            if m:
+                nonce = m.group(1)
+                break
+        if on_stdout is not None:
+            on_stdout("\x1ehub:" + nonce + ':{"type":"message","content":"ok"}\n', None)
+        return RunResult(transport=Transport.WS, status=RunStatus.OK, code=0, signal=None, message=None, stdout="",
+                         stderr_tail="", wall_ms=0.0, cpu_ms=0.0, memory_bytes=None, started=True)
+
+
+def dispatcher_config(url: str, *, concurrency: int, batch: int, poll_s: float = 2.0) -> DispatcherConfig:
+    return DispatcherConfig.from_env({
+        "DATABASE_URL": url, "PISTON_URL": "http://127.0.0.1:9", "PISTON_TRANSPORT": "ws",
+        "DISPATCHER_CONCURRENCY": str(concurrency), "DISPATCHER_BATCH_SIZE": str(batch),
+        "DISPATCHER_POLL_INTERVAL_S": str(poll_s), "DISPATCHER_SHUTDOWN_GRACE_S": "5",
+    })
+
+
+def _start(d: Dispatcher) -> threading.Thread:
+    t = threading.Thread(target=d.run_forever, name="dispatcher", daemon=True)
+    t.start()
+    return t
+
+
+def _stop(d: Dispatcher, t: threading.Thread) -> None:
+    d.request_stop()
+    t.join(30)
+
+
+def _count_done(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM invocation_outbox WHERE status = 'succeeded'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool) -> dict[str, Any]:
+    """Queue n rows, then time the real Dispatcher draining them to SUCCEEDED."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE invocation_outbox CASCADE")
+        user_id, agent_id = seed.agent(conn, {"main.py": __file__} if full else None)
+        invs = seed.invocations(conn, user_id, agent_id, n, tag="drain")
+        seed.outbox_rows(conn, invs)
+        conn.execute("VACUUM ANALYZE")
+    cfg = dispatcher_config(url, concurrency=concurrency, batch=batch)
+    d = Dispatcher(cfg, client=NoopPiston(), listen=False)  # type: ignore[arg-type]
+    if not full:
+        d.runner = NoopRunner()  # type: ignore[assignment]
+    started = time.perf_counter()
+    t = _start(d)
+    deadline = started + 600
+    done = 0
+    while time.perf_counter() < deadline:
+        time.sleep(0.02)
+        if sum(d.outcomes.values()) >= n:
+            break
+    elapsed = time.perf_counter() - started
+    _stop(d, t)
+    done = _count_done(url)
+    return {
+        "jobs": n, "succeeded": done, "seconds": round(elapsed, 3), "per_s": round(done / elapsed, 1),
+        "concurrency": concurrency, "batch": batch, "outcomes": dict(d.outcomes),
+    }
+
+
+# -- PgQueuer ---------------------------------------------------------------------------------------
+
+
+async def _pgq_connect(url: str) -> Any:
+    import asyncpg
+    from pgqueuer.db import AsyncpgDriver
+
+    return AsyncpgDriver(await asyncpg.connect(dsn=url))
+
+
+async def _pgq_install(url: str) -> None:
+    from pgqueuer.queries import Queries
+
+    driver = await _pgq_connect(url)
+    queries = Queries(driver)
+    with contextlib.suppress(Exception):  # already installed
+        await queries.install()
+
+
+def pgq_install(url: str) -> None:
+    asyncio.run(_pgq_install(url))
+
+
+async def _pgq_drain(url: str, n: int, consumers: int, batch: int) -> dict[str, Any]:
+    from pgqueuer import PgQueuer, types
+    from pgqueuer.queries import Queries
+
+    queries = Queries(await _pgq_connect(url))
+    await queries.clear_queue()
+    await queries.clear_statistics_log()
+    await queries.enqueue(["noop"] * n, [b""] * n, [0] * n)
+    done = 0
+
+    pgqs = [PgQueuer(await _pgq_connect(url)) for _ in range(consumers)]
+    for pgq in pgqs:
+        @pgq.entrypoint("noop")
+        async def noop(job: Any) -> None:
+            nonlocal done
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(pgq.run(batch_size=batch, mode=types.QueueExecutionMode.drain) for pgq in pgqs))
+    elapsed = time.perf_counter() - started
+    return {"jobs": n, "succeeded": done, "seconds": round(elapsed, 3), "per_s": round(done / elapsed, 1),
+            "consumers": consumers, "batch": batch, "driver": "asyncpg"}
+
+
+def pgq_drain(url: str, n: int, *, consumers: int = 5, batch: int = 10) -> dict[str, Any]:
+    """PgQueuer's own drain benchmark shape: `consumers` queue managers, one connection each, batch 10."""
+    import uvloop
+
+    return uvloop.run(_pgq_drain(url, n, consumers, batch))
+
+
+# -- wake-up latency --------------------------------------------------------------------------------
+
+
+def ours_wakeup(url: str, n: int, *, listen: bool, poll_s: float, gap_s: float = 0.003) -> dict[str, Any]:
+    """Commit of the real ingress transaction (lookup + outbox insert + NOTIFY) -> the claim that took the row.
+
+    One invocation at a time (low load): the next is posted once the previous was claimed, plus a gap.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE invocation_outbox CASCADE")
+        user_id, agent_id = seed.agent(conn)
+        invs = seed.invocations(conn, user_id, agent_id, n, tag="wake")
+        conn.execute("VACUUM ANALYZE")
+    claimed_at: dict[str, float] = {}
+    claimed = threading.Event()
+    real_claim = claims.claim
+
+    def timed_claim(pool: ConnectionPool, **kw: Any) -> list[Claimed]:
+        rows = real_claim(pool, **kw)
+        now = time.perf_counter()
+        for r in rows:
+            claimed_at[r.job_id] = now
+        if rows:
+            claimed.set()
+        return rows
+
+    cfg = dispatcher_config(url, concurrency=4, batch=4, poll_s=poll_s)
+    d = Dispatcher(cfg, listen=listen)
+    d.runner = NoopRunner()  # type: ignore[assignment]
+    claims.claim = timed_claim  # the Dispatcher calls it through the module
+    ingress_pool = make_pool(url, min_size=1, max_size=1, timeout_s=5, statement_timeout_ms=5000,
+                             application_name="bench-ingress")
+    ingress_pool.open(wait=True)
+    t = _start(d)
+    time.sleep(0.5)  # the listener connects and the first sweep runs
+    committed_at: dict[str, float] = {}
+    try:
+        for inv in invs:
+            req = InvokeRequest(agent_id=inv.agent_id, job_id=inv.job_id, session_id=inv.session_id,
+                                user_id=inv.user_id, prompt=inv.prompt)
+            claimed.clear()
+            enqueue(ingress_pool, req, max_attempts=5)
+            committed_at[inv.job_id] = time.perf_counter()
+            if not claimed.wait(poll_s * 3 + 5):
+                raise RuntimeError("an invocation was not claimed in time")
+            time.sleep(gap_s)
+    finally:
+        claims.claim = real_claim
+        _stop(d, t)
+        ingress_pool.close()
+    lat = [claimed_at[j] - committed_at[j] for j in committed_at]
+    from bench.measure import summary_ms
+
+    return {**summary_ms(lat), "listen": listen, "poll_interval_s": poll_s}
+
+
+async def _pgq_wakeup(url: str, n: int, gap_s: float) -> dict[str, Any]:
+    from pgqueuer import PgQueuer
+    from pgqueuer.queries import Queries
+
+    from bench.measure import summary_ms
+
+    producer = Queries(await _pgq_connect(url))
+    await producer.clear_queue()
+    pgq = PgQueuer(await _pgq_connect(url))
+    got = asyncio.Event()
+    at: dict[int, float] = {}
+
+    @pgq.entrypoint("wake")
+    async def wake(job: Any) -> None:
+        at[int(job.payload.decode())] = time.perf_counter()
+        got.set()
+
+    runner = asyncio.create_task(pgq.run(dequeue_timeout=timedelta(seconds=30)))
+    await asyncio.sleep(0.5)
+    committed: dict[int, float] = {}
+    for i in range(n):
+        got.clear()
+        await producer.enqueue("wake", str(i).encode())  # one autocommit INSERT (+ its NOTIFY trigger)
+        committed[i] = time.perf_counter()
+        await asyncio.wait_for(got.wait(), 10)
+        await asyncio.sleep(gap_s)
+    pgq.shutdown.set()
+    await asyncio.wait_for(runner, 30)
+    return {**summary_ms([at[i] - committed[i] for i in committed]), "driver": "asyncpg"}
+
+
+def pgq_wakeup(url: str, n: int, gap_s: float = 0.003) -> dict[str, Any]:
+    import uvloop
+
+    return uvloop.run(_pgq_wakeup(url, n, gap_s))

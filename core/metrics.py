@@ -1,0 +1,142 @@
+"""Prometheus metrics of the service (names and meanings: docs/operations.md, "Observability").
+
+Two kinds:
+- counters and a histogram kept in this process (dispatcher only: claims, runs by outcome, run
+  durations, Piston errors and retries, LLM calls and tokens), incremented through the small
+  functions below so call sites stay one line;
+- gauges read from Postgres at scrape time (``OutboxCollector``: rows by status, age of the oldest
+  pending row). Being per-scrape, they are right whichever web worker answers, which is why web
+  serves only these: per-request counters in a multi-worker gunicorn would be per worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from core.sqlfiles import query
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OUTBOX_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+
+# The dispatcher's own registry (not prometheus_client's global one, so tests and the web app do
+# not see dispatcher series they never update).
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+CLAIMS = Counter("agenthub_dispatcher_claims", "Outbox rows claimed by this dispatcher", registry=REGISTRY)
+RUNS = Counter("agenthub_dispatcher_runs", "Invocation attempts by final label", ["outcome"], registry=REGISTRY)
+RUN_SECONDS = Histogram(
+    "agenthub_dispatcher_run_duration_seconds", "Wall time of one attempt, claim to outcome written", ["outcome"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600), registry=REGISTRY,
+)
+PISTON_ERRORS = Counter("agenthub_piston_errors", "Piston faults by kind (refused, transient, error)", ["kind"],
+                        registry=REGISTRY)
+PISTON_RETRIES = Counter("agenthub_piston_retries", "In-process retries of a transient Piston fault", registry=REGISTRY)
+DB_WRITE_RETRIES = Counter("agenthub_db_write_retries", "Write-back retries while Postgres was unreachable",
+                           registry=REGISTRY)
+LLM_CALLS = Counter("agenthub_llm_calls", "hub.call_llm calls by model and outcome (ok or the LLMError kind)",
+                    ["model", "outcome"], registry=REGISTRY)
+LLM_TOKENS = Counter("agenthub_llm_tokens", "Gemini tokens used by hub.call_llm, by model and kind (prompt, output)",
+                     ["model", "kind"], registry=REGISTRY)
+
+for _outcome in ("succeeded", "failed", "cancelled", "retry_later", "released", "lease_lost", "error"):
+    RUNS.labels(outcome=_outcome)  # every label present from the start: rate() needs the zero
+for _kind in ("refused", "transient", "error"):
+    PISTON_ERRORS.labels(kind=_kind)
+
+
+def run_finished(outcome: str, seconds: float) -> None:
+    """One attempt ended with ``outcome`` (apply_outcome's label) after ``seconds``."""
+    RUNS.labels(outcome=outcome).inc()
+    RUN_SECONDS.labels(outcome=outcome).observe(seconds)
+
+
+def piston_error(kind: str) -> None:
+    """A Piston fault that ended an attempt: ``refused``, ``transient`` (after retries) or ``error``."""
+    PISTON_ERRORS.labels(kind=kind).inc()
+
+
+def llm_call(model: str, outcome: str, *, prompt_tokens: int = 0, output_tokens: int = 0) -> None:
+    """One hub.call_llm: ``outcome`` is ``ok`` or the LLMError kind; tokens as Gemini reported them."""
+    LLM_CALLS.labels(model=model, outcome=outcome).inc()
+    if prompt_tokens:
+        LLM_TOKENS.labels(model=model, kind="prompt").inc(prompt_tokens)
+    if output_tokens:
+        LLM_TOKENS.labels(model=model, kind="output").inc(output_tokens)
+
+
+class OutboxCollector(Collector):
+    """Outbox gauges queried at scrape time; ``agenthub_database_up`` 0 when Postgres cannot answer."""
+
+    def __init__(self, pool: ConnectionPool, timeout_s: float = 2.0) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    def describe(self) -> list[Metric]:
+        return []  # not described up front: the registry must not query the database at registration
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("agenthub_database_up", "1 when the scrape could read the outbox from Postgres")
+        try:
+            with self.pool.connection(timeout=self.timeout_s) as conn:
+                rows = conn.execute(query("metrics/outbox")).fetchall()
+        except (psycopg.Error, PoolTimeout):
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        by_status = GaugeMetricFamily("agenthub_outbox_rows", "Outbox rows by status", labels=["status"])
+        oldest = GaugeMetricFamily("agenthub_outbox_oldest_pending_age_seconds",
+                                   "Age of the oldest pending outbox row (0 when none)")
+        counts: dict[str, Any] = {row["status"]: row for row in rows}
+        for status in OUTBOX_STATUSES:
+            by_status.add_metric([status], float(counts[status]["n"]) if status in counts else 0.0)
+        pending = counts.get("pending")
+        oldest.add_metric([], float(pending["oldest_age_s"] or 0.0) if pending else 0.0)
+        yield by_status
+        yield oldest
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in Prometheus' text format."""
+    return generate_latest(registry)
+
+
+def web_registry(pool: ConnectionPool) -> CollectorRegistry:
+    """What web's /metrics serves: the DB-derived gauges only (see the module docstring)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(OutboxCollector(pool))
+    return registry
+
+
+def serve_dispatcher_metrics(pool: ConnectionPool, port: int, host: str = "0.0.0.0") -> Any:
+    """Start the dispatcher's /metrics HTTP server in a daemon thread; returns the server (``.shutdown()``)."""
+    from prometheus_client import start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged(REGISTRY))
+    registry.register(OutboxCollector(pool))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    thread.name = "metrics"
+    return server
+
+
+class _Merged(Collector):
+    """The process registry's series, inside the dispatcher's scrape registry."""
+
+    def __init__(self, inner: CollectorRegistry) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        with self.lock:
+            yield from self.inner.collect()

@@ -1,0 +1,323 @@
+"""``hub.call_llm``: one Gemini generateContent call through the google-genai SDK, with our own retries.
+
+The SDK's own retries are off (``HttpRetryOptions(attempts=1)``), so tenacity here is the only
+retry layer: exponential backoff with jitter, for 408 / 429 / 5xx / timeouts / connection errors
+only, and never past the run's deadline. Every failure becomes an ``LLMFailure`` whose ``kind``
+is what the agent sees as ``hub.LLMError.kind``. The API key stays in this process: it is never
+logged, never put in an error message (masked if Gemini ever echoed it) and never sent to the sandbox.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from dispatcher.config import DispatcherConfig
+from dispatcher.redact import Redactor
+
+MIN_TRY_S = 0.5  # no try is started with less time than this left before the run's deadline
+# finishReason values meaning "the answer was withheld", per Gemini's FinishReason enum.
+BLOCK_FINISH_REASONS = frozenset({
+    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT",
+})
+MAX_SYSTEM_CHARS = 100_000
+
+
+class LLMErrorKind(StrEnum):
+    """``hub.LLMError.kind`` values."""
+
+    RATE_LIMITED = "rate_limited"      # 429 after our retries
+    UNAVAILABLE = "unavailable"        # 5xx, 408, timeouts, connection errors (after retries); no time left
+    BAD_REQUEST = "bad_request"        # 400 (other than a bad key), 404 (unknown model), bad parameters
+    AUTH = "auth"                      # 400 API_KEY_INVALID, 401, 403
+    BLOCKED = "blocked"                # a safety block: no text, blockReason or finishReason SAFETY etc.
+    MAX_TOKENS = "max_tokens"          # finishReason MAX_TOKENS before any text
+    NOT_CONFIGURED = "not_configured"  # GEMINI_API_KEY unset
+    LIMIT = "limit"                    # over HUB_MAX_LLM_CALLS for this run
+
+    @property
+    def retryable(self) -> bool:
+        return self in (LLMErrorKind.RATE_LIMITED, LLMErrorKind.UNAVAILABLE)
+
+
+class LLMFailure(Exception):
+    def __init__(self, kind: LLMErrorKind, message: str, *, retryable: bool | None = None, status: int | None = None) -> None:
+        super().__init__(f"{kind.value}: {message}")
+        self.kind = kind
+        self.message = message
+        self.retryable = kind.retryable if retryable is None else retryable
+        self.status = status
+        self.tries = 0
+        self.usage: Usage | None = None  # a blocked answer still used (and billed) prompt tokens
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    prompt: str
+    system: str | None
+    history: list[types.Content]
+    model: str
+    temperature: float | None
+    max_output_tokens: int | None
+
+    def contents(self) -> list[types.Content]:
+        return [*self.history, types.Content(role="user", parts=[types.Part(text=self.prompt)])]
+
+
+@dataclass(frozen=True)
+class LLMAnswer:
+    text: str
+    model: str          # the model asked for
+    model_version: str  # what Gemini says answered (modelVersion)
+    usage: Usage
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call_llm, for the JobLog line and the run's result (no prompt text, no key)."""
+
+    model: str
+    ok: bool
+    kind: str | None
+    usage: Usage
+    latency_ms: int
+    tries: int
+
+
+def history_turns(chat_history: list[dict[str, Any]]) -> tuple[list[types.Content], list[str]]:
+    """The session's messages as Gemini turns (user→user, agent→model); system messages come back apart."""
+    turns: list[types.Content] = []
+    system: list[str] = []
+    for message in chat_history:
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(content, str) or not content:
+            continue  # Gemini refuses a turn with no parts
+        match role:
+            case "user":
+                turns.append(types.Content(role="user", parts=[types.Part(text=content)]))
+            case "agent":
+                turns.append(types.Content(role="model", parts=[types.Part(text=content)]))
+            case "system":
+                system.append(content)
+            case _:
+                continue
+    return turns, system
+
+
+def _bad(message: str) -> LLMFailure:
+    return LLMFailure(LLMErrorKind.BAD_REQUEST, message)
+
+
+def parse_request(params: dict[str, Any], *, chat_history: list[dict[str, Any]], default_model: str,
+                  max_prompt_chars: int) -> LLMRequest:
+    """The call's params (as hub.call_llm sends them) checked and turned into a request."""
+    prompt = params.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _bad("prompt must be a non-empty str")
+    if len(prompt) > max_prompt_chars:
+        raise _bad(f"prompt has {len(prompt)} characters, over the limit of {max_prompt_chars}")
+    system = params.get("system")
+    if system is not None and (not isinstance(system, str) or len(system) > MAX_SYSTEM_CHARS):
+        raise _bad(f"system must be a str of at most {MAX_SYSTEM_CHARS} characters, or None")
+    model = params.get("model") or default_model
+    if not isinstance(model, str) or not model.strip() or "/" in model.removeprefix("models/") or len(model) > 200:
+        raise _bad("model must be a model name such as gemini-2.5-flash")
+    temperature = params.get("temperature")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not 0 <= temperature <= 2):
+        raise _bad("temperature must be a number from 0 to 2, or None")
+    max_tokens = params.get("max_output_tokens")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise _bad("max_output_tokens must be a positive int, or None")
+    history: list[types.Content] = []
+    if params.get("history"):
+        history, system_messages = history_turns(chat_history)
+        if system_messages:
+            system = "\n\n".join([*system_messages, *([system] if system else [])])
+    return LLMRequest(
+        prompt=prompt,
+        system=system,
+        history=history,
+        model=model.strip().removeprefix("models/"),
+        temperature=None if temperature is None else float(temperature),
+        max_output_tokens=max_tokens,
+    )
+
+
+def _usage(response: types.GenerateContentResponse) -> Usage:
+    meta = response.usage_metadata
+    if meta is None:
+        return Usage()
+    prompt = meta.prompt_token_count or 0
+    output = meta.candidates_token_count or 0
+    return Usage(prompt, output, meta.total_token_count or prompt + output)
+
+
+def _error_reason(details: Any) -> str | None:
+    """The google.rpc.ErrorInfo reason of an error body (API_KEY_INVALID for a bad key)."""
+    error = details.get("error") if isinstance(details, dict) else None
+    for item in (error or {}).get("details") or []:
+        if isinstance(item, dict) and isinstance(item.get("reason"), str):
+            return str(item["reason"])
+    return None
+
+
+def classify_api_error(exc: genai_errors.APIError) -> LLMFailure:
+    code = int(exc.code or 0)
+    what = f"Gemini answered HTTP {code}" + (f" {exc.status}" if exc.status else "")
+    text = f"{what}: {exc.message}" if exc.message else what
+    if code == 400 and _error_reason(exc.details) == "API_KEY_INVALID":
+        return LLMFailure(LLMErrorKind.AUTH, text + " (check the dispatcher's GEMINI_API_KEY)", status=code)
+    if code in (401, 403):
+        return LLMFailure(LLMErrorKind.AUTH, text, status=code)
+    if code == 429:
+        return LLMFailure(LLMErrorKind.RATE_LIMITED, text, status=code)
+    if code == 408 or code >= 500:
+        return LLMFailure(LLMErrorKind.UNAVAILABLE, text, status=code)
+    return LLMFailure(LLMErrorKind.BAD_REQUEST, text, status=code)
+
+
+def transport_failure(exc: Exception, timeout_s: float) -> LLMFailure | None:
+    """A timeout or connection error of the SDK's HTTP client, else None (a bug: let it propagate).
+
+    Matched by class name: the SDK uses httpx or its fork httpx2, whose classes share names, not types.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "TimeoutException" in names:
+        return LLMFailure(LLMErrorKind.UNAVAILABLE, f"Gemini did not answer within {timeout_s:.1f} s")
+    if "TransportError" in names:
+        return LLMFailure(LLMErrorKind.UNAVAILABLE, f"cannot reach Gemini ({type(exc).__name__})")
+    return None
+
+
+def read_answer(response: types.GenerateContentResponse, model: str) -> LLMAnswer:
+    """The answer's text, or the LLMFailure a 200 response can still mean (block, MAX_TOKENS, empty)."""
+    usage = _usage(response)
+    feedback = response.prompt_feedback
+    candidate = response.candidates[0] if response.candidates else None
+    finish = candidate.finish_reason.value if candidate is not None and candidate.finish_reason else None
+    text = ""
+    if candidate is not None and candidate.content is not None:
+        text = "".join(p.text for p in candidate.content.parts or [] if p.text and not p.thought)
+    failure: LLMFailure | None = None
+    if feedback is not None and feedback.block_reason is not None:
+        failure = LLMFailure(LLMErrorKind.BLOCKED, f"the prompt was blocked ({feedback.block_reason.value})")
+    elif not text and finish in BLOCK_FINISH_REASONS:
+        failure = LLMFailure(LLMErrorKind.BLOCKED, f"the answer was blocked (finishReason {finish})")
+    elif not text and finish == "MAX_TOKENS":
+        failure = LLMFailure(LLMErrorKind.MAX_TOKENS, "the model reached max_output_tokens before writing any text")
+    elif not text:
+        failure = LLMFailure(LLMErrorKind.UNAVAILABLE, f"Gemini returned no text (finishReason {finish or 'none'})",
+                             retryable=False)
+    if failure is not None:
+        failure.usage = usage
+        raise failure
+    return LLMAnswer(text=text, model=model, model_version=response.model_version or model, usage=usage,
+                     finish_reason=finish)
+
+
+class GeminiClient:
+    """One per dispatcher process (``client_for``); thread-safe (the SDK's httpx client is)."""
+
+    def __init__(self, cfg: DispatcherConfig) -> None:
+        self.cfg = cfg
+        self.redact = Redactor([cfg.gemini_api_key] if cfg.gemini_api_key else [])
+        self._client: genai.Client | None = None
+        if cfg.gemini_api_key:
+            self._client = genai.Client(
+                api_key=cfg.gemini_api_key,
+                vertexai=False,
+                http_options=types.HttpOptions(
+                    base_url=cfg.gemini_base_url,  # None: Google's default endpoint
+                    timeout=int(cfg.llm_timeout_s * 1000),
+                    retry_options=types.HttpRetryOptions(attempts=1),  # ours (tenacity) are the only retries
+                ),
+            )
+
+    def _once(self, req: LLMRequest, deadline: float) -> LLMAnswer:
+        assert self._client is not None
+        left = deadline - time.monotonic()
+        if left < MIN_TRY_S:
+            raise LLMFailure(LLMErrorKind.UNAVAILABLE, "no time left in the agent's run for the call", retryable=False)
+        timeout_s = min(self.cfg.llm_timeout_s, left)
+        config = types.GenerateContentConfig(
+            system_instruction=req.system,
+            temperature=req.temperature,
+            max_output_tokens=req.max_output_tokens,
+            http_options=types.HttpOptions(timeout=max(1, int(timeout_s * 1000))),
+        )
+        try:
+            response = self._client.models.generate_content(model=req.model, contents=req.contents(), config=config)
+        except genai_errors.APIError as exc:
+            raise classify_api_error(exc) from None
+        except Exception as exc:
+            failure = transport_failure(exc, timeout_s)
+            if failure is None:
+                raise
+            raise failure from None
+        return read_answer(response, req.model)
+
+    def generate(self, req: LLMRequest, *, deadline: float, on_retry: Callable[[int, LLMFailure], None] | None = None
+                 ) -> tuple[LLMAnswer, int]:
+        """The answer and how many tries it took; raises LLMFailure (with ``.tries`` set)."""
+        if self._client is None:
+            raise LLMFailure(LLMErrorKind.NOT_CONFIGURED, "call_llm is not configured on this hub (GEMINI_API_KEY is unset)")
+
+        def out_of_time(state: RetryCallState) -> bool:
+            # Sleeping and then trying again must still fit before the run's deadline.
+            return time.monotonic() + (state.upcoming_sleep or 0.0) + MIN_TRY_S > deadline
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if on_retry is not None and isinstance(exc, LLMFailure):
+                on_retry(state.attempt_number, exc)
+
+        tries = 0
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception(lambda e: isinstance(e, LLMFailure) and e.retryable),
+                wait=wait_random_exponential(multiplier=self.cfg.llm_retry_base_s, max=self.cfg.llm_retry_max_s),
+                stop=stop_after_attempt(self.cfg.llm_retry_attempts) | out_of_time,
+                before_sleep=before_sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    tries = attempt.retry_state.attempt_number
+                    return self._once(req, deadline), tries
+        except LLMFailure as exc:
+            exc.message = self.redact(exc.message)
+            exc.tries = tries
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+_clients: dict[tuple[Any, ...], GeminiClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(cfg: DispatcherConfig) -> GeminiClient:
+    """The process's client for these settings (a child run's config differs only in its time limit)."""
+    key = (cfg.gemini_api_key, cfg.gemini_base_url, cfg.llm_timeout_s, cfg.llm_retry_attempts,
+           cfg.llm_retry_base_s, cfg.llm_retry_max_s)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = GeminiClient(cfg)
+        return client

@@ -1,0 +1,128 @@
+"""``python -m dispatcher verify``: is this deployment able to run agents? Exit 0 when yes, 1 when not.
+
+Checks, each printed as one ``ok`` / ``FAIL`` line saying what is wrong:
+- the database answers and our migrations (sql/migrations) are all applied, none edited since;
+- the Prisma tables and columns (and enum labels) our queries use are there;
+- Piston answers ``GET /api/v2/runtimes`` and has a Python runtime.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TextIO
+
+import psycopg
+from psycopg.rows import dict_row
+
+from core import migrate
+from core.config import ConfigError, database_url
+from core.sqlfiles import query
+from dispatcher.piston import PistonClient, PistonError
+
+# Every Prisma table and column a query under sql/queries/ reads or writes (keep in step with them).
+PRISMA_COLUMNS: dict[str, tuple[str, ...]] = {
+    "Agent": ("id", "name", "version"),
+    "AgentEnvVar": ("key", "value", "agentId"),
+    "AgentFile": ("id", "filename", "filepath", "filesize", "createdAt", "agentId"),
+    "Session": ("id", "userId", "agentId"),
+    "UserVariable": ("id", "key", "value", "createdAt", "updatedAt", "sessionId"),
+    "ChatMessage": ("id", "role", "content", "timestamp", "sessionId"),
+    "Job": ("id", "type", "status", "progress", "statusMessage", "errorMessage", "createdAt", "startedAt",
+            "completedAt", "userId", "agentId", "sessionId"),
+    "JobLog": ("id", "level", "message", "timestamp", "jobId"),
+}
+# Enum labels our SQL casts to.
+PRISMA_ENUMS: dict[str, tuple[str, ...]] = {
+    "JobStatus": ("QUEUED", "PROCESSING", "SUCCEEDED", "FAILED", "CANCELLED"),
+    "JobType": ("AGENT_INVOCATION",),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
+
+
+def check_database(url: str) -> list[Check]:
+    """Migrations applied, Prisma tables/columns/enums present."""
+    try:
+        conn = psycopg.connect(url, row_factory=dict_row, connect_timeout=5, autocommit=True)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [Check("database", False, f"cannot connect: {first}")]
+    checks = [Check("database", True, "reachable")]
+    with conn:
+        try:
+            todo = migrate.pending(conn)
+        except migrate.MigrationError as exc:
+            checks.append(Check("migrations", False, f"{exc}"))
+        else:
+            if todo:
+                names = ", ".join(m.version for m in todo)
+                checks.append(Check("migrations", False, f"not applied: {names}; run `python -m core.migrate` (release step)"))
+            else:
+                checks.append(Check("migrations", True, f"all {len(migrate.discover())} applied"))
+        rows = conn.execute(query("verify/columns"), {"tables": list(PRISMA_COLUMNS)}).fetchall()
+        found: dict[str, set[str]] = {}
+        for row in rows:
+            found.setdefault(row["table_name"], set()).add(row["column_name"])
+        missing_tables = [t for t in PRISMA_COLUMNS if t not in found]
+        missing_columns = [f'"{t}"."{c}"' for t, cols in PRISMA_COLUMNS.items() if t in found for c in cols if c not in found[t]]
+        if missing_tables:
+            checks.append(Check("prisma tables", False, "missing: " + ", ".join(f'"{t}"' for t in missing_tables)
+                                + " (is DATABASE_URL the hub's Prisma database?)"))
+        elif missing_columns:
+            checks.append(Check("prisma tables", False, "missing columns: " + ", ".join(missing_columns)))
+        else:
+            checks.append(Check("prisma tables", True, f"{len(PRISMA_COLUMNS)} tables with the columns we use"))
+        labels = conn.execute(query("verify/enum_labels"), {"types": list(PRISMA_ENUMS)}).fetchall()
+        have: dict[str, set[str]] = {}
+        for row in labels:
+            have.setdefault(row["type_name"], set()).add(row["label"])
+        missing_labels = [f"{t}.{v}" for t, values in PRISMA_ENUMS.items() for v in values if v not in have.get(t, set())]
+        if missing_labels:
+            checks.append(Check("prisma enums", False, "missing: " + ", ".join(missing_labels)))
+        else:
+            checks.append(Check("prisma enums", True, "JobStatus and JobType have the values we use"))
+    return checks
+
+
+def check_piston(url: str) -> Check:
+    """Piston reachable, with a Python runtime."""
+    try:
+        client = PistonClient(url, connect_timeout_s=3.0)
+        runtimes = client.runtimes()
+    except (PistonError, OSError) as exc:
+        return Check("piston", False, f"{url}: not reachable or not Piston ({exc})")
+    pythons = [f"{rt.get('language')} {rt.get('version')}" for rt in runtimes
+               if rt.get("language") == "python" or "python" in (rt.get("aliases") or [])]
+    if not pythons:
+        names = ", ".join(sorted({str(rt.get("language")) for rt in runtimes})) or "none"
+        return Check("piston", False, f"{url}: no Python runtime installed (runtimes: {names}); install it with ppman")
+    return Check("piston", True, f"{url}: {', '.join(pythons)}")
+
+
+def run(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
+    """Print one line per check; 0 when all pass, 1 otherwise."""
+    checks: list[Check] = []
+    try:
+        checks.extend(check_database(database_url(env)))
+    except ConfigError as exc:
+        checks.append(Check("database", False, str(exc)))
+    piston_url = (env.get("PISTON_URL") or "").strip().rstrip("/")
+    if not piston_url:
+        checks.append(Check("piston", False, "PISTON_URL is not set (e.g. http://127.0.0.1:2000)"))
+    else:
+        checks.append(check_piston(piston_url))
+    for check in checks:
+        print(check.line(), file=out)
+    failed = [c for c in checks if not c.ok]
+    print("verify: " + ("all checks passed" if not failed else f"{len(failed)} check(s) failed"), file=out)
+    return 0 if not failed else 1

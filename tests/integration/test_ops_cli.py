@@ -1,0 +1,318 @@
+"""The operator CLI (`python -m dispatcher list|show|replay|cancel`) and the outbox event table, on real Postgres.
+
+Rows are moved through their states with the dispatcher's own SQL (claim, retry_later,
+finish), so the event rows are the ones production writes. The CLI runs as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from core.sqlfiles import query
+from tests import factories
+
+REPO = Path(__file__).resolve().parents[2]
+OWNER = "test-dispatcher:1:abc"
+ACTOR = f"ops-tester@{socket.gethostname()}"
+
+
+def cli(db_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"PYTHONPATH": str(REPO), "USER": "ops-tester"})
+    if db_url is not None:
+        env["DATABASE_URL"] = db_url
+    return subprocess.run([sys.executable, "-m", "dispatcher", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def queued(conn: psycopg.Connection, *, max_attempts: int = 5) -> tuple[factories.World, int]:
+    w = factories.world(conn)
+    row = conn.execute(
+        "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, max_attempts) "
+        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (w.job_id, w.agent_id, w.session_id, w.user_id, w.prompt, max_attempts),
+    ).fetchone()
+    assert row is not None
+    return w, row["id"]
+
+
+def claim(conn: psycopg.Connection, owner: str = OWNER, lease_s: float = 30) -> list[int]:
+    rows = conn.execute(query("dispatcher/claim"), {"owner": owner, "batch": 100, "lease_s": lease_s, "running": []}).fetchall()
+    return [r["id"] for r in rows]
+
+
+def finish(conn: psycopg.Connection, row_id: int, status: str, error: str | None = None, owner: str = OWNER) -> None:
+    job_status = {"succeeded": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED"}[status]
+    done = conn.execute(query("dispatcher/finish"), {
+        "id": row_id, "owner": owner, "status": status, "job_status": job_status, "result": Jsonb({"messages": 1}),
+        "error": error, "status_message": status,
+    }).fetchone()
+    assert done is not None
+
+
+def failed_row(conn: psycopg.Connection, error: str = "Piston unavailable: connection refused") -> tuple[factories.World, int]:
+    w, row_id = queued(conn)
+    assert row_id in claim(conn)
+    finish(conn, row_id, "failed", error)
+    return w, row_id
+
+
+def outbox(conn: psycopg.Connection, row_id: int) -> dict[str, Any]:
+    row = conn.execute("SELECT *, status::text AS status FROM invocation_outbox WHERE id = %s", (row_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def job(conn: psycopg.Connection, job_id: str) -> dict[str, Any]:
+    row = conn.execute('SELECT *, "status"::text AS status FROM "Job" WHERE "id" = %s', (job_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def events(conn: psycopg.Connection, row_id: int) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT from_status::text AS from_status, to_status::text AS to_status, attempts, actor, reason, detail "
+        "FROM invocation_outbox_event WHERE outbox_id = %s ORDER BY id", (row_id,)).fetchall()
+
+
+def transitions(conn: psycopg.Connection, row_id: int) -> list[tuple[str | None, str, str, str]]:
+    return [(e["from_status"], e["to_status"], e["actor"], e["reason"]) for e in events(conn, row_id)]
+
+
+# -- the event table -----------------------------------------------------------------------------------
+def test_every_dispatcher_transition_is_recorded_and_heartbeats_are_not(conn: psycopg.Connection) -> None:
+    w, row_id = queued(conn)
+    assert claim(conn) == [row_id]
+    conn.execute(query("dispatcher/heartbeat"), {"owner": OWNER, "ids": [row_id], "lease_s": 30})
+    back = conn.execute(query("dispatcher/retry_later"), {
+        "id": row_id, "owner": OWNER, "delay_s": 0, "error": "Piston unavailable", "status_message": "waiting"}).fetchone()
+    assert back is not None
+    assert claim(conn) == [row_id]
+    released = conn.execute(query("dispatcher/release"), {"owner": OWNER, "ids": [row_id]}).fetchall()
+    assert [r["id"] for r in released] == [row_id]
+    assert claim(conn) == [row_id]
+    finish(conn, row_id, "succeeded")
+    assert transitions(conn, row_id) == [
+        (None, "pending", "ingress", "queued"),
+        ("pending", "running", "dispatcher", "claimed"),
+        ("running", "pending", "dispatcher", "transient fault; retry later"),
+        ("pending", "running", "dispatcher", "claimed"),
+        ("running", "pending", "dispatcher", "released at shutdown"),
+        ("pending", "running", "dispatcher", "claimed"),
+        ("running", "succeeded", "dispatcher", "finished"),
+    ]
+    evs = events(conn, row_id)
+    assert evs[2]["detail"]["error"] == "Piston unavailable"
+    assert evs[1]["detail"]["lease_owner"] == OWNER
+    assert [e["attempts"] for e in evs] == [0, 1, 1, 2, 1, 2, 2]
+    assert job(conn, w.job_id)["status"] == "SUCCEEDED"
+
+
+def test_a_reclaimed_expired_lease_is_recorded_with_the_dead_owner(conn: psycopg.Connection) -> None:
+    _, row_id = queued(conn)
+    assert claim(conn, owner="dead:1:x") == [row_id]
+    conn.execute("UPDATE invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (row_id,))
+    assert claim(conn, owner="alive:2:y") == [row_id]
+    last = events(conn, row_id)[-1]
+    assert (last["from_status"], last["to_status"], last["reason"], last["attempts"]) == (
+        "running", "running", "lease expired; reclaimed", 2)
+    assert last["detail"]["previous_lease_owner"] == "dead:1:x" and last["detail"]["lease_owner"] == "alive:2:y"
+
+
+# -- list / show -------------------------------------------------------------------------------------
+def test_list_prints_counts_by_status_then_rows_and_applies_filters(conn: psycopg.Connection, db_url: str) -> None:
+    w_failed, failed_id = failed_row(conn)  # first: claim() takes every due row
+    _, pending_id = queued(conn)
+    _, old_id = queued(conn)
+    conn.execute("UPDATE invocation_outbox SET created_at = now() - interval '3 hours' WHERE id = %s", (old_id,))
+
+    res = cli(db_url, "list")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["STATUS", "N", "OLDEST", "NEWEST"]
+    assert lines[1].split()[:2] == ["pending", "2"] and lines[2].split()[:2] == ["failed", "1"]  # the enum's order
+    header = next(i for i, line in enumerate(lines) if line.startswith("ID "))
+    assert [int(line.split()[0]) for line in lines[header + 1:]] == [old_id, pending_id, failed_id]
+    assert "Piston unavailable" in res.stdout
+
+    res = cli(db_url, "list", "--status", "failed", "--json")
+    data = json.loads(res.stdout)
+    assert [r["id"] for r in data["rows"]] == [failed_id]
+    assert data["counts"] == {"pending": 2, "failed": 1}  # counts ignore --status on purpose
+
+    assert [r["id"] for r in json.loads(cli(db_url, "list", "--since", "1h", "--json").stdout)["rows"]] == [pending_id, failed_id]
+    assert [r["id"] for r in json.loads(cli(db_url, "list", "--older-than", "2h", "--json").stdout)["rows"]] == [old_id]
+    by_agent = json.loads(cli(db_url, "list", "--agent", w_failed.agent_id, "--json").stdout)
+    assert [r["id"] for r in by_agent["rows"]] == [failed_id] and by_agent["counts"] == {"failed": 1}
+
+
+def test_show_by_outbox_id_or_job_id_prints_row_job_logs_and_events(conn: psycopg.Connection, db_url: str) -> None:
+    w, row_id = failed_row(conn, error="agent exited with status 1: ValueError")
+    conn.execute('INSERT INTO "JobLog" ("id", "level", "message", "jobId") VALUES (%s, %s, %s, %s)',
+                 (factories.new_id(), "error", "agent exited with status 1: ValueError", w.job_id))
+    by_id = cli(db_url, "show", str(row_id))
+    by_job = cli(db_url, "show", w.job_id)
+    assert by_id.returncode == 0 and by_job.returncode == 0, by_id.stderr
+    assert by_id.stdout == by_job.stdout
+    out = by_id.stdout
+    assert "agent exited with status 1: ValueError" in out and w.job_id in out
+    assert "events (3)" in out and "claimed" in out and "finished" in out
+    assert w.prompt not in out  # the prompt is user content: only its length is shown
+    data = json.loads(cli(db_url, "show", w.job_id, "--json").stdout)
+    assert data["row"]["id"] == row_id and data["job"]["status"] == "FAILED"
+    assert [e["to_status"] for e in data["events"]] == ["pending", "running", "failed"]
+    assert [entry["level"] for entry in data["logs"]] == ["error"]
+
+    missing = cli(db_url, "show", "no-such-job")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+# -- replay ------------------------------------------------------------------------------------------
+def test_replay_requeues_a_failed_row_with_a_fresh_budget_notifies_and_records_who_and_why(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    w, row_id = failed_row(conn)
+    conn.execute('UPDATE "Job" SET "progress" = 40 WHERE "id" = %s', (w.job_id,))
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("LISTEN invocation_outbox")
+        res = cli(db_url, "replay", str(row_id), "--reason", "piston was down")
+        assert res.returncode == 0, res.stdout + res.stderr
+        notes = [n.payload for n in listener.notifies(timeout=2, stop_after=1)]
+    assert notes == [str(row_id)]
+    assert "1 done" in res.stdout
+    row = outbox(conn, row_id)
+    assert (row["status"], row["attempts"], row["last_error"], row["finished_at"], row["result"]) == (
+        "pending", 0, None, None, None)
+    j = job(conn, w.job_id)
+    assert (j["status"], j["errorMessage"], j["completedAt"], j["progress"]) == ("QUEUED", None, None, 0)
+    last = events(conn, row_id)[-1]
+    assert (last["from_status"], last["to_status"], last["actor"], last["reason"]) == (
+        "failed", "pending", ACTOR, "piston was down")
+    assert last["detail"]["previous_error"] == "Piston unavailable: connection refused"
+    # The dispatcher takes it again, and its own events are attributed to it, not to the operator.
+    assert claim(conn) == [row_id]
+    assert transitions(conn, row_id)[-1] == ("pending", "running", "dispatcher", "claimed")
+
+
+def test_replay_refuses_pending_and_running_rows_and_reports_unknown_ids_with_exit_1(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    w_failed, failed_id = failed_row(conn)
+    _, running_id = queued(conn)
+    assert claim(conn) == [running_id]
+    _, pending_id = queued(conn)
+    res = cli(db_url, "replay", str(pending_id), str(running_id), w_failed.job_id, "999999", "--json")
+    assert res.returncode == 1, res.stderr
+    items = {i["ref"]: i for i in json.loads(res.stdout)["items"]}
+    assert items[str(pending_id)]["result"] == "refused" and "still pending" in items[str(pending_id)]["note"]
+    assert items[str(running_id)]["result"] == "refused" and "still running" in items[str(running_id)]["note"]
+    assert items[w_failed.job_id]["result"] == "done"
+    assert items["999999"]["result"] == "not_found"
+    assert outbox(conn, running_id)["status"] == "running" and outbox(conn, pending_id)["attempts"] == 0
+    assert outbox(conn, failed_id)["status"] == "pending"
+
+
+def test_replay_refuses_a_row_whose_job_was_deleted(conn: psycopg.Connection, db_url: str) -> None:
+    w, row_id = failed_row(conn)
+    conn.execute('DELETE FROM "Job" WHERE "id" = %s', (w.job_id,))
+    res = cli(db_url, "replay", str(row_id))
+    assert res.returncode == 1 and "deleted" in res.stdout
+    assert outbox(conn, row_id)["status"] == "failed"
+
+
+def test_filtered_replay_takes_only_matching_rows_and_dry_run_changes_nothing(conn: psycopg.Connection, db_url: str) -> None:
+    _, recent_a = failed_row(conn)
+    w_b, recent_b = failed_row(conn)
+    _, old = failed_row(conn)
+    conn.execute("UPDATE invocation_outbox SET created_at = now() - interval '2 days' WHERE id = %s", (old,))
+    _, succeeded = queued(conn)
+    assert claim(conn) == [succeeded]
+    finish(conn, succeeded, "succeeded")
+
+    dry = cli(db_url, "replay", "--status", "failed", "--since", "1d", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert sorted(i["id"] for i in json.loads(dry.stdout)["items"]) == [recent_a, recent_b]
+    assert {i["result"] for i in json.loads(dry.stdout)["items"]} == {"would_do"}
+    assert [outbox(conn, i)["status"] for i in (recent_a, recent_b, old)] == ["failed"] * 3
+
+    only_b = cli(db_url, "replay", "--status", "failed", "--since", "1d", "--agent", w_b.agent_id)
+    assert only_b.returncode == 0 and "1 done" in only_b.stdout
+    assert [outbox(conn, i)["status"] for i in (recent_a, recent_b, old, succeeded)] == [
+        "failed", "pending", "failed", "succeeded"]
+
+    res = cli(db_url, "replay", "--status", "failed", "--since", "1d")
+    assert res.returncode == 0 and "1 done" in res.stdout
+    assert [outbox(conn, i)["status"] for i in (recent_a, old)] == ["pending", "failed"]
+
+    nothing = cli(db_url, "replay", "--status", "cancelled", "--since", "1h")
+    assert nothing.returncode == 0 and "nothing matched" in nothing.stdout
+
+
+# -- cancel ------------------------------------------------------------------------------------------
+def test_cancel_of_a_pending_row_cancels_the_row_and_its_job_at_once(conn: psycopg.Connection, db_url: str) -> None:
+    w, row_id = queued(conn)
+    res = cli(db_url, "cancel", w.job_id, "--reason", "user asked")
+    assert res.returncode == 0, res.stdout + res.stderr
+    row = outbox(conn, row_id)
+    assert row["status"] == "cancelled" and row["finished_at"] is not None
+    j = job(conn, w.job_id)
+    assert j["status"] == "CANCELLED" and j["completedAt"] is not None
+    assert transitions(conn, row_id)[-1] == ("pending", "cancelled", ACTOR, "user asked")
+    assert claim(conn) == []
+
+
+def test_cancel_of_a_running_row_cancels_the_job_and_leaves_the_row_to_its_dispatcher(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    w, row_id = queued(conn)
+    assert claim(conn) == [row_id]
+    res = cli(db_url, "cancel", str(row_id))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "next heartbeat" in res.stdout
+    assert outbox(conn, row_id)["status"] == "running"
+    assert job(conn, w.job_id)["status"] == "CANCELLED"
+    # What the dispatcher's heartbeat sees, and what it then writes.
+    beat = conn.execute(query("dispatcher/heartbeat"), {"owner": OWNER, "ids": [row_id], "lease_s": 30}).fetchall()
+    assert [(b["id"], b["job_status"]) for b in beat] == [(row_id, "CANCELLED")]
+    finish(conn, row_id, "cancelled")
+    assert transitions(conn, row_id)[-2:] == [
+        ("running", "running", ACTOR, "cancelled by an operator"),
+        ("running", "cancelled", "dispatcher", "finished"),
+    ]
+    assert job(conn, w.job_id)["status"] == "CANCELLED"
+    again = cli(db_url, "cancel", str(row_id))
+    assert again.returncode == 1 and "already cancelled" in again.stdout
+
+
+# -- usage and configuration errors ------------------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ["replay"],                                  # nothing named
+    ["replay", "1", "--status", "failed"],       # both ids and a filter
+    ["replay", "--status", "failed"],            # a bulk replay without --since
+    ["replay", "--status", "pending", "--since", "1h"],  # only finished rows can be replayed
+    ["list", "--since", "two hours"],
+    ["cancel"],
+])
+def test_usage_errors_exit_2_and_change_nothing(conn: psycopg.Connection, db_url: str, args: list[str]) -> None:
+    _, row_id = failed_row(conn)
+    res = cli(db_url, *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert outbox(conn, row_id)["status"] == "failed"
+
+
+def test_missing_or_unreachable_database_exits_2_with_one_clear_line() -> None:
+    res = cli(None, "list")
+    assert res.returncode == 2 and "DATABASE_URL is not set" in res.stderr
+    res = cli("postgresql://nobody@127.0.0.1:1/nothing", "list")
+    assert res.returncode == 2 and "cannot reach the database" in res.stderr
+    assert "Traceback" not in res.stderr
