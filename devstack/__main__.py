@@ -149,8 +149,6 @@ def cmd_up() -> int:
         procs.append(subprocess.Popen([py, "-m", "localpiston", "--host", "127.0.0.1", "--port", str(port)], env=pist_env))
         env["PISTON_URL"] = f"http://127.0.0.1:{port}"
         env.setdefault("AGENT_RUN_TIMEOUT_MS", "30000")
-        # localpiston has the WebSocket endpoint, and hub.call_llm / call_agent need it (with "auto" the hub refuses them).
-        env.setdefault("PISTON_TRANSPORT", "ws")
         _wait_http(f"{env['PISTON_URL']}/api/v2/runtimes", 20, procs[-1])
     llm_note = "Gemini" + (f" at {gemini['GEMINI_BASE_URL']}" if "GEMINI_BASE_URL" in gemini else "")
     if "GEMINI_API_KEY" not in gemini:

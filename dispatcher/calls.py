@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from core import metrics
 from dispatcher import children, llm, protocol
 from dispatcher.protocol import CallMethod
 from dispatcher.runner import RunControl, Runner
@@ -74,6 +75,8 @@ class CallRouter:
     # --- call_llm --------------------------------------------------------------------------
 
     def _record(self, record: llm.CallRecord) -> None:
+        metrics.llm_call(record.model, "ok" if record.ok else str(record.kind),
+                         prompt_tokens=record.usage.prompt_tokens, output_tokens=record.usage.output_tokens)
         s = self.stats.setdefault("llm", empty_llm_stats())
         s["calls"] += 1
         s["failed"] += 0 if record.ok else 1

@@ -62,3 +62,10 @@ def release(pool: ConnectionPool, *, owner: str, ids: list[int]) -> list[int]:
     with pool.connection() as conn:
         rows = conn.execute(query("dispatcher/release"), {"owner": owner, "ids": ids}).fetchall()
     return [row["id"] for row in rows]
+
+
+def sweep_orphans(pool: ConnectionPool) -> list[int]:
+    """Fail call_agent children whose caller's dispatcher died (their lease expired)."""
+    with pool.connection() as conn:
+        rows = conn.execute(query("dispatcher/sweep_orphans")).fetchall()
+    return [row["id"] for row in rows]

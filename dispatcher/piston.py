@@ -248,6 +248,17 @@ class PistonClient:
 
     # ---- run ------------------------------------------------------------------------------------
 
+    def resolve(self, transport: Transport) -> Transport:
+        """The concrete transport a run asked as ``transport`` will use (AUTO: WS until it proved unsupported)."""
+        transport = Transport(transport)
+        if transport is Transport.AUTO:
+            return self._auto_choice or Transport.WS
+        return transport
+
+    def prefer_execute(self) -> None:
+        """Remember that this Piston has no WebSocket endpoint: AUTO resolves to EXECUTE from now on."""
+        self._auto_choice = Transport.EXECUTE
+
     def run(
         self,
         files: list[dict],

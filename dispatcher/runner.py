@@ -21,6 +21,7 @@ from dispatcher.piston import (
     PistonError,
     PistonRefused,
     PistonTransient,
+    PistonUnsupported,
     RunLimits,
     RunResult,
     RunStatus,
@@ -124,10 +125,10 @@ class Runner:
             early = claim_outcome_for_job(self._job_status_now(row.job_id))
             if early is not None:
                 return early
+        # The hub must know the transport really used: call_llm/call_agent only work over the WebSocket.
+        transport = self.client.resolve(self.transport())
         try:
-            ctx = context.load(
-                self.pool, row, transport=self.transport().value, history_limit=self.cfg.history_max_messages
-            )
+            ctx = context.load(self.pool, row, transport=transport.value, history_limit=self.cfg.history_max_messages)
         except context.AgentGone as exc:
             return Outcome.finish(OutboxStatus.FAILED, str(exc))
         redact = Redactor(ctx.context["env_vars"].values())
@@ -141,7 +142,7 @@ class Runner:
             )
             # The hub checks these itself, so an over-long message fails in the agent, not silently here.
             ctx.context["limits"] = {"max_line_chars": line_limit(self.cfg), "max_message_chars": self.cfg.max_message_chars}
-            built = bundle.build_files(ctx.context, sources, max_body_bytes=self.cfg.piston_max_body_bytes)
+            built = self._bundle(ctx, sources, transport)
         except (AgentFilesError, bundle.BundleError) as exc:
             return Outcome.finish(OutboxStatus.FAILED, redact(str(exc)))
         left_out = ctx.history_total - built.history_kept
@@ -149,7 +150,7 @@ class Runner:
             wb.log("info", f"chat history windowed: the agent sees the newest {built.history_kept} of "
                            f"{ctx.history_total} messages (Piston's request limit is {self.cfg.piston_max_body_bytes} bytes)")
         wb.log("info", f"run started: attempt {row.attempts} of {row.max_attempts}, entrypoint {built.entry}, "
-                       f"transport {self.cfg.piston_transport}")
+                       f"transport {transport.value}")
         limits = RunLimits(run_timeout_ms=self.cfg.run_timeout_ms, run_memory_limit=self.cfg.run_memory_limit)
         started = time.monotonic()
         stats: dict[str, Any] = {}
@@ -160,7 +161,18 @@ class Runner:
                     if n > 1:
                         metrics.PISTON_RETRIES.inc()
                         wb.log("warning", f"Piston unavailable, retrying (try {n} of {self.cfg.piston_retry_attempts})")
-                    result, stats = self._run_in_piston(ctx, built, limits, wb, control, redact)
+                    try:
+                        result, stats = self._run_in_piston(ctx, built, limits, wb, control, redact, transport)
+                    except PistonUnsupported:
+                        if self.transport() is not Transport.AUTO:
+                            raise
+                        # No WebSocket endpoint (refused at the handshake, before anything ran): rebuild
+                        # the bundle for the batch transport and run that, now and for later runs.
+                        self.client.prefer_execute()
+                        transport = Transport.EXECUTE
+                        wb.log("warning", "Piston has no WebSocket endpoint; using the batch /execute transport")
+                        built = self._bundle(ctx, sources, transport)
+                        result, stats = self._run_in_piston(ctx, built, limits, wb, control, redact, transport)
         except PistonRefused as exc:
             metrics.piston_error("refused")
             return Outcome.finish(OutboxStatus.FAILED, redact(f"Piston refused the run: {exc.message}"))
@@ -172,6 +184,10 @@ class Runner:
             return Outcome.finish(OutboxStatus.FAILED, redact(f"Piston error: {exc}"))
         return self._outcome(result, stats, limits, control, wb, redact, time.monotonic() - started)
 
+    def _bundle(self, ctx: context.AgentContext, sources: list[bundle.AgentSource], transport: Transport) -> bundle.BuiltBundle:
+        ctx.context["transport"] = transport.value
+        return bundle.build_files(ctx.context, sources, max_body_bytes=self.cfg.piston_max_body_bytes)
+
     def _run_in_piston(
         self,
         ctx: context.AgentContext,
@@ -180,6 +196,7 @@ class Runner:
         wb: WriteBack,
         control: RunControl,
         redact: Redactor,
+        transport: Transport,
     ) -> tuple[RunResult, dict[str, Any]]:
         """One Piston run. Message sequence numbers restart at 1 on every try, so the
         messages a failed try already wrote are recognised (same ids) and not duplicated."""
@@ -234,7 +251,7 @@ class Runner:
         result = self.client.run(
             built.files,
             limits,
-            transport=self.transport(),
+            transport=transport,
             on_stdout=on_stdout,
             should_stop=control.should_stop,
         )

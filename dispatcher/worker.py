@@ -132,9 +132,15 @@ class Dispatcher:
                 control.stop(StopReason.CANCELLED)
 
     def _heartbeat_loop(self) -> None:
+        next_sweep = 0.0
         while not self.stopped.wait(self.cfg.heartbeat_s):
             try:
                 self.heartbeat_once()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + self.cfg.poll_interval_s
+                    swept = claims.sweep_orphans(self.pool)
+                    if swept:
+                        log.warning("orphaned_children_failed", rows=swept)
             except (psycopg.Error, PoolTimeout) as exc:
                 log.warning("heartbeat_failed", error=type(exc).__name__)
 

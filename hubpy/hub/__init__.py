@@ -61,7 +61,8 @@ class HubError(Exception):
 
 
 class LLMError(HubError):
-    """``call_llm`` failed; ``kind`` says how (e.g. ``"quota"``, ``"timeout"``, ``"invalid_request"``)."""
+    """``call_llm`` failed; ``kind`` says how: ``"rate_limited"``, ``"unavailable"``, ``"bad_request"``,
+    ``"auth"``, ``"blocked"``, ``"max_tokens"``, ``"not_configured"``, ``"limit"`` or ``"invalid_request"``."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(kind, message)

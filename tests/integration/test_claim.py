@@ -230,3 +230,40 @@ def test_result_json_is_stored_on_the_row(conn: psycopg.Connection, pool: Connec
     assert row == {"result": {"exit_code": 3}, "last_error": "agent exited with status 3"}
     job = conn.execute('SELECT "status"::text, "errorMessage" FROM "Job"').fetchone()
     assert job == {"status": "FAILED", "errorMessage": "agent exited with status 3"}
+
+
+def _child_of(conn: psycopg.Connection, parent_id: int, w: factories.World, owner: str, lease: str) -> tuple[int, str]:
+    """A call_agent child row as the dispatcher inserts it: running, leased, no session."""
+    job_id = factories.job(conn, w.user_id, w.agent_id, None, status="PROCESSING")
+    row = conn.execute(
+        "INSERT INTO invocation_outbox (job_id, agent_id, user_id, prompt, status, attempts, lease_owner, "
+        "lease_expires_at, started_at, parent_id, depth) VALUES (%s, %s, %s, 'x', 'running', 1, %s, now() + %s::interval, "
+        "now(), %s, 1) RETURNING id",
+        (job_id, w.agent_id, w.user_id, owner, lease, parent_id),
+    ).fetchone()
+    assert row is not None
+    return int(row["id"]), job_id
+
+
+def test_expired_child_row_is_never_claimed_as_a_run_of_its_own(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    w = factories.world(conn)
+    parent = enqueue(conn, w)
+    claim_ids(pool, owner="dead")
+    _child_of(conn, parent, w, "dead", "-1 second")
+    conn.execute("UPDATE invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (parent,))
+    assert claim_ids(pool, owner="alive") == [parent]  # the caller re-runs; its old child does not
+
+
+def test_sweep_fails_orphaned_children_and_leaves_live_ones(conn: psycopg.Connection, pool: ConnectionPool) -> None:
+    w = factories.world(conn)
+    parent = enqueue(conn, w)
+    claim_ids(pool)
+    orphan, orphan_job = _child_of(conn, parent, w, OWNER, "-1 second")
+    live, live_job = _child_of(conn, parent, w, OWNER, "1 minute")
+    assert claims.sweep_orphans(pool) == [orphan]
+    rows = {r["id"]: r["status"] for r in conn.execute("SELECT id, status::text FROM invocation_outbox").fetchall()}
+    assert rows[orphan] == "failed" and rows[live] == "running"
+    jobs = {r["id"]: r for r in conn.execute('SELECT "id", "status"::text, "errorMessage" FROM "Job"').fetchall()}
+    assert jobs[orphan_job]["status"] == "FAILED" and "calling run stopped" in jobs[orphan_job]["errorMessage"]
+    assert jobs[live_job]["status"] == "PROCESSING"
+    assert claims.sweep_orphans(pool) == []

@@ -13,7 +13,10 @@ WITH due AS (
         OR (o.status = 'running' AND o.lease_expires_at < now()
             -- never our own live runs: after a database outage longer than the lease, their leases
             -- are expired until our next heartbeat renews them, and re-claiming would run them twice
-            AND NOT (o.id = ANY(%(running)s::bigint[]))))
+            AND NOT (o.id = ANY(%(running)s::bigint[]))
+            -- a child (hub.call_agent) only runs inside its caller's run: if that dispatcher
+            -- died, sweep_orphans closes the child and the caller's re-run makes a new one
+            AND o.parent_id IS NULL))
       AND (o.session_id IS NULL OR NOT EXISTS (
             SELECT 1
             FROM invocation_outbox p
