@@ -196,6 +196,7 @@ def _wait_done(url: str, job_ids: list[str], timeout: float) -> None:
 def e2e(url: str, n: int, rss: PeakRss, tmp: Path, transport: str) -> dict[str, Any]:
     """Sequential invocations of a trivial agent: POST -> outbox finished_at, minus Piston's wall time."""
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE invocation_outbox CASCADE")  # earlier stages' rows must not queue ahead of ours
         user_id, agent_id = seed.agent(conn, _agent_files(tmp, TRIVIAL_AGENT))
         invs = seed.invocations(conn, user_id, agent_id, n + 5, tag="e2e")
     piston = LocalPiston(PISTON_ENV).start()
@@ -253,6 +254,7 @@ def e2e(url: str, n: int, rss: PeakRss, tmp: Path, transport: str) -> dict[str, 
 def saturation(url: str, backlog: int, rss: PeakRss, tmp: Path, slots: int = 8) -> dict[str, Any]:
     """A backlog of 1 s agents on `slots` slots: the share of the backlog's time all slots ran an agent."""
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE invocation_outbox CASCADE")
         user_id, agent_id = seed.agent(conn, _agent_files(tmp, SLEEP_AGENT))
         invs = seed.invocations(conn, user_id, agent_id, backlog, tag="sat")
     piston = LocalPiston({**PISTON_ENV, "PISTON_MAX_CONCURRENT_JOBS": str(slots)}).start()

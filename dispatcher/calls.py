@@ -15,6 +15,7 @@ import structlog
 from core import metrics
 from dispatcher import children, llm, protocol
 from dispatcher.protocol import CallMethod
+from dispatcher.redact import Redactor
 from dispatcher.runner import RunControl, Runner
 from dispatcher.writeback import WriteBack
 
@@ -48,6 +49,8 @@ class CallRouter:
         self.deadline = deadline  # time.monotonic() at which this run's time limit is reached
         self.stats = stats        # the run's stats: "llm" and "agent_calls" end up in the outbox row's result
         self.llm_calls = 0
+        # An error text may quote the request, i.e. the agent's own data: mask its secrets like every JobLog line.
+        self.redact = Redactor(dict(context.get("env_vars") or {}).values())
         self.caller = children.Caller(
             runner=runner,
             outbox_id=wb.outbox_id,
@@ -114,7 +117,7 @@ class CallRouter:
         client = llm.client_for(self.cfg)
 
         def on_retry(tries: int, exc: llm.LLMFailure) -> None:
-            self.wb.log("warning", f"llm call {n}: {exc.kind.value} ({exc.message[:200]}); retrying "
+            self.wb.log("warning", f"llm call {n}: {exc.kind.value} ({self.redact.head(exc.message, 200)}); retrying "
                                    f"(try {tries + 1} of at most {self.cfg.llm_retry_attempts})")
 
         started = time.monotonic()
