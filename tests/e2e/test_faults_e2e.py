@@ -169,8 +169,9 @@ def test_twenty_sigkills_of_dispatchers_during_200_invocations_lose_and_repeat_n
         # The kills did hit runs in flight (so the test can fail), and their rows were taken over.
         assert event_count(stack, "lease expired; reclaimed") >= 5, f"seed {seed}"
         # A killed dispatcher's row waits for its lease to expire, then at most about one poll interval (plus
-        # a free slot: the survivors may all be busy). Generous bound: it catches "never reclaimed", not speed.
-        assert watch.worst_s < 10.0, f"a running row's lease stayed expired for {watch.worst_s:.1f} s (seed {seed})"
+        # a free slot: the survivors may all be busy). Generous bound (17.7 s was seen at load 11): it catches
+        # "never reclaimed", not speed.
+        assert watch.worst_s < 20.0, f"a running row's lease stayed expired for {watch.worst_s:.1f} s (seed {seed})"
     finally:
         watch.done.set()
         stack.close()

@@ -156,7 +156,7 @@ def test_web_binds_a_public_address_when_authenticated_or_explicitly_allowed(
         proc = subprocess.Popen([sys.executable, "-m", "ingress", "--host", "0.0.0.0", "--port", str(port)],
                                 cwd=REPO, env=_env(DATABASE_URL=db_url, **settings), stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # gunicorn's boot can take tens of seconds on a loaded 2-core machine
         while True:
             assert proc.poll() is None, log.read_text()
             try:
