@@ -64,7 +64,7 @@ class WebProcess:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or listening while the worker still boots
                 pass
             time.sleep(0.05)
         raise AssertionError(f"web process not healthy after {START_TIMEOUT_S}s:\n{self.output()}")

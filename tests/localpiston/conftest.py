@@ -74,7 +74,7 @@ def start_server(env_extra: dict[str, str], log_dir: Path) -> Server:
         try:
             if requests.get(url + "/api/v2/runtimes", timeout=1).status_code == 200:
                 return Server(url, proc, log_path)
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy to answer within the second
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("localpiston did not start")
