@@ -32,6 +32,7 @@ from core.sqlfiles import query
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
+from dispatcher.events import status_event
 from dispatcher.runner import RunControl, Runner, apply_outcome
 from dispatcher.states import Disposition, JobStatus, OutboxStatus, Outcome, StopReason
 from dispatcher.writeback import WriteBack
@@ -189,11 +190,13 @@ def run_child(caller: Caller, agent_id: str, input_data: Any, caller_wb: WriteBa
     if row is None:
         return refused(f"call_agent failed: agent {agent_id} does not exist")
     child = Claimed(**row, job_started=True, job_status_before="QUEUED")
+    caller_wb.announce(status_event(child.job_id, None, JobStatus.PROCESSING.value))  # committed: the pool's block ended
     caller.children.append(child.job_id)
     caller_wb.log("info", f"call_agent: running agent {agent_id} as child job {child.job_id} (depth {depth}, "
                           f"time limit {left_ms} ms)")
     child_cfg = replace(cfg, run_timeout_ms=left_ms)
-    wb = CollectingWriteBack(pool, outbox_id=child.id, job_id=child.job_id, session_id=None, owner=cfg.owner)
+    wb = CollectingWriteBack(pool, outbox_id=child.id, job_id=child.job_id, session_id=None, owner=cfg.owner,
+                             events=caller_wb.events)
     control = ChildControl(parent=caller.control)
     with (structlog.contextvars.bound_contextvars(child_job_id=child.job_id, child_outbox_id=child.id, child_agent_id=agent_id),
           ChildWatch(pool, cfg, child.id, control, lease_s)):

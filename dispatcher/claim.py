@@ -9,6 +9,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from core.sqlfiles import query
+from dispatcher.events import EventNotifier, status_event
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,11 @@ class Claimed:
     max_attempts: int
     job_started: bool             # the Job moved to PROCESSING in the claim
     job_status_before: str | None  # the Job's status before the claim (None: the Job is gone)
+    job_session_id: str | None = None  # the Job's sessionId, for its hub_events event
+
+    def started_event(self) -> dict[str, Any] | None:
+        """The hub_events PROCESSING event to send once the claim has committed (None: the Job did not move)."""
+        return status_event(self.job_id, self.job_session_id, "PROCESSING") if self.job_started else None
 
 
 def _one_statement(pool: ConnectionPool, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -55,17 +61,27 @@ def heartbeat(pool: ConnectionPool, *, owner: str, ids: list[int], lease_s: floa
     return {row["id"]: row["job_status"] for row in rows}
 
 
-def release(pool: ConnectionPool, *, owner: str, ids: list[int]) -> list[int]:
-    """Give rows back (shutdown); they are claimable again at once."""
+def release(pool: ConnectionPool, *, owner: str, ids: list[int], events: EventNotifier | None = None) -> list[int]:
+    """Give rows back (shutdown); they are claimable again at once. The Jobs' QUEUED status goes to
+    ``events`` once this has committed."""
     if not ids:
         return []
     with pool.connection() as conn:
         rows = conn.execute(query("dispatcher/release"), {"owner": owner, "ids": ids}).fetchall()
+    if events is not None:
+        for r in rows:
+            if r["job_status"] is not None:
+                events.emit(status_event(r["job_id"], r["session_id"], r["job_status"]))
     return [row["id"] for row in rows]
 
 
-def sweep_orphans(pool: ConnectionPool) -> list[int]:
-    """Fail call_agent children whose caller's dispatcher died (their lease expired)."""
+def sweep_orphans(pool: ConnectionPool, events: EventNotifier | None = None) -> list[int]:
+    """Fail call_agent children whose caller's dispatcher died (their lease expired). The Jobs' FAILED
+    status goes to ``events`` once this has committed."""
     with pool.connection() as conn:
         rows = conn.execute(query("dispatcher/sweep_orphans")).fetchall()
+    if events is not None:
+        for r in rows:
+            if r["job_failed"]:
+                events.emit(status_event(r["job_id"], r["session_id"], "FAILED"))
     return [row["id"] for row in rows]

@@ -342,7 +342,7 @@ def apply_outcome(outcome: Outcome, row: Claimed, wb: WriteBack, *, cfg: Dispatc
             return "retry_later" if ok else "lease_lost"
         case Disposition.RELEASE:
             wb.log("warning", "run interrupted by dispatcher shutdown; released for another dispatcher")
-            release(pool, owner=cfg.owner, ids=[row.id])
+            release(pool, owner=cfg.owner, ids=[row.id], events=wb.events)
             return "released"
         case Disposition.ABANDON:
             return "lease_lost"

@@ -18,6 +18,7 @@ from core.logging import get_logger
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
+from dispatcher.events import EventNotifier
 from dispatcher.listener import Listener
 from dispatcher.piston import PistonClient
 from dispatcher.runner import RunControl, Runner, apply_outcome
@@ -37,6 +38,8 @@ class Dispatcher:
         listen: bool = True,
     ) -> None:
         self.cfg = cfg
+        # hub_events, sent after each write commits, in batches (dispatcher/events.py, docs/performance.md)
+        self.events = EventNotifier(cfg.database_url)
         self.pool = pool or make_pool(
             cfg.database_url,
             min_size=1,
@@ -71,7 +74,8 @@ class Dispatcher:
         structlog.contextvars.bind_contextvars(
             job_id=row.job_id, outbox_id=row.id, agent_id=row.agent_id, attempt=row.attempts
         )
-        wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner)
+        wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner,
+                       events=self.events)
         started = time.monotonic()
         label = "error"
         try:
@@ -107,6 +111,9 @@ class Dispatcher:
                 break
             metrics.CLAIMS.inc(len(rows))
             for row in rows:
+                event = row.started_event()  # the claim has committed; queued before the run's own events
+                if event is not None:
+                    self.events.emit(event)
                 control = RunControl()
                 with self._lock:
                     self._running[row.id] = control
@@ -138,7 +145,7 @@ class Dispatcher:
                 self.heartbeat_once()
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.cfg.poll_interval_s
-                    swept = claims.sweep_orphans(self.pool)
+                    swept = claims.sweep_orphans(self.pool, self.events)
                     if swept:
                         log.warning("orphaned_children_failed", rows=swept)
             except (psycopg.Error, PoolTimeout) as exc:
@@ -165,6 +172,7 @@ class Dispatcher:
 
     def run_forever(self) -> None:
         self.pool.open(wait=False)
+        self.events.start()
         metrics_server = metrics.serve_dispatcher_metrics(self.pool, self.cfg.metrics_port) if self.cfg.metrics_port else None
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
@@ -192,6 +200,7 @@ class Dispatcher:
         if listener:
             listener.join(timeout=2)
         self._executor.shutdown(wait=True)
+        self.events.stop(timeout=5.0)  # send what the last writes announced before the process exits
         if metrics_server is not None:
             metrics_server.shutdown()
         self.pool.close()

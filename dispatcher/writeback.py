@@ -20,6 +20,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_r
 from core import metrics
 from core.logging import get_logger
 from core.sqlfiles import query
+from dispatcher.events import EventNotifier, message_event, status_event
 from dispatcher.states import JOB_STATUS_FOR, OutboxStatus
 
 log = get_logger("dispatcher.writeback")
@@ -46,6 +47,7 @@ class WriteBack:
         session_id: str | None,
         owner: str,
         db_retry_s: float = 60.0,
+        events: EventNotifier | None = None,
     ) -> None:
         self.pool = pool
         self.outbox_id = outbox_id
@@ -53,6 +55,7 @@ class WriteBack:
         self.session_id = session_id
         self.owner = owner
         self.db_retry_s = db_retry_s
+        self.events = events  # hub_events, emitted after each write commits (None: not announced)
 
     def _with_retry(self, fn: Callable[[psycopg.Connection], T]) -> T:
         for attempt in Retrying(
@@ -82,7 +85,10 @@ class WriteBack:
             return False  # child invocations have no session: messages are returned to the caller
         params = {"id": message_id(self.job_id, seq), "content": content, "session_id": self.session_id, "job_id": self.job_id}
         row = self._with_retry(lambda c: c.execute(query("dispatcher/insert_message"), params).fetchone())
-        return row is not None
+        if row is None:
+            return False
+        self.announce(message_event(self.job_id, row["sessionId"], row["id"]))
+        return True
 
     def user_var(self, key: str, value: str) -> bool:
         if self.session_id is None:
@@ -121,7 +127,7 @@ class WriteBack:
         }
         if not logs:
             row = self._with_retry(lambda c: c.execute(query("dispatcher/finish"), params).fetchone())
-            return row is not None
+            return self._announced(row)
         log_params = [{"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
                       for level, message in logs]
 
@@ -133,7 +139,7 @@ class WriteBack:
                 cur = conn.execute(query("dispatcher/finish"), params)
             return cur.fetchone()
 
-        return self._with_retry(write) is not None
+        return self._announced(self._with_retry(write))
 
     def retry_later(self, *, delay_s: float, error: str, status_message: str) -> bool:
         params = {
@@ -144,4 +150,17 @@ class WriteBack:
             "status_message": status_message,
         }
         row = self._with_retry(lambda c: c.execute(query("dispatcher/retry_later"), params).fetchone())
-        return row is not None
+        return self._announced(row)
+
+    def announce(self, payload: dict[str, Any]) -> None:
+        """Queue a hub_events event; only after the write it announces has committed."""
+        if self.events is not None:
+            self.events.emit(payload)
+
+    def _announced(self, row: dict[str, Any] | None) -> bool:
+        """For finish/retry_later: announce the Job's new status if the statement changed it."""
+        if row is None:
+            return False
+        if row["job_status"] is not None:
+            self.announce(status_event(self.job_id, row["session_id"], row["job_status"]))
+        return True

@@ -1,7 +1,7 @@
 """Observability, end to end: the hub_events channel and the dispatcher's /metrics.
 
 A LISTEN connection on ``hub_events`` sees every ChatMessage the dispatcher writes and every Job
-status change it makes, each committed with the write itself; the dispatcher's /metrics reports
+status change it makes, announced right after the write commits; the dispatcher's /metrics reports
 the runs by outcome and the outbox gauges read from Postgres.
 """
 

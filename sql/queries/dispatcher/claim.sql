@@ -46,13 +46,14 @@ started AS (
         "statusMessage" = 'running'
     FROM claimed c
     WHERE j."id" = c.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
-    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
-    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
-                                          'status', j."status")::text)
+    -- hub_events (docs/operations.md) are sent by the dispatcher after this commits
+    -- (dispatcher/events.py: a NOTIFY here would serialise commits, docs/performance.md).
+    RETURNING j."id", j."sessionId"
 )
 SELECT c.*,
        (s."id" IS NOT NULL) AS job_started,
-       j."status"::text     AS job_status_before
+       j."status"::text     AS job_status_before,
+       s."sessionId"        AS job_session_id
 FROM claimed c
 LEFT JOIN started s ON s."id" = c.job_id
 LEFT JOIN "Job" j ON j."id" = c.job_id

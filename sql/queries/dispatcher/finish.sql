@@ -21,8 +21,8 @@ job AS (
         "statusMessage" = %(status_message)s
     FROM done
     WHERE j."id" = done.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
-    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
-    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
-                                          'status', j."status")::text)
+    -- hub_events (docs/operations.md): announced by the dispatcher after this commits (dispatcher/events.py).
+    RETURNING j."id", j."sessionId", j."status"::text AS status
 )
-SELECT done.id, (SELECT count(*) FROM job) AS jobs_updated FROM done
+SELECT done.id, job."sessionId" AS session_id, job.status AS job_status
+FROM done LEFT JOIN job ON job."id" = done.job_id

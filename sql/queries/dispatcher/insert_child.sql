@@ -11,9 +11,9 @@ job AS (
     SELECT %(job_id)s, 'AGENT_INVOCATION'::"JobType", 'PROCESSING'::"JobStatus", 0, %(status_message)s, now(), now(),
            %(user_id)s, agent."id", NULL
     FROM agent
-    -- hub_events (docs/operations.md): the Job's status, as the claim announces it for top-level Jobs.
-    RETURNING "id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', "id", 'session_id', "sessionId",
-                                                              'status', "status")::text)
+    -- hub_events (docs/operations.md): the caller announces the PROCESSING status after this commits
+    -- (dispatcher/events.py), as the claim's is for top-level Jobs.
+    RETURNING "id"
 ),
 child AS (
     INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, max_attempts,

@@ -2,7 +2,8 @@
 -- (job id, sequence) by the caller, so a re-run of the same invocation cannot
 -- duplicate a message. Timestamps strictly increase within a session (TIMESTAMP(3)
 -- has millisecond precision) so ordering by timestamp keeps the send order.
--- A new row is announced on the hub_events channel (docs/operations.md), in this transaction.
+-- A new row is announced on the hub_events channel (docs/operations.md) by the caller, after this
+-- commits (dispatcher/events.py): a NOTIFY here would serialise commits (docs/performance.md).
 WITH ins AS (
 INSERT INTO "ChatMessage" ("id", "role", "content", "timestamp", "sessionId")
 SELECT %(id)s, 'agent', %(content)s,
@@ -13,7 +14,4 @@ SELECT %(id)s, 'agent', %(content)s,
 ON CONFLICT ("id") DO NOTHING
 RETURNING "id", "sessionId"
 )
-SELECT ins."id",
-       pg_notify('hub_events', json_build_object('kind', 'message', 'job_id', %(job_id)s::text,
-                                                 'session_id', ins."sessionId", 'message_id', ins."id")::text) AS notified
-FROM ins
+SELECT ins."id", ins."sessionId" FROM ins

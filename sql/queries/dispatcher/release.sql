@@ -15,8 +15,9 @@ jobs AS (
     SET "status" = 'QUEUED', "statusMessage" = 'waiting: the dispatcher was shutting down'
     FROM back
     WHERE j."id" = back.job_id AND j."status" = 'PROCESSING'
-    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
-    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
-                                          'status', j."status")::text)
+    -- hub_events (docs/operations.md): announced by the dispatcher after this commits (dispatcher/events.py).
+    RETURNING j."id", j."sessionId", j."status"::text AS status
 )
-SELECT id, pg_notify('invocation_outbox', id::text) FROM back
+SELECT back.id, back.job_id, jobs."sessionId" AS session_id, jobs.status AS job_status,
+       pg_notify('invocation_outbox', back.id::text)
+FROM back LEFT JOIN jobs ON jobs."id" = back.job_id

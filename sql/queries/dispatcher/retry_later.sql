@@ -16,8 +16,8 @@ job AS (
     SET "status" = 'QUEUED', "statusMessage" = %(status_message)s
     FROM back
     WHERE j."id" = back.job_id AND j."status" = 'PROCESSING'
-    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
-    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
-                                          'status', j."status")::text)
+    -- hub_events (docs/operations.md): announced by the dispatcher after this commits (dispatcher/events.py).
+    RETURNING j."id", j."sessionId", j."status"::text AS status
 )
-SELECT id FROM back
+SELECT back.id, job."sessionId" AS session_id, job.status AS job_status
+FROM back LEFT JOIN job ON job."id" = back.job_id

@@ -29,7 +29,7 @@ jobs AS (
     WHERE j."id" = done.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
     RETURNING j."id", j."sessionId"
 )
-SELECT done.id,
-       pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', jobs."id",
-                                                 'session_id', jobs."sessionId", 'status', 'FAILED')::text)
+-- hub_events (docs/operations.md): announced by the dispatcher after this commits (dispatcher/events.py).
+SELECT done.id, done.job_id, jobs."sessionId" AS session_id, (jobs."id" IS NOT NULL) AS job_failed
 FROM done LEFT JOIN jobs ON jobs."id" = done.job_id
+ORDER BY done.id

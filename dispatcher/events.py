@@ -1,0 +1,164 @@
+"""The ``hub_events`` channel (docs/operations.md), sent after the writes commit, in batches.
+
+Postgres holds a database-wide lock through the WAL flush of every transaction that has queued a
+NOTIFY, so NOTIFYing transactions cannot share a group commit (docs/performance.md). The dispatcher's
+writes therefore do not NOTIFY: each writer calls ``emit`` once its write has committed, and one
+thread per process sends whatever has queued in one statement from its own autocommit connection.
+
+Events are hints (readers re-read the rows), so nothing here ever blocks a writer: the queue is
+bounded and drops its oldest event when full, and a batch that cannot be sent within a bounded retry
+is dropped with a warning. Both are counted (``dropped``, ``lost``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import psycopg
+
+from core.db import connect
+from core.logging import get_logger
+
+log = get_logger("dispatcher.events")
+
+CHANNEL = "hub_events"
+# One statement, one transaction, one commit for the whole batch; ORDER BY keeps the emit order
+# (volatile target-list functions are evaluated after the sort).
+SEND_SQL = (
+    "SELECT pg_notify('hub_events', t.p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n) ORDER BY t.n"
+)
+
+
+def status_event(job_id: str, session_id: str | None, status: str) -> dict[str, Any]:
+    return {"kind": "status", "job_id": job_id, "session_id": session_id, "status": status}
+
+
+def message_event(job_id: str, session_id: str | None, message_id: str) -> dict[str, Any]:
+    return {"kind": "message", "job_id": job_id, "session_id": session_id, "message_id": message_id}
+
+
+class EventNotifier:
+    """Per-process batching sender of ``hub_events`` NOTIFYs, in emit order."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        max_queue: int = 10_000,
+        batch: int = 500,
+        retry_s: float = 5.0,
+        application_name: str = "agent-hub-dispatcher-events",
+    ) -> None:
+        self.database_url = database_url
+        self.max_queue = max_queue
+        self.batch = batch
+        self.retry_s = retry_s
+        self.application_name = application_name
+        self.dropped = 0  # oldest events dropped because the queue was full
+        self.lost = 0     # events dropped because they could not be sent within retry_s
+        self.sent = 0
+        self._queue: deque[str] = deque()
+        self._inflight = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._conn: psycopg.Connection | None = None
+        self._thread = threading.Thread(target=self._run, name="hub-events", daemon=True)
+
+    # -- writers' side ----------------------------------------------------------
+    def emit(self, payload: dict[str, Any]) -> None:
+        """Queue one event; call it only AFTER the write it announces has committed. Never blocks."""
+        text = json.dumps(payload)
+        with self._cond:
+            if len(self._queue) >= self.max_queue:
+                self._queue.popleft()
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("hub_events_queue_full", dropped_total=self.dropped)
+            self._queue.append(text)
+            self._cond.notify_all()
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> EventNotifier:
+        self._thread.start()
+        return self
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything emitted so far was sent (or given up on); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued (within ``timeout``), then close the connection."""
+        if self._thread.is_alive():
+            self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._close()
+
+    # -- the sending thread -----------------------------------------------------
+    def _take(self) -> list[str]:
+        """The next batch, oldest first. Postgres folds identical payloads within one transaction into one
+        notification, so a repeated payload (e.g. PROCESSING again after a retry) ends the batch."""
+        batch: list[str] = []
+        seen: set[str] = set()
+        while self._queue and len(batch) < self.batch and self._queue[0] not in seen:
+            text = self._queue.popleft()
+            seen.add(text)
+            batch.append(text)
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return  # stopping, and everything was sent
+                batch = self._take()
+                self._inflight = len(batch)
+            try:
+                self._send(batch)
+            finally:
+                with self._cond:
+                    self._inflight = 0
+                    self._cond.notify_all()
+
+    def _send(self, batch: list[str]) -> None:
+        deadline = time.monotonic() + self.retry_s
+        backoff = 0.05
+        while True:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = connect(self.database_url, autocommit=True, application_name=self.application_name)
+                self._conn.execute(SEND_SQL, (batch,))
+                self.sent += len(batch)
+                return
+            except psycopg.Error as exc:
+                self._close()
+                if time.monotonic() + backoff > deadline or self._stopping:
+                    self.lost += len(batch)
+                    log.warning("hub_events_dropped", events=len(batch), lost_total=self.lost, error=type(exc).__name__)
+                    return
+                log.info("hub_events_reconnecting", error=type(exc).__name__, retry_in_s=backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
