@@ -6,9 +6,6 @@ Gemini key) — read from the JSON lines the real processes print.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +14,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.localpiston_proc import free_port
-from tests.stack import REPO, Stack, agent_with_code
+from tests.fakegemini_proc import FakeGemini
+from tests.stack import Stack, agent_with_code
 
 GEMINI_KEY = "AIzaSy-log-test-secret-4f1c9"
 ENV_SECRET = "env-secret-value-8b2e7d"
@@ -40,21 +37,9 @@ FAILING = "import hub\nraise RuntimeError('boom ' + hub.get_env_vars()['TOKEN'])
 
 @pytest.fixture(scope="module")
 def fakegemini() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fakegemini", "--port", str(port)], cwd=REPO,
-                            env={**os.environ, "FAKEGEMINI_API_KEY": GEMINI_KEY, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/_control/health", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    server = FakeGemini(GEMINI_KEY).start()
+    yield server.url
+    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import requests
 
 from dispatcher import bundle
-from tests.integration.localpiston_proc import free_port
+from tests.fakegemini_proc import FakeGemini
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hubpy"))
@@ -28,21 +27,9 @@ KEY = "fake-key-for-local-runner"
 
 @pytest.fixture(scope="module")
 def fakegemini() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fakegemini", "--port", str(port)], cwd=REPO,
-                            env={**os.environ, "FAKEGEMINI_API_KEY": KEY, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/_control/health", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    server = FakeGemini(KEY).start()
+    yield server.url
+    server.close()
 
 
 def hub_run(agent: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
