@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
+from core.db import make_pool
 from tests import pg
 
 
@@ -54,3 +56,12 @@ def module_db_url(pg_server_url: str, template_name: str) -> Iterator[str]:
     name, url = pg.create_from_template(pg_server_url, template_name, prefix="m")
     yield url
     pg.drop(pg_server_url, name)
+
+
+@pytest.fixture
+def pool(db_url: str) -> Iterator[ConnectionPool]:
+    """A small pool on the test's database, configured like the services' pools."""
+    p = make_pool(db_url, min_size=1, max_size=4, timeout_s=5, statement_timeout_ms=10_000, application_name="test")
+    p.open(wait=True)
+    yield p
+    p.close()

@@ -30,6 +30,20 @@ class World:
     def invoke_path(self) -> str:
         return f"/api/agents/{self.agent_id}/invoke"
 
+    def enqueue_params(self, max_attempts: int = 5) -> dict[str, object]:
+        """The parameters of sql/queries/ingress/enqueue.sql for this invocation."""
+        return {"job_id": self.job_id, "agent_id": self.agent_id, "session_id": self.session_id,
+                "user_id": self.user_id, "prompt": self.prompt, "max_attempts": max_attempts}
+
+
+def enqueue(conn: psycopg.Connection, w: World) -> int:
+    """Queue w's invocation with the ingress's own SQL (outbox row + NOTIFY); returns the row id."""
+    from core.sqlfiles import query
+
+    row = conn.execute(query("ingress/enqueue"), w.enqueue_params()).fetchone()
+    assert row is not None
+    return int(row["id"])
+
 
 def user(conn: psycopg.Connection, name: str = "Ada") -> str:
     uid = new_id()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from core.db import make_pool
 from core.sqlfiles import query
 from dispatcher import claim as claims
 from dispatcher.states import OutboxStatus
@@ -20,28 +18,8 @@ from tests import factories
 OWNER = "test-owner"
 
 
-@pytest.fixture
-def pool(db_url: str) -> Iterator[ConnectionPool]:
-    p = make_pool(db_url, min_size=1, max_size=4, timeout_s=5, statement_timeout_ms=10_000, application_name="test")
-    p.open(wait=True)
-    yield p
-    p.close()
-
-
 def enqueue(conn: psycopg.Connection, w: factories.World) -> int:
-    row = conn.execute(
-        query("ingress/enqueue"),
-        {
-            "job_id": w.job_id,
-            "agent_id": w.agent_id,
-            "session_id": w.session_id,
-            "user_id": w.user_id,
-            "prompt": w.prompt,
-            "max_attempts": 5,
-        },
-    ).fetchone()
-    assert row is not None
-    return int(row["id"])
+    return factories.enqueue(conn, w)
 
 
 def claim_ids(pool: ConnectionPool, batch: int = 10, owner: str = OWNER, lease_s: float = 30) -> list[int]:

@@ -617,14 +617,7 @@ def test_readyz_is_503_when_a_migration_is_pending(db_url: str, conn: psycopg.Co
 
 
 def _enqueue_params(w: f.World) -> dict[str, Any]:
-    return {
-        "job_id": w.job_id,
-        "agent_id": w.agent_id,
-        "session_id": w.session_id,
-        "user_id": w.user_id,
-        "prompt": w.prompt,
-        "max_attempts": 5,
-    }
+    return w.enqueue_params()
 
 
 def test_notify_is_delivered_after_commit_not_before(db_url: str, conn: psycopg.Connection, listener: Listener) -> None:

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
-import pytest
 from psycopg_pool import ConnectionPool
 
-from core.db import make_pool
 from core.sqlfiles import query
 from dispatcher import claim as claims
 from tests import factories
 
 
-@pytest.fixture
-def pool(db_url: str) -> Iterator[ConnectionPool]:
-    p = make_pool(db_url, min_size=1, max_size=2, timeout_s=5, statement_timeout_ms=10_000, application_name="test")
-    p.open(wait=True)
-    yield p
-    p.close()
-
-
 def enqueue(conn: psycopg.Connection) -> int:
-    w = factories.world(conn)
-    row = conn.execute(query("ingress/enqueue"), {"job_id": w.job_id, "agent_id": w.agent_id, "session_id": w.session_id,
-                                                  "user_id": w.user_id, "prompt": w.prompt, "max_attempts": 5}).fetchone()
-    assert row is not None
-    return int(row["id"])
+    return factories.enqueue(conn, factories.world(conn))
 
 
 def expire(conn: psycopg.Connection, row_id: int) -> None:
