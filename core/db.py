@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 # Prisma stores DateTime as UTC in TIMESTAMP(3) columns; our now()-based writes
 # must produce UTC too, whatever the server's default TimeZone is.
@@ -51,3 +55,38 @@ def make_pool(
         },
         name=application_name,
     )
+
+
+T = TypeVar("T")
+
+
+def run_with_retry(
+    pool: ConnectionPool,
+    fn: Callable[[psycopg.Connection], T],
+    *,
+    retry_s: float,
+    on_retry: Callable[[int], None] | None = None,
+) -> T:
+    """Run ``fn`` on a pooled connection in autocommit, retrying while Postgres is unreachable.
+
+    For single statements (or one pipelined transaction) that are safe to repeat: autocommit spares
+    the BEGIN and COMMIT round trips, and a restart of Postgres delays the call instead of failing it
+    (a dead pooled connection is discarded by the pool and the next try gets a fresh one).
+    """
+    for attempt in Retrying(
+        retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
+        wait=wait_random_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(retry_s),
+        reraise=True,
+    ):
+        with attempt:
+            if attempt.retry_state.attempt_number > 1 and on_retry is not None:
+                on_retry(attempt.retry_state.attempt_number)
+            with pool.connection() as conn:
+                conn.autocommit = True
+                try:
+                    return fn(conn)
+                finally:
+                    if not conn.closed:
+                        conn.autocommit = False
+    raise AssertionError("unreachable")  # pragma: no cover

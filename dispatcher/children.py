@@ -28,6 +28,7 @@ import psycopg
 import structlog
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from core.db import run_with_retry
 from core.sqlfiles import query
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
@@ -51,8 +52,7 @@ class Lineage:
 
 
 def lineage(pool: ConnectionPool, outbox_id: int, agent_id: str) -> Lineage:
-    with pool.connection() as conn:
-        row = conn.execute(query("dispatcher/lineage"), {"id": outbox_id}).fetchone()
+    row = run_with_retry(pool, lambda c: c.execute(query("dispatcher/lineage"), {"id": outbox_id}).fetchone(), retry_s=60.0)
     if row is None:
         return Lineage(0, [agent_id])
     return Lineage(int(row["depth"]), list(row["agent_chain"]) or [agent_id])

@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from core.db import run_with_retry
 from core.sqlfiles import query
 from dispatcher.agentfiles import AgentFileRow
 from dispatcher.claim import Claimed
@@ -37,10 +38,10 @@ def _iso(ts: Any) -> str:
     return text if text.endswith("Z") or "+" in text[10:] else text + "Z"
 
 
-def load(pool: ConnectionPool, row: Claimed, *, transport: str, history_limit: int) -> AgentContext:
+def load(pool: ConnectionPool, row: Claimed, *, transport: str, history_limit: int, retry_s: float = 60.0) -> AgentContext:
     params = {"agent_id": row.agent_id, "session_id": row.session_id, "history_limit": history_limit}
-    with pool.connection() as conn:
-        data = conn.execute(query("dispatcher/context"), params).fetchone()
+    # Retried like the writes: after a Postgres restart the pool may hand out a dead connection first.
+    data = run_with_retry(pool, lambda c: c.execute(query("dispatcher/context"), params).fetchone(), retry_s=retry_s)
     if data is None:
         raise AgentGone(f"agent {row.agent_id} no longer exists")
     history = [

@@ -11,6 +11,7 @@ import structlog
 from psycopg_pool import ConnectionPool
 
 from core import metrics
+from core.db import run_with_retry
 from core.sqlfiles import query
 from dispatcher import bundle, context, protocol
 from dispatcher.agentfiles import AgentFilesError, load_sources
@@ -115,8 +116,8 @@ class Runner:
         return Transport(self.cfg.piston_transport)
 
     def _job_status_now(self, job_id: str) -> str | None:
-        with self.pool.connection() as conn:
-            row = conn.execute(query("dispatcher/job_status"), {"job_id": job_id}).fetchone()
+        row = run_with_retry(self.pool, lambda c: c.execute(query("dispatcher/job_status"), {"job_id": job_id}).fetchone(),
+                             retry_s=60.0)
         return row["status"] if row else None
 
     def attempt(self, row: Claimed, wb: WriteBack, control: RunControl) -> Outcome:

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from psycopg_pool import ConnectionPool
 
 from core import metrics
+from core.db import run_with_retry
 from core.logging import get_logger
 from core.sqlfiles import query
 from dispatcher.events import EventNotifier, message_event, status_event
@@ -29,6 +29,11 @@ log = get_logger("dispatcher.writeback")
 MESSAGE_NAMESPACE = uuid.UUID("6f1d3a52-8e0b-4c1e-9a57-0c5b1f7e2d41")
 
 T = TypeVar("T")
+
+
+def _count_retry(attempt: int) -> None:
+    metrics.DB_WRITE_RETRIES.inc()
+    log.warning("db_write_retry", attempt=attempt)
 
 
 def message_id(job_id: str, seq: int) -> str:
@@ -58,26 +63,8 @@ class WriteBack:
         self.events = events  # hub_events, emitted after each write commits (None: not announced)
 
     def _with_retry(self, fn: Callable[[psycopg.Connection], T]) -> T:
-        for attempt in Retrying(
-            retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
-            wait=wait_random_exponential(multiplier=0.2, max=5),
-            stop=stop_after_delay(self.db_retry_s),
-            reraise=True,
-        ):
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    metrics.DB_WRITE_RETRIES.inc()
-                    log.warning("db_write_retry", attempt=attempt.retry_state.attempt_number)
-                with self.pool.connection() as conn:
-                    # Every write is one statement (or one pipelined transaction): autocommit spares
-                    # the BEGIN and COMMIT round trips (bench/, docs/performance.md).
-                    conn.autocommit = True
-                    try:
-                        return fn(conn)
-                    finally:
-                        if not conn.closed:
-                            conn.autocommit = False
-        raise AssertionError("unreachable")  # pragma: no cover
+        # Every write is one statement (or one pipelined transaction), safe to repeat (bench/, docs/performance.md).
+        return run_with_retry(self.pool, fn, retry_s=self.db_retry_s, on_retry=_count_retry)
 
     def message(self, seq: int, content: str) -> bool:
         """Write the agent's seq-th message; False if it was already written by an earlier attempt."""

@@ -1,0 +1,38 @@
+"""core.db.run_with_retry: a dead pooled connection (Postgres restarted) delays a call, never fails it."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from core.db import run_with_retry
+
+
+def test_a_call_on_a_dead_pooled_connection_is_retried_on_a_fresh_one(db_url: str, conn: psycopg.Connection) -> None:
+    # No check= on purpose: the pool hands out the dead connection, as it would right after a restart.
+    with ConnectionPool(db_url, min_size=1, max_size=1, kwargs={"row_factory": dict_row, "application_name": "retry-test"},
+                        open=True) as pool:
+        pool.wait()
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'retry-test'")
+        retries: list[int] = []
+        row = run_with_retry(pool, lambda c: c.execute("SELECT 41 + 1 AS answer").fetchone(), retry_s=10,
+                             on_retry=retries.append)
+        assert row == {"answer": 42}
+        assert retries == [2]
+
+
+def test_an_error_that_is_not_a_lost_connection_is_raised_at_once(db_url: str) -> None:
+    with ConnectionPool(db_url, min_size=1, max_size=1, open=True) as pool:
+        retries: list[int] = []
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            run_with_retry(pool, lambda c: c.execute("SELECT * FROM no_such_table"), retry_s=10, on_retry=retries.append)
+        assert retries == []
+
+
+def test_calls_run_in_autocommit_and_give_the_connection_back_as_it_was(db_url: str) -> None:
+    with ConnectionPool(db_url, min_size=1, max_size=1, open=True) as pool:
+        assert run_with_retry(pool, lambda c: c.autocommit, retry_s=1) is True
+        with pool.connection() as c:
+            assert c.autocommit is False
