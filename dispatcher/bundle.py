@@ -8,10 +8,12 @@ context is windowed to the newest messages that fit.
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 LAUNCHER_NAME = "_hub_launcher.py"
@@ -44,22 +46,24 @@ class BuiltBundle:
     history_cut: int  # messages left out of the embedded context in total
 
 
-def _launcher_template() -> str:
-    """The launcher's one source is the hub package's local runner (hubpy/hub/_local.py), which runs
-    agents on an author's machine exactly as the sandbox does; read its constant without importing it."""
-    tree = ast.parse(LOCAL_RUNNER_PATH.read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_LAUNCHER_TEMPLATE" for t in node.targets):
-            return str(ast.literal_eval(node.value))
-    raise RuntimeError(f"_LAUNCHER_TEMPLATE not found in {LOCAL_RUNNER_PATH}")
+def _load_local_runner() -> ModuleType:
+    """The hub package's local runner (hubpy/hub/_local.py, stdlib only) runs agents on an author's machine
+    exactly as the sandbox does: it is the one source of the launcher and of the entrypoint rule."""
+    name = "_agenthub_sdk_local"  # not "hub._local": an installed hub package must not shadow or be shadowed
+    spec = importlib.util.spec_from_file_location(name, LOCAL_RUNNER_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
 
 
-_LAUNCHER_TEMPLATE = _launcher_template()
+_LOCAL = _load_local_runner()
 
 
 def launcher_source(entry: str) -> str:
     """The launcher that runs ``entry`` (a path relative to the box folder)."""
-    return _LAUNCHER_TEMPLATE.format(entry=json.dumps(entry))
+    return str(_LOCAL.launcher_source(entry))
 
 
 def hub_template() -> str:
@@ -86,15 +90,11 @@ def check_name(name: str) -> str:
 
 
 def choose_entrypoint(names: list[str]) -> str:
-    """main.py, else agent.py, else the only .py file at any depth."""
-    for preferred in ("main.py", "agent.py"):
-        if preferred in names:
-            return preferred
-    python_files = sorted(n for n in names if n.endswith(".py"))
-    if len(python_files) == 1:
-        return python_files[0]
-    found = ", ".join(sorted(names)[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
-    raise BundleError(f"no entrypoint: expected main.py, agent.py or a single .py file; found: {found or 'no files'}")
+    """main.py, else agent.py, else the only .py file at any depth (the hub package's rule)."""
+    try:
+        return str(_LOCAL.choose_entrypoint(names))
+    except _LOCAL.LocalRunError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def _check_sources(sources: list[AgentSource]) -> None:
