@@ -36,12 +36,6 @@ def stack(module_db_url: str) -> Iterator[Stack]:
     s.close()
 
 
-@pytest.fixture
-def hub_conn(stack: Stack) -> Iterator[psycopg.Connection]:
-    with stack.connect() as c:
-        yield c
-
-
 def make_agent(conn: psycopg.Connection, tmp: Path, user_id: str, name: str, code: str, env: dict[str, str]) -> str:
     agent_id = factories.agent(conn, user_id, name=name)
     path = tmp / f"{agent_id}.py"

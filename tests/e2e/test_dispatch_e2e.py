@@ -44,12 +44,6 @@ def stack(request: pytest.FixtureRequest, module_db_url: str) -> Iterator[Stack]
     s.close()
 
 
-@pytest.fixture
-def hub_conn(stack: Stack) -> Iterator[psycopg.Connection]:
-    with stack.connect() as c:
-        yield c
-
-
 def test_agent_reads_every_context_function_and_its_messages_land_in_order(
     stack: Stack, hub_conn: psycopg.Connection, tmp_path: Path
 ) -> None:

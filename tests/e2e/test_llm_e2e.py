@@ -57,12 +57,6 @@ def stack(module_db_url: str, gemini: FakeGemini) -> Iterator[Stack]:
     s.close()
 
 
-@pytest.fixture
-def hub_conn(stack: Stack) -> Iterator[psycopg.Connection]:
-    with stack.connect() as c:
-        yield c
-
-
 def run(stack: Stack, w: factories.World) -> dict:
     assert stack.post(w).status_code == 202
     job = stack.wait_job(w.job_id)
