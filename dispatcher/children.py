@@ -196,7 +196,7 @@ def run_child(caller: Caller, agent_id: str, input_data: Any, caller_wb: WriteBa
                           f"time limit {left_ms} ms)")
     child_cfg = replace(cfg, run_timeout_ms=left_ms)
     wb = CollectingWriteBack(pool, outbox_id=child.id, job_id=child.job_id, session_id=None, owner=cfg.owner,
-                             events=caller_wb.events)
+                             events=caller_wb.events, committer=caller_wb.committer)
     control = ChildControl(parent=caller.control)
     with (structlog.contextvars.bound_contextvars(child_job_id=child.job_id, child_outbox_id=child.id, child_agent_id=agent_id),
           ChildWatch(pool, cfg, child.id, control, lease_s)):

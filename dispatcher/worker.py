@@ -19,11 +19,12 @@ from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
 from dispatcher.events import EventNotifier
+from dispatcher.groupcommit import GroupCommitter
 from dispatcher.listener import Listener
 from dispatcher.piston import PistonClient
 from dispatcher.runner import RunControl, Runner, apply_outcome
 from dispatcher.states import JobStatus, Outcome, StopReason
-from dispatcher.writeback import WriteBack
+from dispatcher.writeback import WriteBack, count_retry
 
 log = get_logger("dispatcher")
 
@@ -40,6 +41,8 @@ class Dispatcher:
         self.cfg = cfg
         # hub_events, sent after each write commits, in batches (dispatcher/events.py, docs/performance.md)
         self.events = EventNotifier(cfg.database_url)
+        # The run slots' writes share transactions: one commit per batch, not per write (docs/performance.md).
+        self.committer = GroupCommitter(cfg.database_url, on_retry=count_retry)
         self.pool = pool or make_pool(
             cfg.database_url,
             min_size=1,
@@ -75,7 +78,7 @@ class Dispatcher:
             job_id=row.job_id, outbox_id=row.id, agent_id=row.agent_id, attempt=row.attempts
         )
         wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner,
-                       events=self.events)
+                       events=self.events, committer=self.committer)
         started = time.monotonic()
         label = "error"
         try:
@@ -173,6 +176,7 @@ class Dispatcher:
     def run_forever(self) -> None:
         self.pool.open(wait=False)
         self.events.start()
+        self.committer.start()
         metrics_server = metrics.serve_dispatcher_metrics(self.pool, self.cfg.metrics_port) if self.cfg.metrics_port else None
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
@@ -200,6 +204,7 @@ class Dispatcher:
         if listener:
             listener.join(timeout=2)
         self._executor.shutdown(wait=True)
+        self.committer.stop()  # after the runs: their last writes are committed before the process exits
         self.events.stop(timeout=5.0)  # send what the last writes announced before the process exits
         if metrics_server is not None:
             metrics_server.shutdown()

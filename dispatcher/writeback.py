@@ -1,18 +1,18 @@
 """Everything the dispatcher writes into the hub's tables, one method per kind of write.
 
-Each write is its own short transaction, retried (tenacity) while Postgres is
-unreachable, so a database restart delays a write instead of losing it. Writes
-are idempotent where a re-run could repeat them (message ids derive from the job
-id and the message's sequence number).
+Each write is one short transaction, retried (tenacity) while Postgres is
+unreachable, so a database restart delays a write instead of losing it. In the
+dispatcher that transaction is shared with other run slots' writes
+(dispatcher/groupcommit.py). Writes are idempotent where a re-run could repeat
+them (message ids derive from the job id and the message's sequence number).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
@@ -21,6 +21,7 @@ from core.db import run_with_retry
 from core.logging import get_logger
 from core.sqlfiles import query
 from dispatcher.events import EventNotifier, message_event, status_event
+from dispatcher.groupcommit import GroupCommitter, Row, Statement, execute_in_order
 from dispatcher.states import JOB_STATUS_FOR, OutboxStatus
 
 log = get_logger("dispatcher.writeback")
@@ -28,10 +29,7 @@ log = get_logger("dispatcher.writeback")
 # Namespace for ChatMessage ids derived from (job id, sequence).
 MESSAGE_NAMESPACE = uuid.UUID("6f1d3a52-8e0b-4c1e-9a57-0c5b1f7e2d41")
 
-T = TypeVar("T")
-
-
-def _count_retry(attempt: int) -> None:
+def count_retry(attempt: int) -> None:
     metrics.DB_WRITE_RETRIES.inc()
     log.warning("db_write_retry", attempt=attempt)
 
@@ -53,6 +51,7 @@ class WriteBack:
         owner: str,
         db_retry_s: float = 60.0,
         events: EventNotifier | None = None,
+        committer: GroupCommitter | None = None,
     ) -> None:
         self.pool = pool
         self.outbox_id = outbox_id
@@ -61,17 +60,23 @@ class WriteBack:
         self.owner = owner
         self.db_retry_s = db_retry_s
         self.events = events  # hub_events, emitted after each write commits (None: not announced)
+        # The dispatcher's shared writer (dispatcher/groupcommit.py); None: each write on its own pooled connection.
+        self.committer = committer
 
-    def _with_retry(self, fn: Callable[[psycopg.Connection], T]) -> T:
-        # Every write is one statement (or one pipelined transaction), safe to repeat (bench/, docs/performance.md).
-        return run_with_retry(self.pool, fn, retry_s=self.db_retry_s, on_retry=_count_retry)
+    def _write(self, statements: list[Statement]) -> list[Row]:
+        """Run the statements in order in one transaction; returns once they have committed. Every write
+        here is safe to repeat (idempotent or fenced by the lease), as both paths may retry it."""
+        if self.committer is not None:
+            return self.committer.submit(statements)
+        return run_with_retry(self.pool, lambda c: execute_in_order(c, statements), retry_s=self.db_retry_s,
+                              on_retry=count_retry)
 
     def message(self, seq: int, content: str) -> bool:
         """Write the agent's seq-th message; False if it was already written by an earlier attempt."""
         if self.session_id is None:
             return False  # child invocations have no session: messages are returned to the caller
         params = {"id": message_id(self.job_id, seq), "content": content, "session_id": self.session_id, "job_id": self.job_id}
-        row = self._with_retry(lambda c: c.execute(query("dispatcher/insert_message"), params).fetchone())
+        row = self._write([(query("dispatcher/insert_message"), params)])[0]
         if row is None:
             return False
         self.announce(message_event(self.job_id, row["sessionId"], row["id"]))
@@ -81,16 +86,16 @@ class WriteBack:
         if self.session_id is None:
             return False
         params = {"id": str(uuid.uuid4()), "key": key, "value": value, "session_id": self.session_id}
-        self._with_retry(lambda c: c.execute(query("dispatcher/upsert_user_var"), params))
+        self._write([(query("dispatcher/upsert_user_var"), params)])
         return True
 
     def progress(self, percent: float, message: str | None) -> None:
         params = {"percent": float(percent), "message": message, "job_id": self.job_id}
-        self._with_retry(lambda c: c.execute(query("dispatcher/set_progress"), params))
+        self._write([(query("dispatcher/set_progress"), params)])
 
     def log(self, level: str, message: str) -> None:
         params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
-        self._with_retry(lambda c: c.execute(query("dispatcher/job_log"), params))
+        self._write([(query("dispatcher/job_log"), params)])
 
     def finish(
         self,
@@ -112,21 +117,13 @@ class WriteBack:
             "error": error,
             "status_message": status_message,
         }
-        if not logs:
-            row = self._with_retry(lambda c: c.execute(query("dispatcher/finish"), params).fetchone())
-            return self._announced(row)
-        log_params = [{"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
-                      for level, message in logs]
-
-        def write(conn: psycopg.Connection) -> Any:
-            # One round trip and one commit (one WAL flush) for the logs and the final state.
-            with conn.pipeline(), conn.transaction():
-                for lp in log_params:
-                    conn.execute(query("dispatcher/job_log"), lp)
-                cur = conn.execute(query("dispatcher/finish"), params)
-            return cur.fetchone()
-
-        return self._announced(self._with_retry(write))
+        # The logs and the final state in one transaction: one round trip and one commit (one WAL flush).
+        statements: list[Statement] = [
+            (query("dispatcher/job_log"), {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id})
+            for level, message in logs
+        ]
+        statements.append((query("dispatcher/finish"), params))
+        return self._announced(self._write(statements)[-1])
 
     def retry_later(self, *, delay_s: float, error: str, status_message: str) -> bool:
         params = {
@@ -136,8 +133,7 @@ class WriteBack:
             "error": error,
             "status_message": status_message,
         }
-        row = self._with_retry(lambda c: c.execute(query("dispatcher/retry_later"), params).fetchone())
-        return self._announced(row)
+        return self._announced(self._write([(query("dispatcher/retry_later"), params)])[0])
 
     def announce(self, payload: dict[str, Any]) -> None:
         """Queue a hub_events event; only after the write it announces has committed."""

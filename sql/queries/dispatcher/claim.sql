@@ -9,7 +9,9 @@
 WITH due AS (
     SELECT o.id
     FROM invocation_outbox o
-    WHERE ((o.status = 'pending' AND o.next_attempt_at <= now())
+    -- the open rows only: invocation_outbox_open_id_idx (0004) keeps finished rows out of the scan
+    WHERE o.status IN ('pending', 'running')
+      AND ((o.status = 'pending' AND o.next_attempt_at <= now())
         OR (o.status = 'running' AND o.lease_expires_at < now()
             -- never our own live runs: after a database outage longer than the lease, their leases
             -- are expired until our next heartbeat renews them, and re-claiming would run them twice
