@@ -27,8 +27,8 @@ STAGES = ("machinery", "wakeup", "ingress", "e2e", "saturation")
 
 def _sizes(quick: bool) -> dict[str, int]:
     if quick:
-        return {"drain": 1000, "wake": 400, "poll": 60, "ingress": 600, "e2e": 12, "backlog": 16}
-    return {"drain": 10000, "wake": 2000, "poll": 1000, "ingress": 6000, "e2e": 200, "backlog": 40}
+        return {"drain": 1000, "wake": 400, "poll": 60, "ingress": 600, "e2e": 12, "backlog": 16, "history": 20000}
+    return {"drain": 10000, "wake": 2000, "poll": 1000, "ingress": 6000, "e2e": 200, "backlog": 40, "history": 200000}
 
 
 def run(quick: bool, only: tuple[str, ...]) -> dict[str, Any]:
@@ -77,11 +77,16 @@ TITLES = {
 def _machinery(ours: str, pgq: str, n: dict[str, int]) -> dict[str, Any]:
     theirs = machinery.pgq_drain(pgq, n["drain"])
     mine = machinery.ours_drain(ours, n["drain"], concurrency=10, batch=10, full=False)
+    # As many in flight as PgQueuer's 5 consumers x batch 10: more slots, bigger shared commits.
+    wide = machinery.ours_drain(ours, n["drain"], concurrency=50, batch=10, full=False)
+    # The same drain behind a long history of finished rows (the outbox keeps them; migration 0004).
+    aged = machinery.ours_drain(ours, n["drain"], concurrency=10, batch=10, full=False, history=n["history"])
     full = machinery.ours_drain(ours, n["drain"] // 2, concurrency=10, batch=10, full=True)
     theirs2 = machinery.pgq_drain(pgq, n["drain"])  # again, so drift on a shared machine shows
     best = max(theirs["per_s"], theirs2["per_s"])
-    return {"pgqueuer": [theirs, theirs2], "ours": mine, "ours_full_runner": full,
-            "ratio": round(mine["per_s"] / best, 3), "ratio_full": round(full["per_s"] / best, 3)}
+    return {"pgqueuer": [theirs, theirs2], "ours": mine, "ours_50_slots": wide, "ours_with_history": aged,
+            "ours_full_runner": full, "ratio": round(mine["per_s"] / best, 3),
+            "ratio_50_slots": round(wide["per_s"] / best, 3), "ratio_full": round(full["per_s"] / best, 3)}
 
 
 def _wakeup(ours: str, pgq: str, n: dict[str, int]) -> dict[str, Any]:
@@ -102,6 +107,10 @@ def table(r: dict[str, Any]) -> str:
         pgq = max(x["per_s"] for x in m["pgqueuer"])
         rows.append(("1 queue machinery (no-op)", f"{m['ours']['per_s']:.0f}/s", f"PgQueuer {pgq:.0f}/s",
                      f"{m['ratio']:.2f}x  (>= 1.0)"))
+        rows.append(("1 ... 50 slots", f"{m['ours_50_slots']['per_s']:.0f}/s", f"PgQueuer {pgq:.0f}/s",
+                     f"{m['ratio_50_slots']:.2f}x"))
+        rows.append((f"1 ... behind {m['ours_with_history']['history_rows']:,} finished rows",
+                     f"{m['ours_with_history']['per_s']:.0f}/s", "", ""))
         rows.append(("1 full runner, no-op Piston", f"{m['ours_full_runner']['per_s']:.0f}/s", f"PgQueuer {pgq:.0f}/s",
                      f"{m['ratio_full']:.2f}x"))
     if "wakeup" in r:

@@ -97,10 +97,18 @@ def _count_done(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool) -> dict[str, Any]:
-    """Queue n rows, then time the real Dispatcher draining them to SUCCEEDED."""
+def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, history: int = 0) -> dict[str, Any]:
+    """Queue n rows, then time the real Dispatcher draining them to SUCCEEDED.
+
+    ``history``: finished rows already in the table (the outbox keeps them), as after weeks of traffic.
+    """
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE invocation_outbox CASCADE")
+        if history:
+            conn.execute(
+                "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, "
+                "started_at, finished_at) SELECT 'history-' || g, 'a', 'history-' || g, 'u', 'p', 'succeeded', 1, "
+                "now(), now() FROM generate_series(1, %s) g", (history,))
         user_id, agent_id = seed.agent(conn, {"main.py": __file__} if full else None)
         invs = seed.invocations(conn, user_id, agent_id, n, tag="drain")
         seed.outbox_rows(conn, invs)
@@ -119,12 +127,14 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool) ->
             break
     elapsed = time.perf_counter() - started
     _stop(d, t)
-    done = _count_done(url)
+    done = _count_done(url) - history
     if done < n:  # a figure for a drain that did not happen would be a lie
         raise RuntimeError(f"only {done} of {n} rows succeeded: {d.outcomes}")
     return {
         "jobs": n, "succeeded": done, "seconds": round(elapsed, 3), "per_s": round(done / elapsed, 1),
-        "concurrency": concurrency, "batch": batch, "outcomes": dict(d.outcomes),
+        "concurrency": concurrency, "batch": batch, "history_rows": history, "outcomes": dict(d.outcomes),
+        # writes per commit: the run slots' writes share transactions (dispatcher/groupcommit.py)
+        "write_statements": d.committer.statements, "write_commits": d.committer.batches,
     }
 
 

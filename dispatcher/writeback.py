@@ -106,9 +106,9 @@ class WriteBack:
         status_message: str,
         logs: Sequence[tuple[str, str]] = (),
     ) -> bool:
-        """Final row + Job state in one transaction, with the run's last JobLog lines (level, message)
-        written before it in the same transaction and round trip. False if the lease was lost meanwhile."""
-        params = {
+        """Final row + Job state in one statement, with the run's last JobLog lines (level, message)
+        written before it in the same statement. False if the lease was lost meanwhile."""
+        params: dict[str, Any] = {
             "id": self.outbox_id,
             "owner": self.owner,
             "status": status.value,
@@ -117,13 +117,12 @@ class WriteBack:
             "error": error,
             "status_message": status_message,
         }
-        # The logs and the final state in one transaction: one round trip and one commit (one WAL flush).
-        statements: list[Statement] = [
-            (query("dispatcher/job_log"), {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id})
-            for level, message in logs
-        ]
-        statements.append((query("dispatcher/finish"), params))
-        return self._announced(self._write(statements)[-1])
+        # The logs and the final state in one statement: one round trip and one commit (one WAL flush).
+        params["job_id"] = self.job_id
+        params["log_ids"] = [str(uuid.uuid4()) for _ in logs]
+        params["log_levels"] = [level for level, _ in logs]
+        params["log_messages"] = [message for _, message in logs]
+        return self._announced(self._write([(query("dispatcher/finish"), params)])[0])
 
     def retry_later(self, *, delay_s: float, error: str, status_message: str) -> bool:
         params = {

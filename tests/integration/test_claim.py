@@ -272,3 +272,31 @@ def test_claim_scans_only_open_rows_however_many_finished_rows_the_table_keeps(
     assert scans and all(n.get("Index Name") != "invocation_outbox_pkey" or "Index Cond" in n for n in scans)
     assert max(n.get("Rows Removed by Filter", 0) for n in nodes) < 10  # no finished row was looked at
     assert claim_ids(pool, batch=1) == [rid]
+
+
+def test_finish_writes_the_runs_last_log_lines_with_the_final_state(
+    conn: psycopg.Connection, pool: ConnectionPool
+) -> None:
+    w = factories.world(conn)
+    rid = enqueue(conn, w)
+    claim_ids(pool)
+    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
+    assert wb.finish(OutboxStatus.FAILED, error="boom", result={}, status_message="failed",
+                     logs=[("error", "boom"), ("info", "run finished: failed")])
+    logs = conn.execute('SELECT "level", "message" FROM "JobLog" WHERE "jobId" = %s', (w.job_id,)).fetchall()
+    assert sorted((r["level"], r["message"]) for r in logs) == [("error", "boom"), ("info", "run finished: failed")]
+    assert conn.execute('SELECT "status"::text FROM "Job" WHERE "id" = %s', (w.job_id,)).fetchone() == {"status": "FAILED"}
+
+
+def test_finish_after_a_lost_lease_still_writes_its_log_lines_but_changes_no_state(
+    conn: psycopg.Connection, pool: ConnectionPool
+) -> None:
+    w = factories.world(conn)
+    rid = enqueue(conn, w)
+    claim_ids(pool, owner="new-owner")
+    stale = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="old-owner")
+    assert not stale.finish(OutboxStatus.SUCCEEDED, error=None, result={}, status_message="completed",
+                            logs=[("info", "run finished: succeeded")])
+    assert conn.execute('SELECT count(*) AS n FROM "JobLog" WHERE "jobId" = %s AND "message" = %s',
+                        (w.job_id, "run finished: succeeded")).fetchone() == {"n": 1}
+    assert conn.execute("SELECT status::text FROM invocation_outbox").fetchone() == {"status": "running"}

@@ -55,7 +55,7 @@ def finish(conn: psycopg.Connection, row_id: int, status: str, error: str | None
     job_status = {"succeeded": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED"}[status]
     done = conn.execute(query("dispatcher/finish"), {
         "id": row_id, "owner": owner, "status": status, "job_status": job_status, "result": Jsonb({"messages": 1}),
-        "error": error, "status_message": status,
+        "error": error, "status_message": status, "job_id": None, "log_ids": [], "log_levels": [], "log_messages": [],
     }).fetchone()
     assert done is not None
 
