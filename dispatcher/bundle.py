@@ -8,6 +8,7 @@ context is windowed to the newest messages that fit.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
@@ -66,8 +67,10 @@ def launcher_source(entry: str) -> str:
     return str(_LOCAL.launcher_source(entry))
 
 
+@functools.cache
 def hub_template() -> str:
-    """The source of hubpy/hub/__init__.py (shipped as hub.py), with the sentinel line still in it."""
+    """The source of hubpy/hub/__init__.py (shipped as hub.py), with the sentinel line still in it.
+    Read once per process: it is part of the deployed code, like the module loaded above."""
     return HUB_SOURCE_PATH.read_text(encoding="utf-8")
 
 

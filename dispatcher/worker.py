@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from core import metrics
 from core.db import make_pool
 from core.logging import get_logger
+from dispatcher import calls as _calls  # noqa: F401  loaded now (google-genai, ~1 s), not by the first run
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
