@@ -300,3 +300,21 @@ def test_finish_after_a_lost_lease_still_writes_its_log_lines_but_changes_no_sta
     assert conn.execute('SELECT count(*) AS n FROM "JobLog" WHERE "jobId" = %s AND "message" = %s',
                         (w.job_id, "run finished: succeeded")).fetchone() == {"n": 1}
     assert conn.execute("SELECT status::text FROM invocation_outbox").fetchone() == {"status": "running"}
+
+
+def test_heartbeat_skips_a_row_locked_by_a_commit_in_flight_and_still_counts_it_as_ours(
+    conn: psycopg.Connection, pool: ConnectionPool, db_url: str
+) -> None:
+    # Waiting for the lock could deadlock with the group commit's batch, which locks rows in its own order.
+    w1, w2 = factories.world(conn), factories.world(conn)
+    r1, r2 = enqueue(conn, w1), enqueue(conn, w2)
+    claim_ids(pool, lease_s=5)
+    with psycopg.connect(db_url) as other:
+        other.execute("SELECT id FROM invocation_outbox WHERE id = %s FOR UPDATE", (r1,))
+        alive = claims.heartbeat(pool, owner=OWNER, ids=[r1, r2], lease_s=60)
+        other.rollback()
+    assert alive == {r1: "PROCESSING", r2: "PROCESSING"}
+    renewed = conn.execute(
+        "SELECT id, lease_expires_at - now() > interval '30 seconds' AS renewed FROM invocation_outbox ORDER BY id"
+    ).fetchall()
+    assert renewed == [{"id": r1, "renewed": False}, {"id": r2, "renewed": True}]
