@@ -132,6 +132,8 @@ def table(r: dict[str, Any]) -> str:
         for t, e in r["e2e"].items():
             rows.append((f"4 service overhead ({t})", f"p50 {e['overhead']['p50_ms']} / p99 {e['overhead']['p99_ms']} ms",
                          f"Piston wall p50 {e['piston_wall']['p50_ms']} ms", "p50 <= 10 ms"))
+            o = e["overhead_outside_piston_call"]
+            rows.append((f"4 ... outside the Piston call ({t})", f"p50 {o['p50_ms']} / p99 {o['p99_ms']} ms", "", ""))
     if "saturation" in r:
         s = r["saturation"]
         rows.append(("5 all 8 slots busy (backlog)", f"{s['all_busy_fraction'] * 100:.1f}%",

@@ -45,6 +45,7 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     rows: list[Row] = field(default_factory=list)
     error: BaseException | None = None
+    awaited: bool = True
 
 
 def execute_in_order(conn: psycopg.Connection, statements: Sequence[Statement]) -> list[Row]:
@@ -83,24 +84,34 @@ class GroupCommitter:
         self.application_name = application_name
         self.batches = 0      # transactions committed (for the bench and tests: writes per commit)
         self.statements = 0
-        self._queue: deque[_Request] = deque()
-        self._cond = threading.Condition()
+        self.failed_unawaited = 0  # submit(wait=False) writes that failed (logged; nobody was waiting)
+        self._lock = threading.Lock()
+        # One queue per writer thread, each with its own connection. A caller's writes all go to the
+        # writer its key picks, so they commit in the order they were submitted, even unawaited ones.
+        self._queues: list[deque[_Request]] = [deque() for _ in range(writers)]
+        self._wakeups = [threading.Condition(self._lock) for _ in range(writers)]
         self._stopping = False
         self._local = threading.local()  # each writer thread's own connection
-        self._threads = [threading.Thread(target=self._run, name=f"group-commit-{i}", daemon=True) for i in range(writers)]
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"group-commit-{i}", daemon=True)
+                         for i in range(writers)]
 
     # -- callers' side ----------------------------------------------------------
-    def submit(self, statements: Sequence[Statement]) -> list[Row]:
-        """Run the statements in order in one transaction (shared with other callers'); block until it
-        has committed; return each statement's first row (None for a statement without rows)."""
+    def submit(self, statements: Sequence[Statement], *, key: int = 0, wait: bool = True) -> list[Row]:
+        """Run the statements in order in one transaction (shared with other callers'). With ``wait``, block
+        until it has committed and return each statement's first row (None for a statement without rows).
+        Without, return at once (an empty list); a failure is only logged. ``key`` (e.g. the outbox id) keeps
+        one caller's writes in submission order: the same key always goes to the same writer."""
         if not statements:
             return []
-        request = _Request(statements)
-        with self._cond:
-            if self._stopping or not any(t.is_alive() for t in self._threads):
+        request = _Request(statements, awaited=wait)
+        i = key % len(self._queues)
+        with self._lock:
+            if self._stopping or not self._threads[i].is_alive():
                 raise Closed("the dispatcher's writer is not running")
-            self._queue.append(request)
-            self._cond.notify()
+            self._queues[i].append(request)
+            self._wakeups[i].notify()
+        if not wait:
+            return []
         request.done.wait()
         if request.error is not None:
             raise request.error
@@ -114,39 +125,42 @@ class GroupCommitter:
 
     def stop(self, timeout: float = 65.0) -> None:
         """Commit what is queued, then close. Callers still blocked after ``timeout`` get ``Closed``."""
-        with self._cond:
+        with self._lock:
             self._stopping = True
-            self._cond.notify_all()
+            for wakeup in self._wakeups:
+                wakeup.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
-        with self._cond:
-            left, self._queue = list(self._queue), deque()
+        with self._lock:
+            left = [r for q in self._queues for r in q]
+            for q in self._queues:
+                q.clear()
         for request in left:
-            request.error = Closed("the dispatcher's writer stopped before this write")
-            request.done.set()
+            self._fail(request, Closed("the dispatcher's writer stopped before this write"))
 
-    # -- the writer thread ------------------------------------------------------
-    def _take(self) -> list[_Request]:
+    # -- the writer threads -----------------------------------------------------
+    def _take(self, queue: deque[_Request]) -> list[_Request]:
         """Everything queued, up to max_statements (at least one request)."""
         taken: list[_Request] = []
         count = 0
-        while self._queue and (not taken or count + len(self._queue[0].statements) <= self.max_statements):
-            request = self._queue.popleft()
+        while queue and (not taken or count + len(queue[0].statements) <= self.max_statements):
+            request = queue.popleft()
             taken.append(request)
             count += len(request.statements)
         return taken
 
-    def _run(self) -> None:
+    def _run(self, i: int) -> None:
+        queue, wakeup = self._queues[i], self._wakeups[i]
         try:
             while True:
-                with self._cond:
-                    while not self._queue and not self._stopping:
-                        self._cond.wait()
-                    if not self._queue:
+                with self._lock:
+                    while not queue and not self._stopping:
+                        wakeup.wait()
+                    if not queue:
                         return  # stopping, and everything queued was committed
-                    batch = self._take()
+                    batch = self._take(queue)
                 self._commit(batch)
         finally:
             self._close()
@@ -156,13 +170,11 @@ class GroupCommitter:
             results = self._retrying([s for r in batch for s in r.statements])
         except psycopg.OperationalError as exc:  # Postgres gone for longer than retry_s: every caller fails
             for request in batch:
-                request.error = exc
-                request.done.set()
+                self._fail(request, exc)
             return
         except Exception as exc:
             if len(batch) == 1:  # the caller's own write is at fault: the error is theirs
-                batch[0].error = exc
-                batch[0].done.set()
+                self._fail(batch[0], exc)
                 return
             # One caller's statement failed and rolled everyone back: commit each caller alone.
             log.warning("group_commit_split", requests=len(batch), error=type(exc).__name__)
@@ -174,6 +186,13 @@ class GroupCommitter:
             request.rows = results[at:at + len(request.statements)]
             at += len(request.statements)
             request.done.set()
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        request.error = error
+        if not request.awaited:  # nobody will see the exception: say it here
+            self.failed_unawaited += 1
+            log.warning("unawaited_write_failed", error=type(error).__name__, detail=str(error)[:200])
+        request.done.set()
 
     def _retrying(self, statements: list[Statement]) -> list[Row]:
         for attempt in Retrying(

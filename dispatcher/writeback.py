@@ -63,11 +63,14 @@ class WriteBack:
         # The dispatcher's shared writer (dispatcher/groupcommit.py); None: each write on its own pooled connection.
         self.committer = committer
 
-    def _write(self, statements: list[Statement]) -> list[Row]:
+    def _write(self, statements: list[Statement], *, wait: bool = True) -> list[Row]:
         """Run the statements in order in one transaction; returns once they have committed. Every write
-        here is safe to repeat (idempotent or fenced by the lease), as both paths may retry it."""
+        here is safe to repeat (idempotent or fenced by the lease), as both paths may retry it.
+
+        ``wait=False`` (log lines only): with the dispatcher's writer, return at once; the line still
+        commits before any later write of this run (same writer, in order), and a failure is logged."""
         if self.committer is not None:
-            return self.committer.submit(statements)
+            return self.committer.submit(statements, key=self.outbox_id, wait=wait)
         return run_with_retry(self.pool, lambda c: execute_in_order(c, statements), retry_s=self.db_retry_s,
                               on_retry=count_retry)
 
@@ -95,7 +98,8 @@ class WriteBack:
 
     def log(self, level: str, message: str) -> None:
         params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
-        self._write([(query("dispatcher/job_log"), params)])
+        # Not awaited: a JobLog line gates nothing, and the run's next write commits after it anyway.
+        self._write([(query("dispatcher/job_log"), params)], wait=False)
 
     def finish(
         self,

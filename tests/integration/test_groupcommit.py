@@ -125,3 +125,30 @@ def test_stop_commits_what_was_queued_and_later_submits_are_refused(table: psyco
 def test_a_submit_before_start_is_refused(db_url: str) -> None:
     with pytest.raises(Closed):
         GroupCommitter(db_url).submit([("SELECT 1", {})])
+
+
+def test_an_unawaited_write_commits_before_the_same_callers_next_write(table: psycopg.Connection, db_url: str) -> None:
+    gc = GroupCommitter(db_url, writers=2, retry_s=10, application_name=APP).start()
+    try:
+        blocker = threading.Thread(target=gc.submit, args=([("SELECT pg_sleep(0.5)", {})],), kwargs={"key": 4})
+        blocker.start()
+        time.sleep(0.1)
+        assert gc.submit([(INSERT, {"id": 1})], key=4, wait=False) == []  # returns at once, queued behind the sleep
+        other_started = time.monotonic()
+        gc.submit([(INSERT, {"id": 2})], key=5)  # the other writer is free: no wait for the sleep
+        assert time.monotonic() - other_started < 0.35
+        assert table.execute("SELECT count(*) AS n FROM gc_t WHERE id = 1").fetchone()["n"] == 0
+        gc.submit([(INSERT, {"id": 3})], key=4)  # same key: after the unawaited write
+        assert [r["id"] for r in table.execute("SELECT id FROM gc_t ORDER BY id").fetchall()] == [1, 2, 3]
+        blocker.join(5)
+    finally:
+        gc.stop(timeout=10)
+
+
+def test_an_unawaited_write_that_fails_is_counted_and_does_not_stop_the_writer(
+    table: psycopg.Connection, committer: GroupCommitter
+) -> None:
+    table.execute("INSERT INTO gc_t (id) VALUES (1)")
+    committer.submit([(INSERT, {"id": 1})], wait=False)
+    assert committer.submit([(INSERT, {"id": 2})])[0]["id"] == 2
+    assert committer.failed_unawaited == 1
