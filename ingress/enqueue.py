@@ -97,19 +97,26 @@ def enqueue(pool: ConnectionPool, req: InvokeRequest, *, max_attempts: int) -> A
         "prompt": req.prompt,
         "max_attempts": max_attempts,
     }
-    with pool.connection() as conn, conn.transaction():
-        row = conn.execute(query("ingress/lookup"), params).fetchone()
-        assert row is not None  # the lookup always returns its single base row
-        existing = check(req, row)
+    # Two tries at most: the second only when a concurrent identical POST committed its row between
+    # our look and our insert; the second look then finds that row and answers as a repeat.
+    for _ in range(2):
+        row = _run(pool, params)
+        existing = check(req, row)  # raises for a refused request: the statement inserted nothing
         if existing is not None:
             return existing
-        inserted = conn.execute(query("ingress/enqueue"), params).fetchone()
-        if inserted is None:
-            # A concurrent identical POST committed first: answer as a repeat.
-            row = conn.execute(query("ingress/lookup"), params).fetchone()
-            assert row is not None
-            existing = check(req, row)
-            if existing is None:  # pragma: no cover - the conflict guarantees a row
-                raise ApiError(409, "job_already_queued", "this jobId is being queued concurrently", field="jobId")
-            return existing
-        return Accepted(True, inserted["id"], req.job_id, inserted["status"], inserted["created_at"])
+        if row["id"] is not None:
+            return Accepted(True, row["id"], req.job_id, row["status"], row["created_at"])
+    raise ApiError(409, "job_already_queued", "this jobId is being queued concurrently", field="jobId")  # pragma: no cover
+
+
+def _run(pool: ConnectionPool, params: dict[str, Any]) -> dict[str, Any]:
+    """The one-statement enqueue (sql/queries/ingress/enqueue.sql), in autocommit: atomic on its own."""
+    with pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            row = conn.execute(query("ingress/enqueue"), params).fetchone()
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+    assert row is not None  # the statement always returns its single base row
+    return row

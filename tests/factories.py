@@ -41,7 +41,7 @@ def enqueue(conn: psycopg.Connection, w: World) -> int:
     from core.sqlfiles import query
 
     row = conn.execute(query("ingress/enqueue"), w.enqueue_params()).fetchone()
-    assert row is not None
+    assert row is not None and row["id"] is not None, row
     return int(row["id"])
 
 

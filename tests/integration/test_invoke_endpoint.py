@@ -638,20 +638,21 @@ def test_enqueue_sql_rolled_back_leaves_no_row_and_no_notification(
     w = f.world(conn)
     with psycopg.connect(db_url, row_factory=dict_row) as writer:
         with pytest.raises(RuntimeError), writer.transaction():
-            assert writer.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone() is not None
+            assert writer.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone()["id"] is not None
             raise RuntimeError("failure after the insert")
         assert outbox_rows(conn) == []
     assert listener.received() == []
 
 
-def test_enqueue_sql_on_a_queued_job_returns_no_row_and_sends_nothing(
+def test_enqueue_sql_on_a_queued_job_inserts_nothing_and_sends_nothing(
     db_url: str, conn: psycopg.Connection, listener: Listener
 ) -> None:
     w = f.world(conn)
-    with psycopg.connect(db_url, autocommit=True) as writer:
-        assert writer.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone() is not None
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as writer:
+        assert writer.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone()["id"] is not None
         assert len(listener.received()) == 1
-        assert writer.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone() is None
+        again = writer.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone()
+        assert again["id"] is None and again["outbox_id"] is not None  # a repeat: found, not inserted
     assert listener.received() == []
 
 
@@ -730,8 +731,9 @@ def test_eight_simultaneous_identical_posts_queue_exactly_once(app: Flask, conn:
 def test_racing_inserts_that_lose_on_the_unique_job_id_answer_200(
     app: Flask, db_url: str, conn: psycopg.Connection, listener: Listener
 ) -> None:
-    # Block inserts (not reads) so all 8 requests pass the lookup before any row exists,
-    # forcing the ON CONFLICT path rather than the ordinary repeat path.
+    # Block inserts so all 8 requests are in flight before any row exists; each then either sees the
+    # winner's row (a repeat) or loses on the unique job_id and looks again (the ON CONFLICT path,
+    # pinned on its own by the next test).
     w = f.world(conn)
     with psycopg.connect(db_url) as blocker:
         blocker.execute("LOCK TABLE invocation_outbox IN SHARE MODE")
@@ -742,7 +744,8 @@ def test_racing_inserts_that_lose_on_the_unique_job_id_answer_200(
         while time.monotonic() < deadline:
             waiting = conn.execute(
                 "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO invocation_outbox%'"
+                # pg_stat_activity keeps only the query's first 1 kB: match the file's first line
+                "AND wait_event_type = 'Lock' AND query LIKE '-- enqueue:%'"
             ).fetchone()
             if waiting and waiting["n"] == 8:
                 break
@@ -755,6 +758,26 @@ def test_racing_inserts_that_lose_on_the_unique_job_id_answer_200(
     assert len({r.get_json()["invocationId"] for r in results}) == 1
     assert len(outbox_rows(conn)) == 1
     assert len(listener.received()) == 1
+
+
+def test_a_post_that_loses_the_insert_to_an_uncommitted_twin_waits_and_answers_200_as_a_repeat(
+    app: Flask, db_url: str, conn: psycopg.Connection, listener: Listener
+) -> None:
+    w = f.world(conn)
+    with psycopg.connect(db_url, row_factory=dict_row) as twin:
+        first = twin.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone()  # inserted, not committed
+        assert first is not None and first["id"] is not None
+        results: list[Any] = []
+        thread = threading.Thread(target=lambda: results.append(app.test_client().post(w.invoke_path, json=w.invoke_body())))
+        thread.start()
+        time.sleep(0.3)  # the request saw no row and now waits on the twin's uncommitted job_id
+        assert thread.is_alive()
+        twin.commit()
+        thread.join(10)
+    assert [r.status_code for r in results] == [200]
+    assert results[0].get_json()["invocationId"] == first["id"]
+    assert len(outbox_rows(conn)) == 1
+    assert listener.received() == [str(first["id"])]
 
 
 # ---------------------------------------------------------------------------

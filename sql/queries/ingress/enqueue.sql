@@ -1,11 +1,55 @@
--- Insert the outbox row and NOTIFY the dispatchers in the same statement (and so
--- the same transaction): the notification is delivered only if this commits.
--- A concurrent duplicate POST loses the race on the UNIQUE job_id and gets no row.
-WITH ins AS (
+-- enqueue: everything the invoke endpoint must check, and, only when all of it holds, the outbox
+-- row and its NOTIFY, in ONE statement: one round trip, atomic on its own (run in autocommit, so no
+-- BEGIN/COMMIT round trips either), and the notification is delivered only if it commits.
+--
+-- `look` returns every column ingress/enqueue.py's check() reads (missing rows come back as NULL
+-- columns: LEFT JOINs on a single-row base). The INSERT's WHERE is the same rule as check() returning
+-- "insert": no outbox row yet, and every refusal of check() ruled out. The tests pin that every refused
+-- request leaves no row (tests/integration/test_invoke_endpoint.py).
+-- A concurrent identical POST that commits first makes ON CONFLICT skip the insert: `id` is NULL and
+-- the caller runs this again, which then finds that row (a repeat).
+WITH look AS (
+    SELECT
+        EXISTS (SELECT 1 FROM "Agent" WHERE "id" = %(agent_id)s) AS agent_exists,
+        j."id"            AS job_id,
+        j."type"::text    AS job_type,
+        j."status"::text  AS job_status,
+        j."userId"        AS job_user_id,
+        j."agentId"       AS job_agent_id,
+        j."sessionId"     AS job_session_id,
+        s."id"            AS session_id,
+        s."userId"        AS session_user_id,
+        s."agentId"       AS session_agent_id,
+        o.id              AS outbox_id,
+        o.status::text    AS outbox_status,
+        o.agent_id        AS outbox_agent_id,
+        o.session_id      AS outbox_session_id,
+        o.user_id         AS outbox_user_id,
+        o.prompt          AS outbox_prompt,
+        o.created_at      AS outbox_created_at
+    FROM (VALUES (1)) AS one (x)
+    LEFT JOIN "Job" j ON j."id" = %(job_id)s
+    LEFT JOIN "Session" s ON s."id" = %(session_id)s
+    LEFT JOIN invocation_outbox o ON o.job_id = %(job_id)s
+),
+ins AS (
     INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, max_attempts)
-    VALUES (%(job_id)s, %(agent_id)s, %(session_id)s, %(user_id)s, %(prompt)s, %(max_attempts)s)
+    SELECT %(job_id)s, %(agent_id)s, %(session_id)s, %(user_id)s, %(prompt)s, %(max_attempts)s
+    FROM look
+    WHERE look.outbox_id IS NULL
+      AND look.agent_exists
+      AND look.job_id IS NOT NULL
+      AND look.session_id IS NOT NULL
+      AND look.job_type = 'AGENT_INVOCATION'
+      AND look.job_user_id = %(user_id)s
+      AND look.job_agent_id = %(agent_id)s
+      AND look.job_session_id = %(session_id)s
+      AND look.session_user_id = %(user_id)s
+      AND look.session_agent_id = %(agent_id)s
+      AND look.job_status = 'QUEUED'
     ON CONFLICT (job_id) DO NOTHING
     RETURNING id, status::text AS status, created_at
 )
-SELECT id, status, created_at, pg_notify('invocation_outbox', id::text) AS notified
-FROM ins
+SELECT look.*, ins.id, ins.status, ins.created_at,
+       CASE WHEN ins.id IS NOT NULL THEN pg_notify('invocation_outbox', ins.id::text) END AS notified
+FROM look LEFT JOIN ins ON true
