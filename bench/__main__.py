@@ -82,10 +82,12 @@ def _machinery(ours: str, pgq: str, n: dict[str, int]) -> dict[str, Any]:
     # The same drain behind a long history of finished rows (the outbox keeps them; migration 0004).
     aged = machinery.ours_drain(ours, n["drain"], concurrency=10, batch=10, full=False, history=n["history"])
     full = machinery.ours_drain(ours, n["drain"] // 2, concurrency=10, batch=10, full=True)
+    floor = machinery.sql_floor(ours, n["drain"])  # the dispatcher's SQL alone: what Postgres allows this design
     theirs2 = machinery.pgq_drain(pgq, n["drain"])  # again, so drift on a shared machine shows
     best = max(theirs["per_s"], theirs2["per_s"])
     return {"pgqueuer": [theirs, theirs2], "ours": mine, "ours_50_slots": wide, "ours_with_history": aged,
-            "ours_full_runner": full, "ratio": round(mine["per_s"] / best, 3),
+            "ours_full_runner": full, "ours_sql_floor": floor, "ratio": round(mine["per_s"] / best, 3),
+            "ratio_sql_floor": round(floor["per_s"] / best, 3),
             "ratio_50_slots": round(wide["per_s"] / best, 3), "ratio_full": round(full["per_s"] / best, 3)}
 
 
@@ -111,6 +113,9 @@ def table(r: dict[str, Any]) -> str:
                      f"{m['ratio_50_slots']:.2f}x"))
         rows.append((f"1 ... behind {m['ours_with_history']['history_rows']:,} finished rows",
                      f"{m['ours_with_history']['per_s']:.0f}/s", "", ""))
+        f = m["ours_sql_floor"]
+        rows.append(("1 ... our SQL alone, 1 connection", f"{f['per_s']:.0f}/s",
+                     f"{f['postgres_cpu_us_per_invocation']} us Postgres CPU/invocation", f"{m['ratio_sql_floor']:.2f}x"))
         rows.append(("1 full runner, no-op Piston", f"{m['ours_full_runner']['per_s']:.0f}/s", f"PgQueuer {pgq:.0f}/s",
                      f"{m['ratio_full']:.2f}x"))
     if "wakeup" in r:

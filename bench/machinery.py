@@ -13,6 +13,7 @@ import contextlib
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -136,6 +137,57 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
         # writes per commit: the run slots' writes share transactions (dispatcher/groupcommit.py)
         "write_statements": d.committer.statements, "write_commits": d.committer.batches,
     }
+
+
+def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
+    """The dispatcher's own SQL for n no-op invocations, and nothing else: claims of 10, then each
+    invocation's message and finish (with its log line), ``per_txn`` invocations per transaction, from
+    one connection with no Python in between but psycopg's. What the database alone allows this design,
+    with the Postgres backend's CPU time per invocation (psutil, the one backend serving the loop)."""
+    import psutil
+    from psycopg.types.json import Jsonb
+
+    from core.db import connect
+    from core.sqlfiles import query
+    from dispatcher.writeback import message_id
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE invocation_outbox CASCADE")
+        user_id, agent_id = seed.agent(conn)
+        invs = seed.invocations(conn, user_id, agent_id, n, tag="floor")
+        seed.outbox_rows(conn, invs)
+        conn.execute("VACUUM ANALYZE")
+    conn = connect(url, autocommit=True, application_name="bench-sql-floor")
+    try:
+        backend = psutil.Process(conn.execute("SELECT pg_backend_pid() AS p").fetchone()["p"])
+        cpu0 = sum(backend.cpu_times()[:2])
+        started = time.perf_counter()
+        done = 0
+        while True:
+            rows = conn.execute(query("dispatcher/claim"),
+                                {"owner": "floor", "batch": 10, "lease_s": 30, "running": []}).fetchall()
+            if not rows:
+                break
+            for i in range(0, len(rows), per_txn):
+                with conn.pipeline(), conn.transaction():
+                    for r in rows[i:i + per_txn]:
+                        conn.execute(query("dispatcher/insert_message"), {
+                            "id": message_id(r["job_id"], 1), "content": "ok", "session_id": r["session_id"],
+                            "job_id": r["job_id"]})
+                        conn.execute(query("dispatcher/finish"), {
+                            "id": r["id"], "owner": "floor", "status": "succeeded", "job_status": "SUCCEEDED",
+                            "result": Jsonb({"wall_ms": 0}), "error": None, "status_message": "completed",
+                            "job_id": r["job_id"], "log_ids": [str(uuid.uuid4())], "log_levels": ["info"],
+                            "log_messages": ["run finished: succeeded"]})
+            done += len(rows)
+        elapsed = time.perf_counter() - started
+        backend_cpu = sum(backend.cpu_times()[:2]) - cpu0
+    finally:
+        conn.close()
+    if done != n:
+        raise RuntimeError(f"the SQL floor loop finished {done} of {n}")
+    return {"jobs": n, "seconds": round(elapsed, 3), "per_s": round(n / elapsed, 1), "per_txn": per_txn,
+            "postgres_cpu_us_per_invocation": round(backend_cpu / n * 1e6)}
 
 
 # -- PgQueuer ---------------------------------------------------------------------------------------
