@@ -42,6 +42,14 @@ PISTON_ERRORS = Counter("agenthub_piston_errors", "Piston faults by kind (refuse
 PISTON_RETRIES = Counter("agenthub_piston_retries", "In-process retries of a transient Piston fault", registry=REGISTRY)
 DB_WRITE_RETRIES = Counter("agenthub_db_write_retries", "Write-back retries while Postgres was unreachable",
                            registry=REGISTRY)
+# The group-commit writers (dispatcher/groupcommit.py): statements / commits is the batching achieved.
+WRITE_COMMITS = Counter("agenthub_dispatcher_write_commits", "Transactions committed by the group-commit writers",
+                        registry=REGISTRY)
+WRITE_STATEMENTS = Counter("agenthub_dispatcher_write_statements", "Statements committed by the group-commit writers",
+                           registry=REGISTRY)
+WRITE_FAILURES = Counter("agenthub_dispatcher_write_failures",
+                         "Writes that failed in the group-commit writers, by whether a run was waiting for them",
+                         ["awaited"], registry=REGISTRY)
 LLM_CALLS = Counter("agenthub_llm_calls", "hub.call_llm calls by model and outcome (ok or the LLMError kind)",
                     ["model", "outcome"], registry=REGISTRY)
 LLM_TOKENS = Counter("agenthub_llm_tokens", "Gemini tokens used by hub.call_llm, by model and kind (prompt, output)",
@@ -51,6 +59,8 @@ for _outcome in ("succeeded", "failed", "cancelled", "retry_later", "released", 
     RUNS.labels(outcome=_outcome)  # every label present from the start: rate() needs the zero
 for _kind in ("refused", "transient", "error"):
     PISTON_ERRORS.labels(kind=_kind)
+for _awaited in ("true", "false"):
+    WRITE_FAILURES.labels(awaited=_awaited)
 
 
 def run_finished(outcome: str, seconds: float) -> None:

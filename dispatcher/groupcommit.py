@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
+from core import metrics
 from core.db import connect
 from core.logging import get_logger
 
@@ -189,6 +190,7 @@ class GroupCommitter:
 
     def _fail(self, request: _Request, error: BaseException) -> None:
         request.error = error
+        metrics.WRITE_FAILURES.labels(awaited="true" if request.awaited else "false").inc()
         if not request.awaited:  # nobody will see the exception: say it here
             self.failed_unawaited += 1
             log.warning("unawaited_write_failed", error=type(error).__name__, detail=str(error)[:200])
@@ -215,6 +217,8 @@ class GroupCommitter:
         rows = execute_in_order(conn, statements)
         self.batches += 1
         self.statements += len(statements)
+        metrics.WRITE_COMMITS.inc()
+        metrics.WRITE_STATEMENTS.inc(len(statements))
         return rows
 
     def _connection(self) -> psycopg.Connection:

@@ -122,6 +122,7 @@ def test_dispatcher_metrics_count_runs_by_outcome_and_read_the_outbox(
     before = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     ok0 = sample(before, "agenthub_dispatcher_runs_total", 'outcome="succeeded"')
     failed0 = sample(before, "agenthub_dispatcher_runs_total", 'outcome="failed"')
+    statements0 = sample(before, "agenthub_dispatcher_write_statements_total")
     worlds = []
     with stack.connect() as conn:
         for code in (TWO_MESSAGES, TWO_MESSAGES, FAILS):
@@ -140,6 +141,11 @@ def test_dispatcher_metrics_count_runs_by_outcome_and_read_the_outbox(
     assert sample(text, "agenthub_dispatcher_run_duration_seconds_count", 'outcome="succeeded"') == ok0 + 2
     assert sample(text, "agenthub_dispatcher_claims_total") >= ok0 + failed0 + 3
     assert sample(text, "agenthub_piston_errors_total", 'kind="transient"') == 0
+    # group commit: 2 x (two messages, progress, finish) + (message, finish) at least, JobLog lines besides
+    assert sample(text, "agenthub_dispatcher_write_statements_total") >= statements0 + 10
+    commits = sample(text, "agenthub_dispatcher_write_commits_total")
+    assert 1 <= commits <= sample(text, "agenthub_dispatcher_write_statements_total")
+    assert sample(text, "agenthub_dispatcher_write_failures_total", 'awaited="true"') == 0
     assert sample(text, "agenthub_database_up") == 1
     with stack.connect() as c:
         counts = {r["status"]: r["n"] for r in c.execute(
