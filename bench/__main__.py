@@ -143,6 +143,8 @@ def table(r: dict[str, Any]) -> str:
         s = r["saturation"]
         rows.append(("5 all 8 slots busy (backlog)", f"{s['all_busy_fraction'] * 100:.1f}%",
                      f"after first start {s['all_busy_fraction_after_first_start'] * 100:.1f}%", ">= 95%"))
+        rows.append(("5 ... all 8 Piston calls in flight", f"{s['all_calls_in_flight_fraction'] * 100:.1f}%",
+                     f"after first call {s['all_calls_in_flight_fraction_after_first_start'] * 100:.1f}%", ""))
     if r.get("peak_rss_mib"):
         rows.append(("6 peak RSS", ", ".join(f"{k} {v} MiB" for k, v in r["peak_rss_mib"].items()), "", ""))
     for name, error in r.get("errors", {}).items():

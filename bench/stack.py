@@ -275,13 +275,17 @@ def saturation(url: str, backlog: int, rss: PeakRss, tmp: Path, slots: int = 8) 
         piston.close()
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            'SELECT m."content", extract(epoch FROM o.started_at), extract(epoch FROM o.finished_at) '
+            'SELECT m."content", extract(epoch FROM o.started_at), extract(epoch FROM o.finished_at), '
+            "(o.result->>'elapsed_s')::float8 "
             'FROM invocation_outbox o JOIN "ChatMessage" m ON m."sessionId" = o.session_id '
             "AND m.\"role\" = 'agent' WHERE o.job_id = ANY(%s)", ([i.job_id for i in invs],)).fetchall()
-    spans = sorted((float(a), float(b)) for a, b in (content.split() for content, _, _ in rows))
+    spans = sorted((float(a), float(b)) for a, b in (content.split() for content, _, _, _ in rows))
+    # The same slots as the dispatcher holds them: each Piston call, from the request sent to the result in
+    # (elapsed_s, the dispatcher's own clock, ending just before the finish statement that set finished_at).
+    calls = sorted((float(fin) - float(el), float(fin)) for _, _, fin, el in rows)
     # Where a slot's time goes outside the agent: claim -> agent's first line, agent's last line -> row finished.
-    claim_to_start = [float(c.split()[0]) - float(st) for c, st, _ in rows]
-    end_to_finish = [float(fin) - float(c.split()[1]) for c, _, fin in rows]
+    claim_to_start = [float(c.split()[0]) - float(st) for c, st, _, _ in rows]
+    end_to_finish = [float(fin) - float(c.split()[1]) for c, _, fin, _ in rows]
     if len(spans) != backlog:
         raise RuntimeError(f"{len(spans)} of {backlog} agents reported their times")
     # The backlog lasts until the last agent started: after that, fewer than `slots` rows are left to run.
@@ -294,6 +298,12 @@ def saturation(url: str, backlog: int, rss: PeakRss, tmp: Path, slots: int = 8) 
         "window_s": round(window_end - first_post, 3),
         "all_busy_fraction": round(busy / (window_end - first_post), 4),
         "all_busy_fraction_after_first_start": round(full_busy_from_first_start / (window_end - min(s for s, _ in spans)), 4),
+        # all slots held by a Piston call (sandbox set-up and interpreter start-up included): how well the
+        # dispatcher keeps Piston fed, as against how much of that time the agents' own code ran
+        "all_calls_in_flight_fraction": round(
+            _time_at_least(calls, slots, first_post, window_end) / (window_end - first_post), 4),
+        "all_calls_in_flight_fraction_after_first_start": round(
+            _time_at_least(calls, slots, min(s for s, _ in calls), window_end) / (window_end - min(s for s, _ in calls)), 4),
         "ramp_first_post_to_first_agent_ms": round((min(s for s, _ in spans) - first_post) * 1000, 1),
         "claim_to_agent_start": summary_ms(claim_to_start),
         "agent_end_to_row_finished": summary_ms(end_to_finish),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
 import threading
 import time
@@ -15,7 +16,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from core import metrics
 from core.db import make_pool
 from core.logging import get_logger
-from dispatcher import calls as _calls  # noqa: F401  loaded now (google-genai, ~1 s), not by the first run
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
@@ -175,6 +175,11 @@ class Dispatcher:
         signal.signal(signal.SIGINT, handler)
 
     def run_forever(self) -> None:
+        # hub.call_llm's SDK (google-genai) takes ~0.8 s to import: load it beside start-up, so neither the
+        # start (failover, scale-out) nor the first run waits for it (a run that needs it first waits on the
+        # import lock for what is left).
+        threading.Thread(target=importlib.import_module, args=("dispatcher.calls",), name="warm-imports",
+                         daemon=True).start()
         self.pool.open(wait=False)
         self.events.start()
         self.committer.start()

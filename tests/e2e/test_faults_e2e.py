@@ -33,6 +33,9 @@ FAST = {"DISPATCHER_LEASE_S": "3", "DISPATCHER_HEARTBEAT_S": "0.5", "DISPATCHER_
         "DISPATCHER_CONCURRENCY": "4", "PYTHONUNBUFFERED": "1"}  # unbuffered: a SIGKILLed dispatcher's log survives
 THREE = ["m0", "m1", "m2"]
 THREE_MESSAGES = "import time, hub\nfor i in range(3):\n    hub.send_message(f'm{i}')\n    time.sleep(0.1)\n"
+# The SIGKILL test's agent: long enough that 200 of them outlast 20 kills, each of which waits for a
+# replacement dispatcher to start, on a loaded machine too (a faster drain once left no work for the last kills).
+PACED_THREE_MESSAGES = "import time, hub\nfor i in range(3):\n    hub.send_message(f'm{i}')\n    time.sleep(0.25)\n"
 SLOW_THREE_MESSAGES = "import time, hub\nfor i in range(3):\n    hub.send_message(f'm{i}')\n    time.sleep(0.7)\n"
 START_SLEEP_END = "import time, hub\nhub.send_message('start')\ntime.sleep({sleep})\nhub.send_message('end')\n"
 ONE_MESSAGE = "import hub\nhub.send_message('hi')\n"
@@ -146,7 +149,7 @@ def test_twenty_sigkills_of_dispatchers_during_200_invocations_lose_and_repeat_n
     try:
         stack.add_dispatcher()
         with stack.connect() as conn:
-            ws = worlds(conn, tmp_path, THREE_MESSAGES, 200)
+            ws = worlds(conn, tmp_path, PACED_THREE_MESSAGES, 200)
         watch.start()
         poster = threading.Thread(target=post_all, args=(stack, ws))
         poster.start()
