@@ -11,6 +11,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -98,7 +99,10 @@ class OutboxCollector(Collector):
         try:
             with self.pool.connection(timeout=self.timeout_s) as conn:
                 rows = conn.execute(query("metrics/outbox")).fetchall()
-        except (psycopg.Error, PoolTimeout):
+        except (psycopg.Error, PoolTimeout) as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                with contextlib.suppress(Exception):  # drop the pool's dead connections before the next scrape
+                    self.pool.check()
             up.add_metric([], 0)
             yield up
             return

@@ -184,9 +184,16 @@ def run_child(caller: Caller, agent_id: str, input_data: Any, caller_wb: WriteBa
         "depth": depth,
         "chain": [*here.chain, agent_id],
     }
-    with pool.connection() as conn:
-        conn.execute(query("ops/set_actor"), {"actor": "dispatcher", "reason": f"call_agent from outbox row {caller.outbox_id}"})
-        row = conn.execute(query("dispatcher/insert_child"), params).fetchone()
+    actor = {"actor": "dispatcher", "reason": f"call_agent from outbox row {caller.outbox_id}"}
+
+    def insert(conn: psycopg.Connection) -> dict[str, Any] | None:
+        with conn.transaction():  # the actor setting is local to this transaction (0003's trigger reads it)
+            conn.execute(query("ops/set_actor"), actor)
+            return conn.execute(query("dispatcher/insert_child"), params).fetchone()  # type: ignore[return-value]
+
+    # Retried on a lost connection like every dispatcher use of the pool. Should a commit succeed and its
+    # answer be lost, the retry makes a second child; the first, never run, is failed by sweep_orphans.
+    row = run_with_retry(pool, insert, retry_s=60.0)
     if row is None:
         return refused(f"call_agent failed: agent {agent_id} does not exist")
     child = Claimed(**row, job_started=True, job_status_before="QUEUED")

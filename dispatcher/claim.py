@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from core.db import run_with_retry
 from core.sqlfiles import query
 from dispatcher.events import EventNotifier, status_event
 
@@ -31,16 +32,15 @@ class Claimed:
         return status_event(self.job_id, self.job_session_id, "PROCESSING") if self.job_started else None
 
 
+# Long enough to get past a pooled connection that died while idle (one failed try, then the pool is
+# checked), short enough that an outage reaches the claim and heartbeat loops' own back-off and logs.
+RETRY_S = 2.0
+
+
 def _one_statement(pool: ConnectionPool, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Run one statement in autocommit: it is atomic on its own, and this spares the BEGIN and COMMIT
     round trips of a transaction block (docs/performance.md)."""
-    with pool.connection() as conn:
-        conn.autocommit = True
-        try:
-            return conn.execute(sql, params).fetchall()  # type: ignore[return-value]
-        finally:
-            if not conn.closed:
-                conn.autocommit = False
+    return run_with_retry(pool, lambda conn: conn.execute(sql, params).fetchall(), retry_s=RETRY_S)  # type: ignore[return-value]
 
 
 def claim(pool: ConnectionPool, *, owner: str, batch: int, lease_s: float, running: Sequence[int] = ()) -> list[Claimed]:
@@ -66,8 +66,7 @@ def release(pool: ConnectionPool, *, owner: str, ids: list[int], events: EventNo
     ``events`` once this has committed."""
     if not ids:
         return []
-    with pool.connection() as conn:
-        rows = conn.execute(query("dispatcher/release"), {"owner": owner, "ids": ids}).fetchall()
+    rows = _one_statement(pool, query("dispatcher/release"), {"owner": owner, "ids": ids})
     if events is not None:
         for r in rows:
             if r["job_status"] is not None:
@@ -78,8 +77,7 @@ def release(pool: ConnectionPool, *, owner: str, ids: list[int], events: EventNo
 def sweep_orphans(pool: ConnectionPool, events: EventNotifier | None = None) -> list[int]:
     """Fail call_agent children whose caller's dispatcher died (their lease expired). The Jobs' FAILED
     status goes to ``events`` once this has committed."""
-    with pool.connection() as conn:
-        rows = conn.execute(query("dispatcher/sweep_orphans")).fetchall()
+    rows = _one_statement(pool, query("dispatcher/sweep_orphans"), {})
     if events is not None:
         for r in rows:
             if r["job_failed"]:

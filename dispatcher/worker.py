@@ -51,6 +51,8 @@ class Dispatcher:
             timeout_s=10.0,
             statement_timeout_ms=30_000,
             application_name="agent-hub-dispatcher",
+            # Every use retries a dead connection (core.db.run_with_retry): no round trip per check-out.
+            check=False,
         )
         self.client = client or PistonClient(cfg.piston_url, max_output_chars=cfg.max_output_chars)
         self.runner = Runner(cfg, self.pool, self.client)

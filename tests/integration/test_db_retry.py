@@ -36,3 +36,17 @@ def test_calls_run_in_autocommit_and_give_the_connection_back_as_it_was(db_url: 
         assert run_with_retry(pool, lambda c: c.autocommit, retry_s=1) is True
         with pool.connection() as c:
             assert c.autocommit is False
+
+
+def test_after_a_restart_one_failed_try_clears_every_dead_connection_in_the_pool(db_url: str, conn: psycopg.Connection) -> None:
+    # The dispatcher's pool has no check-out check: a dead connection costs one try, then the pool is checked.
+    with ConnectionPool(db_url, min_size=3, max_size=3, kwargs={"row_factory": dict_row, "application_name": "retry-all"},
+                        open=True) as pool:
+        pool.wait()
+        killed = conn.execute("SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE application_name = 'retry-all') t").fetchone()
+        assert killed == {"n": 3}
+        retries: list[int] = []
+        assert run_with_retry(pool, lambda c: c.execute("SELECT 1 AS one").fetchone(), retry_s=10,
+                              on_retry=retries.append) == {"one": 1}
+        assert retries == [2]  # not one try per dead connection
