@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="claim and run invocations until SIGTERM")
     from dispatcher import ops
 
-    ops.add_commands(sub)  # list / show / replay / cancel
+    ops.add_commands(sub)  # list / show / replay / cancel / prune
     sub.add_parser("verify", help="check the database (migrations, Prisma tables) and Piston (Python runtime); exit 0/1")
     args = parser.parse_args(argv)
     if args.command == "verify":

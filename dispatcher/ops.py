@@ -1,4 +1,4 @@
-"""Operator commands: ``python -m dispatcher list|show|replay|cancel`` (SQL in sql/queries/ops/).
+"""Operator commands: ``python -m dispatcher list|show|replay|cancel|prune`` (SQL in sql/queries/ops/).
 
 Exit codes: 0 done; 1 some ids were not found or were refused; 2 usage or
 configuration errors (bad arguments, no DATABASE_URL, database unreachable).
@@ -117,6 +117,13 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("cancel", help="cancel pending or running invocations")
     p.add_argument("refs", nargs="+", metavar="ID|JOB_ID")
     p.add_argument("--reason", default="", help="why (recorded in the event table)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("prune", help="delete finished invocations (and their history) older than an age")
+    p.add_argument("--older-than", type=parse_duration, metavar="AGE", dest="older_than", required=True,
+                   help="finished longer ago than this (e.g. 30d); at least 1h")
+    p.add_argument("--batch", type=int, default=1000, help="top-level rows per transaction (default 1000)")
+    p.add_argument("--dry-run", action="store_true", dest="dry_run", help="count what would go, delete nothing")
     p.add_argument("--json", action="store_true")
 
 
@@ -314,7 +321,36 @@ def _print_report(report: Report, args: argparse.Namespace, out: TextIO) -> None
     print(f"{report.action}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=out)
 
 
-COMMANDS = {"list": cmd_list, "show": cmd_show, "replay": cmd_replay, "cancel": cmd_cancel}
+def cmd_prune(conn: psycopg.Connection, args: argparse.Namespace, out: TextIO) -> int:
+    """Retention: the outbox keeps every finished row (for show and replay) until pruned. Batches of
+    top-level rows, each batch its own transaction, so pruning never holds locks for long; running and
+    pending rows (and finished ones whose call_agent tree still has one) are never touched."""
+    if args.older_than < 3600:
+        raise UsageError("--older-than must be at least 1h: newer rows are still being replayed and shown")
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
+    after, deleted, ready = 0, 0, 0
+    while True:
+        row = conn.execute(query("ops/prune"), {"older_s": args.older_than, "batch": args.batch, "after": after,
+                                                "dry_run": args.dry_run}).fetchone()
+        assert row is not None
+        deleted += row["rows_deleted"]
+        ready += row["rows_ready"]
+        if row["roots_seen"] < args.batch:
+            break
+        after = row["last_root"]
+    result = {"action": "prune", "dry_run": args.dry_run, "older_than_s": args.older_than,
+              "rows": ready if args.dry_run else deleted}
+    if args.json:
+        _dump(result, out)
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"prune: {verb} {result['rows']} finished outbox row(s) (with their events) older than "
+              f"{args.older_than / 86400:g} day(s)", file=out)
+    return EXIT_OK
+
+
+COMMANDS = {"list": cmd_list, "show": cmd_show, "replay": cmd_replay, "cancel": cmd_cancel, "prune": cmd_prune}
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:

@@ -316,3 +316,82 @@ def test_missing_or_unreachable_database_exits_2_with_one_clear_line() -> None:
     res = cli("postgresql://nobody@127.0.0.1:1/nothing", "list")
     assert res.returncode == 2 and "cannot reach the database" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+# -- prune (retention) -------------------------------------------------------------------------------
+def _outbox_row(conn: psycopg.Connection, status: str, *, finished_days_ago: float | None = None,
+                parent: int | None = None) -> int:
+    """A row as the dispatcher leaves it; terminal rows finished `finished_days_ago` days ago."""
+    n = conn.execute("SELECT count(*) AS n FROM invocation_outbox").fetchone()["n"]
+    row = conn.execute(
+        "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, "
+        "lease_owner, lease_expires_at, finished_at, parent_id, depth) "
+        "VALUES (%(job)s, 'a', %(session)s, 'u', 'p', %(status)s::invocation_status, 1, "
+        "CASE WHEN %(status)s = 'running' THEN 'someone' END, "
+        "CASE WHEN %(status)s = 'running' THEN now() + interval '1 minute' END, "
+        "CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled') THEN now() - make_interval(days => %(days)s) END, "
+        "%(parent)s, CASE WHEN %(parent)s::bigint IS NULL THEN 0 ELSE 1 END) "
+        "RETURNING id",
+        {"job": f"prune-job-{n}", "session": None if parent else f"prune-s-{n}", "status": status,
+         "days": finished_days_ago or 0, "parent": parent}).fetchone()
+    return int(row["id"])
+
+
+def _ids(conn: psycopg.Connection) -> list[int]:
+    return [r["id"] for r in conn.execute("SELECT id FROM invocation_outbox ORDER BY id").fetchall()]
+
+
+def test_prune_deletes_old_finished_rows_with_their_events_and_keeps_everything_else(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    old_ok = _outbox_row(conn, "succeeded", finished_days_ago=40)
+    old_failed = _outbox_row(conn, "failed", finished_days_ago=31)
+    recent = _outbox_row(conn, "succeeded", finished_days_ago=2)
+    pending, running = _outbox_row(conn, "pending"), _outbox_row(conn, "running")
+    w, real = queued(conn)  # a real one with its Prisma rows, finished long ago
+    assert real in claim(conn)
+    finish(conn, real, "succeeded")
+    conn.execute("UPDATE invocation_outbox SET finished_at = now() - interval '60 days' WHERE id = %s", (real,))
+    assert conn.execute("SELECT count(*) AS n FROM invocation_outbox_event WHERE outbox_id = %s", (real,)).fetchone()["n"] >= 3
+
+    res = cli(db_url, "prune", "--older-than", "30d", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["rows"] == 3
+    assert _ids(conn) == [recent, pending, running]
+    assert old_ok not in _ids(conn) and old_failed not in _ids(conn)
+    assert conn.execute("SELECT count(*) AS n FROM invocation_outbox_event WHERE outbox_id = %s", (real,)).fetchone()["n"] == 0
+    # the hub's own rows are Prisma's: untouched
+    assert conn.execute('SELECT "status"::text AS s FROM "Job" WHERE "id" = %s', (w.job_id,)).fetchone() == {"s": "SUCCEEDED"}
+
+
+def test_prune_takes_a_call_agent_tree_whole_and_leaves_a_tree_with_a_running_child(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    busy_parent = _outbox_row(conn, "failed", finished_days_ago=40)
+    busy_child = _outbox_row(conn, "running", parent=busy_parent)
+    done_parent = _outbox_row(conn, "succeeded", finished_days_ago=40)
+    _outbox_row(conn, "succeeded", finished_days_ago=40, parent=done_parent)
+    # batch 1, the tree it cannot take first: the walk must go past it, not stop or loop on it
+    res = cli(db_url, "prune", "--older-than", "30d", "--batch", "1")
+    assert res.returncode == 0, res.stderr
+    assert "deleted 2 finished outbox row(s)" in res.stdout
+    assert _ids(conn) == [busy_parent, busy_child]
+
+
+def test_prune_dry_run_counts_and_deletes_nothing(conn: psycopg.Connection, db_url: str) -> None:
+    rows = [_outbox_row(conn, "succeeded", finished_days_ago=90) for _ in range(3)]
+    res = cli(db_url, "prune", "--older-than", "30d", "--dry-run", "--batch", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"action": "prune", "dry_run": True, "older_than_s": 30 * 86400.0, "rows": 3}
+    assert _ids(conn) == rows
+
+
+@pytest.mark.parametrize("args", [["--older-than", "30m"], ["--older-than", "30d", "--batch", "0"], []])
+def test_prune_refuses_a_short_age_a_bad_batch_or_no_age_with_exit_2(
+    conn: psycopg.Connection, db_url: str, args: list[str]
+) -> None:
+    row = _outbox_row(conn, "succeeded", finished_days_ago=90)
+    res = cli(db_url, "prune", *args)
+    assert res.returncode == 2
+    assert res.stderr.strip()
+    assert _ids(conn) == [row]
