@@ -103,7 +103,13 @@ def test_a_calls_b_and_gets_bs_messages_b_sees_its_own_env_and_has_its_own_succe
     # The child wrote no chat message anywhere: it has no session.
     with stack.connect() as c:
         row = c.execute('SELECT count(*) AS n FROM "ChatMessage" WHERE "content" LIKE %s', ('env={"B_VAR"%',)).fetchone()
+        first = c.execute("SELECT e.actor, e.reason, e.to_status::text AS to_status FROM invocation_outbox_event e "
+                          "JOIN invocation_outbox o ON o.id = e.outbox_id WHERE o.job_id = %s ORDER BY e.id LIMIT 1",
+                          (child["id"],)).fetchone()
     assert row["n"] == 0
+    # its history starts with the dispatcher creating it for its caller, not with "ingress"
+    assert first["actor"] == "dispatcher" and first["reason"].startswith("call_agent from outbox row") and \
+        first["to_status"] == "running", first
 
 
 def test_a_calls_b_calls_a_is_refused_as_a_cycle_and_nothing_crashes(
