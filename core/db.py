@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import AttemptManager, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 # Prisma stores DateTime as UTC in TIMESTAMP(3) columns; our now()-based writes
 # must produce UTC too, whatever the server's default TimeZone is.
@@ -22,6 +22,11 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "agen
         url, autocommit=autocommit, row_factory=dict_row, application_name=application_name,
         connect_timeout=10, options=SESSION_OPTIONS,
     )
+
+
+def set_statement_timeout(conn: psycopg.Connection, ms: int) -> None:
+    """For the rest of the session: a stuck statement is cancelled after ``ms``."""
+    conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{ms}ms",))
 
 
 def make_pool(
@@ -43,7 +48,7 @@ def make_pool(
 
     def configure(conn: psycopg.Connection) -> None:
         conn.autocommit = True
-        conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{statement_timeout_ms}ms",))
+        set_statement_timeout(conn, statement_timeout_ms)
         conn.autocommit = False
 
     return ConnectionPool(
@@ -67,6 +72,34 @@ def make_pool(
 T = TypeVar("T")
 
 
+@contextlib.contextmanager
+def autocommit(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A pooled connection in autocommit for the block (a single statement is atomic on its own, with no
+    BEGIN and COMMIT round trips), handed back to the pool as it was."""
+    with pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
+
+def retry_while_unreachable(retry_s: float, on_retry: Callable[[int], None] | None = None) -> Iterator[AttemptManager]:
+    """Tenacity attempts (``for attempt in ...: with attempt: ...``) that retry a lost connection or an
+    exhausted pool with jittered back-off for up to ``retry_s``, then re-raise; ``on_retry(n)`` is called
+    before the n-th try."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
+        wait=wait_random_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(retry_s),
+        reraise=True,
+    ):
+        if attempt.retry_state.attempt_number > 1 and on_retry is not None:
+            on_retry(attempt.retry_state.attempt_number)
+        yield attempt
+
+
 def run_with_retry(
     pool: ConnectionPool,
     fn: Callable[[psycopg.Connection], T],
@@ -80,23 +113,11 @@ def run_with_retry(
     the BEGIN and COMMIT round trips, and a restart of Postgres delays the call instead of failing it
     (a dead pooled connection is discarded by the pool and the next try gets a fresh one).
     """
-    for attempt in Retrying(
-        retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
-        wait=wait_random_exponential(multiplier=0.2, max=5),
-        stop=stop_after_delay(retry_s),
-        reraise=True,
-    ):
+    for attempt in retry_while_unreachable(retry_s, on_retry):
         with attempt:
-            if attempt.retry_state.attempt_number > 1 and on_retry is not None:
-                on_retry(attempt.retry_state.attempt_number)
             try:
-                with pool.connection() as conn:
-                    conn.autocommit = True
-                    try:
-                        return fn(conn)
-                    finally:
-                        if not conn.closed:
-                            conn.autocommit = False
+                with autocommit(pool) as conn:
+                    return fn(conn)
             except psycopg.OperationalError:
                 # After a restart every idle connection is dead: drop them all now, not one per try.
                 with contextlib.suppress(Exception):

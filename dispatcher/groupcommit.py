@@ -2,10 +2,11 @@
 
 Each run slot used to write on its own pooled connection: a pool check, a round trip and a commit per
 message, per log line and per finish, so a short run cost several WAL flushes and the dispatcher spent
-its time waiting on them (docs/performance.md). Here every write goes to one thread that owns one
-connection. While it commits a batch, new writes queue up; it then sends everything queued, in order,
-as one pipelined transaction. A caller blocks until its own statements have committed, so it sees the
-same contract as before: when ``submit`` returns, the write is durable and its RETURNING rows are there.
+its time waiting on them (docs/performance.md). Here every write goes to one of a few writer threads,
+each with its own connection (one caller's writes always to the same one). While a writer commits a
+batch, new writes queue up; it then sends everything queued, in order, as one pipelined transaction.
+A caller blocks until its own statements have committed, so it sees the same contract as before: when
+``submit`` returns, the write is durable and its RETURNING rows are there.
 
 Faults:
 - Postgres unreachable (``OperationalError``, which includes deadlocks and serialization failures):
@@ -26,10 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from core import metrics
-from core.db import connect
+from core.db import connect, retry_while_unreachable, set_statement_timeout
 from core.logging import get_logger
 
 log = get_logger("dispatcher.groupcommit")
@@ -197,15 +197,8 @@ class GroupCommitter:
         request.done.set()
 
     def _retrying(self, statements: list[Statement]) -> list[Row]:
-        for attempt in Retrying(
-            retry=retry_if_exception_type(psycopg.OperationalError),
-            wait=wait_random_exponential(multiplier=0.2, max=5),
-            stop=stop_after_delay(self.retry_s),
-            reraise=True,
-        ):
+        for attempt in retry_while_unreachable(self.retry_s, self.on_retry):
             with attempt:
-                if attempt.retry_state.attempt_number > 1 and self.on_retry is not None:
-                    self.on_retry(attempt.retry_state.attempt_number)
                 try:
                     return self._execute(self._connection(), statements)
                 except psycopg.OperationalError:
@@ -225,7 +218,7 @@ class GroupCommitter:
         conn: psycopg.Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = connect(self.database_url, autocommit=True, application_name=self.application_name)
-            conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{self.statement_timeout_ms}ms",))
+            set_statement_timeout(conn, self.statement_timeout_ms)
             self._local.conn = conn
         return conn
 

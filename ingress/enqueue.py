@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from core.db import autocommit
 from core.sqlfiles import query
 from ingress.errors import ApiError
 from ingress.validation import InvokeRequest
@@ -111,12 +112,7 @@ def enqueue(pool: ConnectionPool, req: InvokeRequest, *, max_attempts: int) -> A
 
 def _run(pool: ConnectionPool, params: dict[str, Any]) -> dict[str, Any]:
     """The one-statement enqueue (sql/queries/ingress/enqueue.sql), in autocommit: atomic on its own."""
-    with pool.connection() as conn:
-        conn.autocommit = True
-        try:
-            row = conn.execute(query("ingress/enqueue"), params).fetchone()
-        finally:
-            if not conn.closed:
-                conn.autocommit = False
+    with autocommit(pool) as conn:
+        row = conn.execute(query("ingress/enqueue"), params).fetchone()
     assert row is not None  # the statement always returns its single base row
     return row
