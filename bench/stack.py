@@ -290,25 +290,27 @@ def saturation(url: str, backlog: int, rss: PeakRss, tmp: Path, slots: int = 8) 
         raise RuntimeError(f"{len(spans)} of {backlog} agents reported their times")
     # The backlog lasts until the last agent started: after that, fewer than `slots` rows are left to run.
     window_end = max(s for s, _ in spans)
-    busy = _time_at_least(spans, slots, first_post, window_end)
-    full_busy_from_first_start = _time_at_least(spans, slots, min(s for s, _ in spans), window_end)
+    first_start, first_call = min(s for s, _ in spans), min(s for s, _ in calls)
     gaps = _slot_gaps(spans, slots)
     return {
         "backlog": backlog, "slots": slots, "agent_seconds": 1.0,
         "window_s": round(window_end - first_post, 3),
-        "all_busy_fraction": round(busy / (window_end - first_post), 4),
-        "all_busy_fraction_after_first_start": round(full_busy_from_first_start / (window_end - min(s for s, _ in spans)), 4),
+        "all_busy_fraction": _share_at_least(spans, slots, first_post, window_end),
+        "all_busy_fraction_after_first_start": _share_at_least(spans, slots, first_start, window_end),
         # all slots held by a Piston call (sandbox set-up and interpreter start-up included): how well the
         # dispatcher keeps Piston fed, as against how much of that time the agents' own code ran
-        "all_calls_in_flight_fraction": round(
-            _time_at_least(calls, slots, first_post, window_end) / (window_end - first_post), 4),
-        "all_calls_in_flight_fraction_after_first_start": round(
-            _time_at_least(calls, slots, min(s for s, _ in calls), window_end) / (window_end - min(s for s, _ in calls)), 4),
-        "ramp_first_post_to_first_agent_ms": round((min(s for s, _ in spans) - first_post) * 1000, 1),
+        "all_calls_in_flight_fraction": _share_at_least(calls, slots, first_post, window_end),
+        "all_calls_in_flight_fraction_after_first_start": _share_at_least(calls, slots, first_call, window_end),
+        "ramp_first_post_to_first_agent_ms": round((first_start - first_post) * 1000, 1),
         "claim_to_agent_start": summary_ms(claim_to_start),
         "agent_end_to_row_finished": summary_ms(end_to_finish),
         "slot_handover_gap_ms": {"p50": round(pct(gaps, 50) * 1000, 1), "p95": round(pct(gaps, 95) * 1000, 1)} if gaps else None,
     }
+
+
+def _share_at_least(spans: list[tuple[float, float]], k: int, start: float, end: float) -> float:
+    """The share of [start, end] during which at least k spans overlap (4 decimals)."""
+    return round(_time_at_least(spans, k, start, end) / (end - start), 4)
 
 
 def _time_at_least(spans: list[tuple[float, float]], k: int, start: float, end: float) -> float:
