@@ -4,7 +4,8 @@
     python -m devstack new-job    queue a new demo prompt (like Next.js) and print its curl
     python -m devstack show       show the demo conversation and its latest Jobs
 
-With DATABASE_URL unset an embedded Postgres (pgserver) is started in .run/pgdata;
+With DATABASE_URL unset an embedded Postgres is started in a fresh temporary folder (removed at exit:
+every `make run` starts from an empty database);
 with PISTON_URL unset the project's localpiston is started. The Prisma tables are
 created when absent (local only), migrations applied, and a demo agent seeded.
 """
@@ -27,6 +28,7 @@ import requests
 from core import migrate
 from core.db import connect
 from core.sqlfiles import query
+from devstack.embedded_pg import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
@@ -65,15 +67,12 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
     raise SystemExit(f"devstack: {url} did not answer within {timeout_s:g} s")
 
 
-def _database_url() -> tuple[str, object | None]:
+def _database_url() -> tuple[str, EmbeddedPostgres | None]:
     url = os.environ.get("DATABASE_URL", "").strip()
     if url:
         return url, None
-    import pgserver
-
-    RUN_DIR.mkdir(exist_ok=True)
-    server = pgserver.get_server(RUN_DIR / "pgdata", cleanup_mode="stop")
-    return server.get_uri(), server
+    server = EmbeddedPostgres(prefix="agenthub-devstack-pg-").start()
+    return server.url, server
 
 
 def _seed(url: str) -> None:
@@ -130,6 +129,14 @@ def cmd_show() -> int:
 
 def cmd_up() -> int:
     url, server = _database_url()
+    try:
+        return _up(url)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _up(url: str) -> int:
     migrate.apply(url, prisma=True)
     _seed(url)
     env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console")}
@@ -202,7 +209,6 @@ def cmd_up() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         STATE.unlink(missing_ok=True)
-        del server
     return 0
 
 

@@ -11,7 +11,38 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from core.db import make_pool
+from devstack.embedded_pg import EmbeddedPostgres
 from tests import pg
+
+_EMBEDDED = pytest.StashKey[EmbeddedPostgres]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Without DATABASE_URL, start one embedded Postgres for the whole run, before any test process exists.
+
+    Only the controller starts it (xdist workers have ``workerinput`` and inherit its URL through the
+    environment, which the workers are spawned with after this hook); it lives in a fresh folder and is
+    removed in ``pytest_unconfigure``, so every run, CI's included, takes the first-run path.
+    """
+    if hasattr(config, "workerinput") or pg.configured_url():
+        return
+    server = EmbeddedPostgres(prefix="agenthub-pgtest-", durable=False, max_connections=400).start()
+    config.stash[_EMBEDDED] = server
+    os.environ[pg.EMBEDDED_URL_ENV] = server.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(_EMBEDDED, None)
+    if server is not None:
+        os.environ.pop(pg.EMBEDDED_URL_ENV, None)
+        server.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    server = config.stash.get(_EMBEDDED, None)
+    if server is not None:
+        return f"postgres: embedded, this run's own ({server.root}), removed at the end"
+    return "postgres: DATABASE_URL"
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,15 @@
 """Where the tests' Postgres comes from, and per-test databases copied from a template.
 
 ``DATABASE_URL`` set: that server (CI: 127.0.0.1:5432, database ``test``).
-Unset: an embedded Postgres from the ``pgserver`` pip package, shared by the
-test processes of one machine and stopped when the last one exits.
+Unset: an embedded Postgres in a fresh folder of this run's own, started once by the
+pytest controller before the test processes need it (``tests/conftest.py``), handed to
+them in ``EMBEDDED_URL_ENV`` and removed when the run ends.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -23,17 +22,20 @@ def with_dbname(url: str, dbname: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
-def server_url() -> str:
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if url:
-        return url
-    import pgserver  # embedded Postgres; only imported when needed
+# Set by the run's controller for its test processes; never by hand.
+EMBEDDED_URL_ENV = "AGENTHUB_TEST_EMBEDDED_PG_URL"
 
-    data = Path(tempfile.gettempdir()) / f"agenthub-pgtest-{os.getuid()}"
-    server = pgserver.get_server(data, cleanup_mode="stop")
-    # Keep a reference so pgserver does not stop it while this process runs.
-    globals()["_embedded"] = server
-    return server.get_uri()
+
+def configured_url() -> str:
+    """The server named by the environment: ``DATABASE_URL``, else this run's embedded one, else ''."""
+    return os.environ.get("DATABASE_URL", "").strip() or os.environ.get(EMBEDDED_URL_ENV, "").strip()
+
+
+def server_url() -> str:
+    url = configured_url()
+    if not url:
+        raise RuntimeError("no test Postgres: DATABASE_URL is unset and tests/conftest.py started none")
+    return url
 
 
 def admin(url: str) -> psycopg.Connection:
