@@ -94,7 +94,7 @@ def _stop(d: Dispatcher, t: threading.Thread) -> None:
 
 def _count_done(url: str) -> int:
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM invocation_outbox WHERE status = 'succeeded'").fetchone()
+        row = conn.execute("SELECT count(*) FROM agent_hub.invocation_outbox WHERE status = 'succeeded'").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -104,10 +104,10 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
     ``history``: finished rows already in the table (the outbox keeps them), as after weeks of traffic.
     """
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE invocation_outbox CASCADE")
+        conn.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")
         if history:
             conn.execute(
-                "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, "
+                "INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, "
                 "started_at, finished_at) SELECT 'history-' || g, 'a', 'history-' || g, 'u', 'p', 'succeeded', 1, "
                 "now(), now() FROM generate_series(1, %s) g", (history,))
         user_id, agent_id = seed.agent(conn, {"main.py": __file__} if full else None)
@@ -152,7 +152,7 @@ def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
     from dispatcher.writeback import message_id
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE invocation_outbox CASCADE")
+        conn.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")
         user_id, agent_id = seed.agent(conn)
         invs = seed.invocations(conn, user_id, agent_id, n, tag="floor")
         seed.outbox_rows(conn, invs)
@@ -253,7 +253,7 @@ def ours_wakeup(url: str, n: int, *, listen: bool, poll_s: float, gap_s: float =
     One invocation at a time (low load): the next is posted once the previous was claimed, plus a gap.
     """
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE invocation_outbox CASCADE")
+        conn.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")
         user_id, agent_id = seed.agent(conn)
         invs = seed.invocations(conn, user_id, agent_id, n, tag="wake")
         conn.execute("VACUUM ANALYZE")

@@ -76,6 +76,6 @@ def outbox_rows(conn: psycopg.Connection, invs: list[Invocation]) -> None:
     """Queue the invocations as the ingress would (one outbox row each), in one statement."""
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt) VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, session_id, user_id, prompt) VALUES (%s, %s, %s, %s, %s)",
             [(i.job_id, i.agent_id, i.session_id, i.user_id, i.prompt) for i in invs],
         )

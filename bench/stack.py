@@ -185,8 +185,8 @@ def _wait_done(url: str, job_ids: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute("SELECT count(*) FROM invocation_outbox WHERE job_id = ANY(%s) AND finished_at IS NOT NULL",
-                               (job_ids,)).fetchone()
+            row = conn.execute("SELECT count(*) FROM agent_hub.invocation_outbox "
+                               "WHERE job_id = ANY(%s) AND finished_at IS NOT NULL", (job_ids,)).fetchone()
             if row and row[0] == len(job_ids):
                 return
             time.sleep(0.02)
@@ -196,7 +196,7 @@ def _wait_done(url: str, job_ids: list[str], timeout: float) -> None:
 def e2e(url: str, n: int, rss: PeakRss, tmp: Path, transport: str) -> dict[str, Any]:
     """Sequential invocations of a trivial agent: POST -> outbox finished_at, minus Piston's wall time."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE invocation_outbox CASCADE")  # earlier stages' rows must not queue ahead of ours
+        conn.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")  # earlier stages' rows must not queue ahead of ours
         user_id, agent_id = seed.agent(conn, _agent_files(tmp, TRIVIAL_AGENT))
         invs = seed.invocations(conn, user_id, agent_id, n + 5, tag="e2e")
     piston = LocalPiston(PISTON_ENV).start()
@@ -223,7 +223,7 @@ def e2e(url: str, n: int, rss: PeakRss, tmp: Path, transport: str) -> dict[str, 
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT o.job_id, o.status::text AS status, o.created_at, o.started_at, o.finished_at, o.result, o.last_error "
-            "FROM invocation_outbox o WHERE o.job_id = ANY(%s)", (list(posted),)).fetchall()
+            "FROM agent_hub.invocation_outbox o WHERE o.job_id = ANY(%s)", (list(posted),)).fetchall()
         started_log = dict(conn.execute(
             'SELECT "jobId", extract(epoch FROM min("timestamp")) FROM "JobLog" WHERE "jobId" = ANY(%s) '
             "AND \"message\" LIKE 'run started%%' GROUP BY 1", (list(posted),)).fetchall())
@@ -258,7 +258,7 @@ def e2e(url: str, n: int, rss: PeakRss, tmp: Path, transport: str) -> dict[str, 
 def saturation(url: str, backlog: int, rss: PeakRss, tmp: Path, slots: int = 8) -> dict[str, Any]:
     """A backlog of 1 s agents on `slots` slots: the share of the backlog's time all slots ran an agent."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE invocation_outbox CASCADE")
+        conn.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")
         user_id, agent_id = seed.agent(conn, _agent_files(tmp, SLEEP_AGENT))
         invs = seed.invocations(conn, user_id, agent_id, backlog, tag="sat")
     piston = LocalPiston({**PISTON_ENV, "PISTON_MAX_CONCURRENT_JOBS": str(slots)}).start()
@@ -277,7 +277,7 @@ def saturation(url: str, backlog: int, rss: PeakRss, tmp: Path, slots: int = 8) 
         rows = conn.execute(
             'SELECT m."content", extract(epoch FROM o.started_at), extract(epoch FROM o.finished_at), '
             "(o.result->>'elapsed_s')::float8 "
-            'FROM invocation_outbox o JOIN "ChatMessage" m ON m."sessionId" = o.session_id '
+            'FROM agent_hub.invocation_outbox o JOIN "ChatMessage" m ON m."sessionId" = o.session_id '
             "AND m.\"role\" = 'agent' WHERE o.job_id = ANY(%s)", ([i.job_id for i in invs],)).fetchall()
     spans = sorted((float(a), float(b)) for a, b in (content.split() for content, _, _, _ in rows))
     # The same slots as the dispatcher holds them: each Piston call, from the request sent to the result in

@@ -7,6 +7,12 @@
 Idempotent and safe to run from several processes at once: a session advisory
 lock serialises runners, each file is applied in its own transaction and
 recorded with its checksum, and an edited, already-applied file is an error.
+
+Every object of ours lives in the Postgres schema ``agent_hub`` (``SCHEMA``), out of
+Prisma's sight: migration files name their objects without a schema and are applied
+with ``agent_hub`` first on the search_path; the ledger is ``agent_hub.schema_migrations``.
+An installation from before that layout (our objects and ledger in ``public``) is moved
+into ``agent_hub`` in place, in one transaction, before anything else is applied.
 """
 
 from __future__ import annotations
@@ -16,25 +22,19 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import psycopg
 
 from core.config import ConfigError, database_url
 from core.db import connect
-from core.sqlfiles import SQL_ROOT
+from core.sqlfiles import SQL_ROOT, query
 
 MIGRATIONS_DIR = SQL_ROOT / "migrations"
 PRISMA_SCHEMA = SQL_ROOT / "prisma" / "schema.sql"
+SCHEMA = "agent_hub"  # named in sql/queries/ and sql/queries/migrate/*.sql too
 # Arbitrary constant shared by all runners of this service's migrations.
 ADVISORY_LOCK_KEY = 0x4147_4855_4D49  # "AGHUMI"
-
-_CREATE_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version    TEXT PRIMARY KEY,
-    checksum   TEXT NOT NULL,
-    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
-"""
 
 
 class MigrationError(Exception):
@@ -65,16 +65,12 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def _applied(conn: psycopg.Connection) -> dict[str, str]:
-    rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+def _applied(conn: psycopg.Connection, name: str = "migrate/applied") -> dict[str, str]:
+    rows = conn.execute(query(name)).fetchall()
     return {r["version"]: r["checksum"] for r in rows}
 
 
-def pending(conn: psycopg.Connection, migrations: list[Migration] | None = None) -> list[Migration]:
-    """Migrations not yet applied; raises if an applied one was edited."""
-    migrations = discover() if migrations is None else migrations
-    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS e").fetchone()
-    applied = _applied(conn) if exists and exists["e"] else {}
+def _unapplied(applied: dict[str, str], migrations: list[Migration]) -> list[Migration]:
     out = []
     for m in migrations:
         if m.version in applied:
@@ -85,12 +81,46 @@ def pending(conn: psycopg.Connection, migrations: list[Migration] | None = None)
     return out
 
 
+def pending(conn: psycopg.Connection, migrations: list[Migration] | None = None) -> list[Migration]:
+    """Migrations not yet applied; raises if an applied one was edited."""
+    migrations = discover() if migrations is None else migrations
+    layout = conn.execute(query("migrate/layout")).fetchone()
+    applied = _applied(conn) if layout and layout["ledger_in_schema"] else {}
+    return _unapplied(applied, migrations)
+
+
+def relocate_legacy_layout(conn: psycopg.Connection, migrations: list[Migration], out: TextIO) -> bool:
+    """Move an installation from before the ``agent_hub`` schema out of ``public``; True when it did.
+
+    Only a ``public.schema_migrations`` that is ours is moved: our columns, and every version in it one of
+    our files with its checksum (someone else's ledger of the same name is left alone). Runs under the
+    advisory lock, in one transaction: a concurrent runner waits, then finds the new layout.
+    """
+    layout = conn.execute(query("migrate/layout")).fetchone()
+    if not layout or not layout["ledger_in_public"]:
+        return False
+    legacy = _applied(conn, "migrate/legacy_applied")
+    ours = {m.version for m in migrations}
+    if not legacy or not set(legacy) <= ours:
+        return False  # not our ledger: same name, other owner
+    if layout["ledger_in_schema"]:
+        raise MigrationError(
+            f"this service's migrations ledger is in both public and {SCHEMA}: a version from before the move "
+            f"into {SCHEMA} ran its migrations after it; see docs/runbook.md \"Our objects outside agent_hub\"")
+    _unapplied(legacy, migrations)  # an edited file is refused before anything moves
+    with conn.transaction():
+        conn.execute(query("migrate/relocate"))
+    print(f"moved this service's objects from public into {SCHEMA} ({len(legacy)} migration(s) recorded)", file=out)
+    return True
+
+
 def prisma_tables_exist(conn: psycopg.Connection) -> bool:
+    # The hub's tables resolve through the connection's search_path (Prisma's schema, public by default).
     row = conn.execute("""SELECT to_regclass('"Job"') IS NOT NULL AS e""").fetchone()
     return bool(row and row["e"])
 
 
-def apply(url: str, *, prisma: bool = False, out=sys.stdout) -> list[str]:
+def apply(url: str, *, prisma: bool = False, out: TextIO = sys.stdout) -> list[str]:
     """Apply pending migrations; returns the versions applied by this call."""
     done: list[str] = []
     with connect(url, autocommit=True, application_name="agent-hub-migrate") as conn:
@@ -100,14 +130,14 @@ def apply(url: str, *, prisma: bool = False, out=sys.stdout) -> list[str]:
                 with conn.transaction():
                     conn.execute(PRISMA_SCHEMA.read_text(encoding="utf-8"))
                 print("created the Prisma tables (local/test only)", file=out)
-            conn.execute(_CREATE_TABLE)
-            for m in pending(conn):
+            migrations = discover()
+            relocate_legacy_layout(conn, migrations, out)
+            conn.execute(query("migrate/ledger"))
+            for m in pending(conn, migrations):
                 with conn.transaction():
+                    conn.execute(query("migrate/in_schema"))
                     conn.execute(m.sql)
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
-                        (m.version, m.checksum),
-                    )
+                    conn.execute(query("migrate/record"), {"version": m.version, "checksum": m.checksum})
                 done.append(m.version)
                 print(f"applied {m.version}", file=out)
         finally:

@@ -2,6 +2,7 @@
 
 Checks, each printed as one ``ok`` / ``FAIL`` line saying what is wrong:
 - the database answers and our migrations (sql/migrations) are all applied, none edited since;
+- no object of ours is outside our schema ``agent_hub`` (a half-done move, or an older version's migrate);
 - the Prisma tables and columns (and enum labels) our queries use are there;
 - Piston answers ``GET /api/v2/runtimes`` and has a Python runtime.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from core import migrate
@@ -69,6 +71,13 @@ def check_database(url: str) -> list[Check]:
                 checks.append(Check("migrations", False, f"not applied: {names}; run `python -m core.migrate` (release step)"))
             else:
                 checks.append(Check("migrations", True, f"all {len(migrate.discover())} applied"))
+        stray = [r for r in conn.execute(query("verify/stray_objects")).fetchall() if _ours(conn, r)]
+        if stray:
+            names = ", ".join(f"{r['kind']} {r['schema_name']}.{r['name']}" for r in stray)
+            checks.append(Check("schema", False, f"objects of ours outside {migrate.SCHEMA}: {names}; "
+                                                 "see docs/runbook.md \"Our objects outside agent_hub\""))
+        else:
+            checks.append(Check("schema", True, f"every object of ours is in {migrate.SCHEMA}"))
         rows = conn.execute(query("verify/columns"), {"tables": list(PRISMA_COLUMNS)}).fetchall()
         found: dict[str, set[str]] = {}
         for row in rows:
@@ -92,6 +101,17 @@ def check_database(url: str) -> list[Check]:
         else:
             checks.append(Check("prisma enums", True, "JobStatus and JobType have the values we use"))
     return checks
+
+
+def _ours(conn: psycopg.Connection, obj: Mapping[str, str]) -> bool:
+    """A stray object is ours; a table named schema_migrations only if it records one of our migrations."""
+    if (obj["kind"], obj["name"]) != ("table", "schema_migrations"):
+        return True
+    versions = [m.version for m in migrate.discover()]
+    stmt = sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.schema_migrations WHERE version = ANY(%s)) AS ours").format(
+        sql.Identifier(obj["schema_name"]))
+    row = conn.execute(stmt, (versions,)).fetchone()
+    return bool(row and row["ours"])
 
 
 def check_piston(url: str) -> Check:

@@ -25,15 +25,16 @@ TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 class Proc:
     """A child process whose output goes to a temp file (never a pipe that could fill up)."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], root: Path = REPO) -> None:
         self.args = args
         self.env = env
+        self.root = root  # the code it runs: this checkout, or another version's (upgrade tests)
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
-        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        env = {**os.environ, **self.env, "PYTHONPATH": str(self.root)}
+        self.proc = subprocess.Popen(self.args, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         return self
 
@@ -180,7 +181,7 @@ class Stack:
 
     def outbox(self, job_id: str) -> dict[str, Any]:
         with self.connect() as c:
-            row = c.execute("SELECT * FROM invocation_outbox WHERE job_id = %s", (job_id,)).fetchone()
+            row = c.execute("SELECT * FROM agent_hub.invocation_outbox WHERE job_id = %s", (job_id,)).fetchone()
         assert row is not None
         return row
 

@@ -60,8 +60,8 @@ def child_jobs(stack: Stack, parent_job_id: str) -> list[dict[str, Any]]:
     """The parent's children, in call order: their Job rows joined with their outbox rows."""
     with stack.connect() as c:
         return c.execute(
-            'SELECT j.*, c.depth, c.agent_chain, c.status AS outbox_status, c.result FROM invocation_outbox p '
-            'JOIN invocation_outbox c ON c.parent_id = p.id JOIN "Job" j ON j."id" = c.job_id '
+            'SELECT j.*, c.depth, c.agent_chain, c.status AS outbox_status, c.result FROM agent_hub.invocation_outbox p '
+            'JOIN agent_hub.invocation_outbox c ON c.parent_id = p.id JOIN "Job" j ON j."id" = c.job_id '
             "WHERE p.job_id = %s ORDER BY c.id",
             (parent_job_id,),
         ).fetchall()
@@ -103,8 +103,8 @@ def test_a_calls_b_and_gets_bs_messages_b_sees_its_own_env_and_has_its_own_succe
     # The child wrote no chat message anywhere: it has no session.
     with stack.connect() as c:
         row = c.execute('SELECT count(*) AS n FROM "ChatMessage" WHERE "content" LIKE %s', ('env={"B_VAR"%',)).fetchone()
-        first = c.execute("SELECT e.actor, e.reason, e.to_status::text AS to_status FROM invocation_outbox_event e "
-                          "JOIN invocation_outbox o ON o.id = e.outbox_id WHERE o.job_id = %s ORDER BY e.id LIMIT 1",
+        first = c.execute("SELECT e.actor, e.reason, e.to_status::text AS to_status FROM agent_hub.invocation_outbox_event e "
+                          "JOIN agent_hub.invocation_outbox o ON o.id = e.outbox_id WHERE o.job_id = %s ORDER BY e.id LIMIT 1",
                           (child["id"],)).fetchone()
     assert row["n"] == 0
     # its history starts with the dispatcher creating it for its caller, not with "ingress"

@@ -98,14 +98,14 @@ def assert_all_succeeded_exactly_once(stack: Stack, ws: list[factories.World], e
     wrong = {sid: m for sid, m in messages_by_session(stack, ws).items() if m != expected}
     assert not wrong, f"{len(wrong)} sessions with missing or repeated messages, e.g. {list(wrong.items())[:3]}"
     with stack.connect() as c:
-        open_rows = c.execute("SELECT count(*) AS n FROM invocation_outbox WHERE status IN ('pending', 'running')"
+        open_rows = c.execute("SELECT count(*) AS n FROM agent_hub.invocation_outbox WHERE status IN ('pending', 'running')"
                               ).fetchone()
     assert open_rows is not None and open_rows["n"] == 0
 
 
 def event_count(stack: Stack, reason: str) -> int:
     with stack.connect() as c:
-        row = c.execute("SELECT count(*) AS n FROM invocation_outbox_event WHERE reason = %s", (reason,)).fetchone()
+        row = c.execute("SELECT count(*) AS n FROM agent_hub.invocation_outbox_event WHERE reason = %s", (reason,)).fetchone()
     assert row is not None
     return int(row["n"])
 
@@ -136,7 +136,7 @@ class StaleLeaseWatch(threading.Thread):
         with self.stack.connect() as c:
             while not self.done.wait(0.25):
                 row = c.execute("SELECT coalesce(extract(epoch FROM now() - min(lease_expires_at)), 0)::float8 AS s "
-                                "FROM invocation_outbox WHERE status = 'running'").fetchone()
+                                "FROM agent_hub.invocation_outbox WHERE status = 'running'").fetchone()
                 assert row is not None
                 self.worst_s = max(self.worst_s, row["s"])
 
@@ -246,7 +246,7 @@ def test_postgres_restart_during_200_invocations_gives_503_while_down_and_loses_
         with stack.connect() as c:
             # Started before the stop and finished after Postgres was fully down: it lived through the outage.
             # (Not "after start() returned": a retried write may commit while pg_ctl is still polling.)
-            spanning = c.execute("SELECT count(*) AS n FROM invocation_outbox WHERE started_at < to_timestamp(%s) "
+            spanning = c.execute("SELECT count(*) AS n FROM agent_hub.invocation_outbox WHERE started_at < to_timestamp(%s) "
                                  "AND finished_at > to_timestamp(%s)", (down_at, stopped_at)).fetchone()
         assert spanning is not None and spanning["n"] > 0, "some runs must have been in flight across the restart"
     finally:
@@ -298,7 +298,7 @@ def test_piston_down_past_the_retry_budget_fails_clearly_and_an_operator_replay_
         assert "10 done" in res.stdout
         assert_all_succeeded_exactly_once(stack, ws, ["hi"])
         with stack.connect() as c:
-            replays = c.execute("SELECT DISTINCT actor, reason FROM invocation_outbox_event "
+            replays = c.execute("SELECT DISTINCT actor, reason FROM agent_hub.invocation_outbox_event "
                                 "WHERE from_status = 'failed' AND to_status = 'pending'").fetchall()
         assert [(r["actor"].split("@")[0], r["reason"]) for r in replays] == [("fault-tests", "piston is back")]
     finally:

@@ -194,7 +194,7 @@ hub.call_llm("a call so the key is used " + hub.get_job_id())
     assert stack.messages(w2.session_id) == ["kind=auth"]
     everything = [stack.logs(), gemini.output()]
     with stack.connect() as c:
-        for table in ('"JobLog"', '"ChatMessage"', '"Job"', "invocation_outbox"):
+        for table in ('"JobLog"', '"ChatMessage"', '"Job"', "agent_hub.invocation_outbox"):
             everything.append(json.dumps([dict(r) for r in c.execute(f"SELECT * FROM {table}").fetchall()], default=str))
     assert all(KEY not in text for text in everything)
     assert all(KEY[9:] not in text for text in everything)  # not even the random part

@@ -149,7 +149,7 @@ def test_dispatcher_metrics_count_runs_by_outcome_and_read_the_outbox(
     assert sample(text, "agenthub_database_up") == 1
     with stack.connect() as c:
         counts = {r["status"]: r["n"] for r in c.execute(
-            "SELECT status::text, count(*) AS n FROM invocation_outbox GROUP BY status").fetchall()}
+            "SELECT status::text, count(*) AS n FROM agent_hub.invocation_outbox GROUP BY status").fetchall()}
     assert sample(text, "agenthub_outbox_rows", 'status="succeeded"') == counts["succeeded"]
     assert sample(text, "agenthub_outbox_rows", 'status="failed"') == counts["failed"]
     assert sample(text, "agenthub_outbox_rows", 'status="pending"') == 0
@@ -161,6 +161,6 @@ def test_web_metrics_serve_the_outbox_gauges(stack: Stack) -> None:
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
     assert sample(resp.text, "agenthub_database_up") == 1
     with stack.connect() as c:
-        done = c.execute("SELECT count(*) AS n FROM invocation_outbox WHERE status = 'succeeded'").fetchone()
+        done = c.execute("SELECT count(*) AS n FROM agent_hub.invocation_outbox WHERE status = 'succeeded'").fetchone()
     assert done is not None
     assert sample(resp.text, "agenthub_outbox_rows", 'status="succeeded"') == done["n"]

@@ -207,14 +207,15 @@ def everything_stored(conn: psycopg.Connection) -> Iterator[tuple[str, str]]:
     """Every row of every table as JSON text, except the ones that hold what an agent chose to give its user
     (ChatMessage, UserVariable: checked separately) and AgentEnvVar, where the secrets live."""
     tables = conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        "SELECT format('%I.%I', table_schema, table_name) AS name FROM information_schema.tables "
+        "WHERE table_schema IN ('public', 'agent_hub') AND table_type = 'BASE TABLE'"
     ).fetchall()
-    names = sorted(t["table_name"] for t in tables)
-    assert {"Job", "JobLog", "invocation_outbox"} <= set(names)
+    names = sorted(t["name"] for t in tables)
+    assert {'public."Job"', 'public."JobLog"', "agent_hub.invocation_outbox", "agent_hub.invocation_outbox_event"} <= set(names)
     for name in names:
-        if name in ("AgentEnvVar", "ChatMessage", "UserVariable"):
+        if name in ('public."AgentEnvVar"', 'public."ChatMessage"', 'public."UserVariable"'):
             continue
-        for row in conn.execute(f'SELECT row_to_json(t)::text AS j FROM "{name}" t').fetchall():
+        for row in conn.execute(f"SELECT row_to_json(t)::text AS j FROM {name} t").fetchall():
             # Both the JSON text and every string in it as stored (row_to_json escapes quotes and backslashes).
             yield name, row["j"] + "\n" + "\n".join(strings(json.loads(row["j"])))
 

@@ -110,7 +110,7 @@ def conn(server_db: str) -> Iterator[psycopg.Connection]:
 
 
 def rows_for(conn: psycopg.Connection, job_id: str) -> list[dict[str, Any]]:
-    return conn.execute("SELECT * FROM invocation_outbox WHERE job_id = %s", (job_id,)).fetchall()
+    return conn.execute("SELECT * FROM agent_hub.invocation_outbox WHERE job_id = %s", (job_id,)).fetchall()
 
 
 def test_nextjs_post_gets_202_then_200_and_one_row(server: WebProcess, conn: psycopg.Connection) -> None:

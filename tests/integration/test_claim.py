@@ -35,7 +35,7 @@ def test_claim_leases_due_rows_in_order_and_moves_their_jobs_to_processing(
     assert [c.id for c in claimed] == ids
     assert all(c.attempts == 1 and c.job_started and c.job_status_before == "QUEUED" for c in claimed)
     rows = conn.execute(
-        "SELECT status, lease_owner, lease_expires_at > now() AS live, started_at FROM invocation_outbox"
+        "SELECT status, lease_owner, lease_expires_at > now() AS live, started_at FROM agent_hub.invocation_outbox"
     ).fetchall()
     assert all(r["status"] == "running" and r["lease_owner"] == OWNER and r["live"] and r["started_at"] for r in rows)
     jobs = conn.execute('SELECT "status", "startedAt" FROM "Job" WHERE "id" = ANY(%s)', ([w.job_id for w in worlds],)).fetchall()
@@ -51,7 +51,7 @@ def test_claim_respects_the_batch_size(conn: psycopg.Connection, pool: Connectio
 
 def test_row_waiting_for_its_next_attempt_is_not_claimed_early(conn: psycopg.Connection, pool: ConnectionPool) -> None:
     rid = enqueue(conn, factories.world(conn))
-    conn.execute("UPDATE invocation_outbox SET next_attempt_at = now() + interval '1 hour' WHERE id = %s", (rid,))
+    conn.execute("UPDATE agent_hub.invocation_outbox SET next_attempt_at = now() + interval '1 hour' WHERE id = %s", (rid,))
     assert claim_ids(pool) == []
 
 
@@ -71,7 +71,7 @@ def test_later_turn_waits_while_an_earlier_one_is_backing_off(conn: psycopg.Conn
     a1 = factories.world(conn)
     a2 = factories.next_turn(conn, a1, "second")
     ida1, _ = enqueue(conn, a1), enqueue(conn, a2)
-    conn.execute("UPDATE invocation_outbox SET next_attempt_at = now() + interval '1 hour' WHERE id = %s", (ida1,))
+    conn.execute("UPDATE agent_hub.invocation_outbox SET next_attempt_at = now() + interval '1 hour' WHERE id = %s", (ida1,))
     assert claim_ids(pool) == []
 
 
@@ -79,10 +79,10 @@ def test_expired_lease_is_reclaimed_and_counts_an_attempt(conn: psycopg.Connecti
     rid = enqueue(conn, factories.world(conn))
     assert claim_ids(pool, owner="dead") == [rid]
     assert claim_ids(pool, owner="alive") == []  # lease still live
-    conn.execute("UPDATE invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (rid,))
+    conn.execute("UPDATE agent_hub.invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (rid,))
     claimed = claims.claim(pool, owner="alive", batch=10, lease_s=30)
     assert [(c.id, c.attempts) for c in claimed] == [(rid, 2)]
-    assert conn.execute("SELECT lease_owner FROM invocation_outbox").fetchone() == {"lease_owner": "alive"}
+    assert conn.execute("SELECT lease_owner FROM agent_hub.invocation_outbox").fetchone() == {"lease_owner": "alive"}
 
 
 def test_concurrent_claimers_skip_each_others_rows_without_waiting(db_url: str, conn: psycopg.Connection) -> None:
@@ -116,10 +116,10 @@ def test_finish_by_a_dispatcher_that_lost_its_lease_changes_nothing(conn: psycop
     claim_ids(pool, owner="new-owner")
     stale = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="old-owner")
     assert not stale.finish(OutboxStatus.FAILED, error="late", result={}, status_message="failed")
-    assert conn.execute("SELECT status::text FROM invocation_outbox").fetchone() == {"status": "running"}
+    assert conn.execute("SELECT status::text FROM agent_hub.invocation_outbox").fetchone() == {"status": "running"}
     owner = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="new-owner")
     assert owner.finish(OutboxStatus.SUCCEEDED, error=None, result={"messages": 0}, status_message="completed")
-    row = conn.execute("SELECT status::text, finished_at, lease_owner, result FROM invocation_outbox").fetchone()
+    row = conn.execute("SELECT status::text, finished_at, lease_owner, result FROM agent_hub.invocation_outbox").fetchone()
     assert row is not None and row["status"] == "succeeded" and row["finished_at"] and row["lease_owner"] is None
     job = conn.execute('SELECT "status"::text, "progress", "completedAt" FROM "Job" WHERE "id" = %s', (w.job_id,)).fetchone()
     assert job == {"status": "SUCCEEDED", "progress": 100.0, "completedAt": job["completedAt"]} and job["completedAt"]
@@ -130,11 +130,11 @@ def test_heartbeat_renews_leases_and_reports_cancelled_jobs_and_lost_rows(conn: 
     r1, r2 = enqueue(conn, w1), enqueue(conn, w2)
     claim_ids(pool, lease_s=5)
     conn.execute("""UPDATE "Job" SET "status" = 'CANCELLED' WHERE "id" = %s""", (w1.job_id,))
-    conn.execute("UPDATE invocation_outbox SET lease_owner = 'someone-else' WHERE id = %s", (r2,))
+    conn.execute("UPDATE agent_hub.invocation_outbox SET lease_owner = 'someone-else' WHERE id = %s", (r2,))
     alive = claims.heartbeat(pool, owner=OWNER, ids=[r1, r2], lease_s=60)
     assert alive == {r1: "CANCELLED"}
     left = conn.execute(
-        "SELECT lease_expires_at - now() > interval '30 seconds' AS renewed FROM invocation_outbox WHERE id = %s", (r1,)
+        "SELECT lease_expires_at - now() > interval '30 seconds' AS renewed FROM agent_hub.invocation_outbox WHERE id = %s", (r1,)
     ).fetchone()
     assert left == {"renewed": True}
 
@@ -144,7 +144,7 @@ def test_release_gives_the_row_back_without_counting_the_attempt(conn: psycopg.C
     rid = enqueue(conn, w)
     claim_ids(pool)
     assert claims.release(pool, owner=OWNER, ids=[rid]) == [rid]
-    row = conn.execute("SELECT status::text, attempts, lease_owner FROM invocation_outbox").fetchone()
+    row = conn.execute("SELECT status::text, attempts, lease_owner FROM agent_hub.invocation_outbox").fetchone()
     assert row == {"status": "pending", "attempts": 0, "lease_owner": None}
     assert conn.execute('SELECT "status"::text FROM "Job"').fetchone() == {"status": "QUEUED"}
     assert claim_ids(pool) == [rid]
@@ -157,7 +157,7 @@ def test_retry_later_reschedules_the_row_and_requeues_the_job(conn: psycopg.Conn
     wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
     assert wb.retry_later(delay_s=60, error="Piston unavailable", status_message="waiting to retry")
     row = conn.execute(
-        "SELECT status::text, attempts, last_error, next_attempt_at > now() AS later FROM invocation_outbox"
+        "SELECT status::text, attempts, last_error, next_attempt_at > now() AS later FROM agent_hub.invocation_outbox"
     ).fetchone()
     assert row == {"status": "pending", "attempts": 1, "last_error": "Piston unavailable", "later": True}
     assert conn.execute('SELECT "status"::text, "statusMessage" FROM "Job"').fetchone() == {
@@ -173,7 +173,7 @@ def test_a_second_running_row_for_one_session_is_refused_by_the_database(conn: p
     enqueue(conn, a1)
     enqueue(conn, a2)
     set_running = (
-        "UPDATE invocation_outbox SET status = 'running', lease_owner = 'x', "
+        "UPDATE agent_hub.invocation_outbox SET status = 'running', lease_owner = 'x', "
         "lease_expires_at = now() + interval '1 minute' WHERE job_id = %s"
     )
     conn.execute(set_running, (a1.job_id,))
@@ -204,7 +204,7 @@ def test_result_json_is_stored_on_the_row(conn: psycopg.Connection, pool: Connec
     claim_ids(pool)
     wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
     wb.finish(OutboxStatus.FAILED, error="agent exited with status 3", result={"exit_code": 3}, status_message="failed")
-    row = conn.execute("SELECT result, last_error FROM invocation_outbox").fetchone()
+    row = conn.execute("SELECT result, last_error FROM agent_hub.invocation_outbox").fetchone()
     assert row == {"result": {"exit_code": 3}, "last_error": "agent exited with status 3"}
     job = conn.execute('SELECT "status"::text, "errorMessage" FROM "Job"').fetchone()
     assert job == {"status": "FAILED", "errorMessage": "agent exited with status 3"}
@@ -214,7 +214,7 @@ def _child_of(conn: psycopg.Connection, parent_id: int, w: factories.World, owne
     """A call_agent child row as the dispatcher inserts it: running, leased, no session."""
     job_id = factories.job(conn, w.user_id, w.agent_id, None, status="PROCESSING")
     row = conn.execute(
-        "INSERT INTO invocation_outbox (job_id, agent_id, user_id, prompt, status, attempts, lease_owner, "
+        "INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, user_id, prompt, status, attempts, lease_owner, "
         "lease_expires_at, started_at, parent_id, depth) VALUES (%s, %s, %s, 'x', 'running', 1, %s, now() + %s::interval, "
         "now(), %s, 1) RETURNING id",
         (job_id, w.agent_id, w.user_id, owner, lease, parent_id),
@@ -228,7 +228,7 @@ def test_expired_child_row_is_never_claimed_as_a_run_of_its_own(conn: psycopg.Co
     parent = enqueue(conn, w)
     claim_ids(pool, owner="dead")
     _child_of(conn, parent, w, "dead", "-1 second")
-    conn.execute("UPDATE invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (parent,))
+    conn.execute("UPDATE agent_hub.invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (parent,))
     assert claim_ids(pool, owner="alive") == [parent]  # the caller re-runs; its old child does not
 
 
@@ -239,7 +239,7 @@ def test_sweep_fails_orphaned_children_and_leaves_live_ones(conn: psycopg.Connec
     orphan, orphan_job = _child_of(conn, parent, w, OWNER, "-1 second")
     live, live_job = _child_of(conn, parent, w, OWNER, "1 minute")
     assert claims.sweep_orphans(pool) == [orphan]
-    rows = {r["id"]: r["status"] for r in conn.execute("SELECT id, status::text FROM invocation_outbox").fetchall()}
+    rows = {r["id"]: r["status"] for r in conn.execute("SELECT id, status::text FROM agent_hub.invocation_outbox").fetchall()}
     assert rows[orphan] == "failed" and rows[live] == "running"
     jobs = {r["id"]: r for r in conn.execute('SELECT "id", "status"::text, "errorMessage" FROM "Job"').fetchall()}
     assert jobs[orphan_job]["status"] == "FAILED" and "calling run stopped" in jobs[orphan_job]["errorMessage"]
@@ -256,13 +256,13 @@ def test_claim_scans_only_open_rows_however_many_finished_rows_the_table_keeps(
 ) -> None:
     # Finished rows stay for history; the claim must not walk past them (migration 0004).
     conn.execute(
-        "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, finished_at) "
+        "INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, finished_at) "
         "SELECT 'old-' || g, 'a', 's-' || g, 'u', 'p', 'succeeded', 1, now() FROM generate_series(1, 3000) g")
     rid = enqueue(conn, factories.world(conn))
     conn.execute(  # and a backlog behind the first open row
-        "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt) "
+        "INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, session_id, user_id, prompt) "
         "SELECT 'new-' || g, 'a', 'n-' || g, 'u', 'p' FROM generate_series(1, 300) g")
-    conn.execute("ANALYZE invocation_outbox")
+    conn.execute("ANALYZE agent_hub.invocation_outbox")
     params = {"owner": OWNER, "batch": 10, "lease_s": 30, "running": []}
     with conn.transaction():  # EXPLAIN ANALYZE really claims: rolled back below
         plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query("dispatcher/claim"), params).fetchone()
@@ -299,7 +299,7 @@ def test_finish_after_a_lost_lease_still_writes_its_log_lines_but_changes_no_sta
                             logs=[("info", "run finished: succeeded")])
     assert conn.execute('SELECT count(*) AS n FROM "JobLog" WHERE "jobId" = %s AND "message" = %s',
                         (w.job_id, "run finished: succeeded")).fetchone() == {"n": 1}
-    assert conn.execute("SELECT status::text FROM invocation_outbox").fetchone() == {"status": "running"}
+    assert conn.execute("SELECT status::text FROM agent_hub.invocation_outbox").fetchone() == {"status": "running"}
 
 
 def test_heartbeat_skips_a_row_locked_by_a_commit_in_flight_and_still_counts_it_as_ours(
@@ -310,11 +310,11 @@ def test_heartbeat_skips_a_row_locked_by_a_commit_in_flight_and_still_counts_it_
     r1, r2 = enqueue(conn, w1), enqueue(conn, w2)
     claim_ids(pool, lease_s=5)
     with psycopg.connect(db_url) as other:
-        other.execute("SELECT id FROM invocation_outbox WHERE id = %s FOR UPDATE", (r1,))
+        other.execute("SELECT id FROM agent_hub.invocation_outbox WHERE id = %s FOR UPDATE", (r1,))
         alive = claims.heartbeat(pool, owner=OWNER, ids=[r1, r2], lease_s=60)
         other.rollback()
     assert alive == {r1: "PROCESSING", r2: "PROCESSING"}
     renewed = conn.execute(
-        "SELECT id, lease_expires_at - now() > interval '30 seconds' AS renewed FROM invocation_outbox ORDER BY id"
+        "SELECT id, lease_expires_at - now() > interval '30 seconds' AS renewed FROM agent_hub.invocation_outbox ORDER BY id"
     ).fetchall()
     assert renewed == [{"id": r1, "renewed": False}, {"id": r2, "renewed": True}]

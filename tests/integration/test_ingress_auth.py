@@ -42,7 +42,7 @@ def client(app: Flask) -> FlaskClient:
 
 
 def outbox_count(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT count(*) AS n FROM invocation_outbox").fetchone()
+    row = conn.execute("SELECT count(*) AS n FROM agent_hub.invocation_outbox").fetchone()
     assert row is not None
     return int(row["n"])
 

@@ -131,13 +131,13 @@ def shared_db(pg_server_url: str, template_name: str) -> Iterator[Shared]:
 @pytest.fixture
 def shared(shared_db: Shared) -> Shared:
     # Start each test from an empty outbox and a drained channel, so a failure stays with its test.
-    shared_db.conn.execute("TRUNCATE invocation_outbox CASCADE")  # and its events (0003)
+    shared_db.conn.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")  # and its events (0003)
     shared_db.listener.received()
     return shared_db
 
 
 def outbox_rows(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    return conn.execute("SELECT * FROM invocation_outbox ORDER BY id").fetchall()
+    return conn.execute("SELECT * FROM agent_hub.invocation_outbox ORDER BY id").fetchall()
 
 
 def post(client: FlaskClient, path: str, payload: Any) -> Any:
@@ -601,7 +601,7 @@ def test_readyz_is_503_when_the_prisma_tables_are_missing(empty_db_url: str) -> 
 
 
 def test_readyz_is_503_when_a_migration_is_pending(db_url: str, conn: psycopg.Connection) -> None:
-    conn.execute("DELETE FROM schema_migrations")
+    conn.execute("DELETE FROM agent_hub.schema_migrations")
     app = make_app(db_url)
     try:
         resp = app.test_client().get("/readyz")
@@ -666,11 +666,11 @@ BEGIN RAISE EXCEPTION 'forced failure after the outbox insert'; END $$
     "trigger",
     [
         pytest.param(
-            "CREATE TRIGGER test_boom AFTER INSERT ON invocation_outbox FOR EACH ROW EXECUTE FUNCTION test_boom()",
+            "CREATE TRIGGER test_boom AFTER INSERT ON agent_hub.invocation_outbox FOR EACH ROW EXECUTE FUNCTION test_boom()",
             id="after-insert",
         ),
         pytest.param(
-            "CREATE CONSTRAINT TRIGGER test_boom AFTER INSERT ON invocation_outbox DEFERRABLE INITIALLY DEFERRED "
+            "CREATE CONSTRAINT TRIGGER test_boom AFTER INSERT ON agent_hub.invocation_outbox DEFERRABLE INITIALLY DEFERRED "
             "FOR EACH ROW EXECUTE FUNCTION test_boom()",
             id="at-commit",
         ),
@@ -691,7 +691,7 @@ def test_failure_after_the_insert_rolls_back_row_and_notification(
     assert listener.received() == []
 
     # The pooled connection is clean afterwards: the same request succeeds once the fault is gone.
-    conn.execute("DROP TRIGGER test_boom ON invocation_outbox")
+    conn.execute("DROP TRIGGER test_boom ON agent_hub.invocation_outbox")
     assert client.post(w.invoke_path, json=w.invoke_body()).status_code == 202
     assert len(listener.received()) == 1
 
@@ -736,7 +736,7 @@ def test_racing_inserts_that_lose_on_the_unique_job_id_answer_200(
     # pinned on its own by the next test).
     w = f.world(conn)
     with psycopg.connect(db_url) as blocker:
-        blocker.execute("LOCK TABLE invocation_outbox IN SHARE MODE")
+        blocker.execute("LOCK TABLE agent_hub.invocation_outbox IN SHARE MODE")
         results: list[Any] = []
         thread = threading.Thread(target=lambda: results.extend(_post_concurrently(app, w.invoke_path, w.invoke_body(), 8)))
         thread.start()
@@ -820,7 +820,7 @@ def test_stuck_query_is_cut_by_the_statement_timeout_and_answers_503(
     app = make_app(db_url, DB_STATEMENT_TIMEOUT_MS="200")
     try:
         with psycopg.connect(db_url) as blocker:
-            blocker.execute("LOCK TABLE invocation_outbox IN ACCESS EXCLUSIVE MODE")
+            blocker.execute("LOCK TABLE agent_hub.invocation_outbox IN ACCESS EXCLUSIVE MODE")
             started = time.monotonic()
             resp = app.test_client().post(w.invoke_path, json=w.invoke_body())
             elapsed = time.monotonic() - started

@@ -46,7 +46,7 @@ class Target:
     expected_rows: int = 0  # only these tests write: one count query per request is enough
 
     def rows(self) -> int:
-        row = self.conn.execute("SELECT count(*) AS n FROM invocation_outbox").fetchone()
+        row = self.conn.execute("SELECT count(*) AS n FROM agent_hub.invocation_outbox").fetchone()
         assert row is not None
         return int(row["n"])
 
@@ -76,7 +76,7 @@ def check(target: Target, resp: Any, body: Any) -> None:
     if resp.status_code == 202:
         assert after == before + 1
         assert isinstance(body, dict) and resp.get_json()["jobId"] == body["jobId"]
-        row = target.conn.execute("SELECT job_id FROM invocation_outbox WHERE job_id = %s", (body["jobId"],)).fetchall()
+        row = target.conn.execute("SELECT job_id FROM agent_hub.invocation_outbox WHERE job_id = %s", (body["jobId"],)).fetchall()
         assert len(row) == 1
     else:
         assert after == before, f"{resp.status_code} wrote {after - before} row(s)"

@@ -41,15 +41,15 @@ PRISMA_TABLES = {
 }
 
 
-def tables(url: str) -> set[str]:
+def tables(url: str, schema: str = "public") -> set[str]:
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()
+        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)).fetchall()
     return {r[0] for r in rows}
 
 
 def recorded(url: str) -> list[tuple[str, str]]:
     with psycopg.connect(url) as conn:
-        return [(r[0], r[1]) for r in conn.execute("SELECT version, checksum FROM schema_migrations ORDER BY version")]
+        return [(r[0], r[1]) for r in conn.execute("SELECT version, checksum FROM agent_hub.schema_migrations ORDER BY version")]
 
 
 def run_cli(*args: str, database_url: str | None) -> subprocess.CompletedProcess[str]:
@@ -80,7 +80,7 @@ def test_the_first_migration_is_the_outbox() -> None:
 def test_apply_on_an_empty_database_creates_our_tables_and_records_each_migration(empty_db_url: str) -> None:
     out = io.StringIO()
     assert migrate.apply(empty_db_url, out=out) == VERSIONS
-    assert {"invocation_outbox", "schema_migrations"} <= tables(empty_db_url)
+    assert {"invocation_outbox", "schema_migrations"} <= tables(empty_db_url, "agent_hub")
     assert recorded(empty_db_url) == [(m.version, m.checksum) for m in discover()]
     assert [line for line in out.getvalue().splitlines() if line.startswith("applied ")] == [f"applied {v}" for v in VERSIONS]
 
@@ -213,7 +213,7 @@ def test_cli_check_exits_0_once_migrated(empty_db_url: str) -> None:
 def test_cli_check_exits_2_when_an_applied_migration_was_edited(empty_db_url: str) -> None:
     migrate.apply(empty_db_url, out=io.StringIO())
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        conn.execute("UPDATE schema_migrations SET checksum = 'not-the-file' WHERE version = %s", (VERSIONS[0],))
+        conn.execute("UPDATE agent_hub.schema_migrations SET checksum = 'not-the-file' WHERE version = %s", (VERSIONS[0],))
     result = run_cli("--check", database_url=empty_db_url)
     assert result.returncode == 2
     assert result.stderr.strip() == f"migrate: migration {VERSIONS[0]} was edited after it was applied"
@@ -222,7 +222,7 @@ def test_cli_check_exits_2_when_an_applied_migration_was_edited(empty_db_url: st
 def test_cli_refuses_to_apply_over_an_edited_migration(empty_db_url: str) -> None:
     migrate.apply(empty_db_url, out=io.StringIO())
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        conn.execute("UPDATE schema_migrations SET checksum = 'not-the-file' WHERE version = %s", (VERSIONS[0],))
+        conn.execute("UPDATE agent_hub.schema_migrations SET checksum = 'not-the-file' WHERE version = %s", (VERSIONS[0],))
     result = run_cli(database_url=empty_db_url)
     assert result.returncode == 2
     assert "was edited" in result.stderr
@@ -246,7 +246,8 @@ def test_cli_prisma_creates_the_prisma_tables_once(empty_db_url: str) -> None:
     first = run_cli("--prisma", database_url=empty_db_url)
     assert first.returncode == 0, first.stderr
     assert "created the Prisma tables" in first.stdout
-    assert PRISMA_TABLES | {"invocation_outbox", "schema_migrations"} <= tables(empty_db_url)
+    assert tables(empty_db_url) >= PRISMA_TABLES
+    assert {"invocation_outbox", "schema_migrations"} <= tables(empty_db_url, "agent_hub")
 
     # A second run must not recreate (or fail on) them: a row written in between survives.
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
@@ -268,4 +269,4 @@ def test_cli_prisma_on_a_database_prisma_already_owns_only_adds_our_tables(empty
     result = run_cli(database_url=empty_db_url)
     assert result.returncode == 0, result.stderr
     assert "created the Prisma tables" not in result.stdout
-    assert {"invocation_outbox", "schema_migrations"} <= tables(empty_db_url)
+    assert {"invocation_outbox", "schema_migrations"} <= tables(empty_db_url, "agent_hub")

@@ -38,7 +38,7 @@ def cli(db_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
 def queued(conn: psycopg.Connection, *, max_attempts: int = 5) -> tuple[factories.World, int]:
     w = factories.world(conn)
     row = conn.execute(
-        "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, max_attempts) "
+        "INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, session_id, user_id, prompt, max_attempts) "
         "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
         (w.job_id, w.agent_id, w.session_id, w.user_id, w.prompt, max_attempts),
     ).fetchone()
@@ -68,7 +68,7 @@ def failed_row(conn: psycopg.Connection, error: str = "Piston unavailable: conne
 
 
 def outbox(conn: psycopg.Connection, row_id: int) -> dict[str, Any]:
-    row = conn.execute("SELECT *, status::text AS status FROM invocation_outbox WHERE id = %s", (row_id,)).fetchone()
+    row = conn.execute("SELECT *, status::text AS status FROM agent_hub.invocation_outbox WHERE id = %s", (row_id,)).fetchone()
     assert row is not None
     return row
 
@@ -82,7 +82,7 @@ def job(conn: psycopg.Connection, job_id: str) -> dict[str, Any]:
 def events(conn: psycopg.Connection, row_id: int) -> list[dict[str, Any]]:
     return conn.execute(
         "SELECT from_status::text AS from_status, to_status::text AS to_status, attempts, actor, reason, detail "
-        "FROM invocation_outbox_event WHERE outbox_id = %s ORDER BY id", (row_id,)).fetchall()
+        "FROM agent_hub.invocation_outbox_event WHERE outbox_id = %s ORDER BY id", (row_id,)).fetchall()
 
 
 def transitions(conn: psycopg.Connection, row_id: int) -> list[tuple[str | None, str, str, str]]:
@@ -121,7 +121,7 @@ def test_every_dispatcher_transition_is_recorded_and_heartbeats_are_not(conn: ps
 def test_a_reclaimed_expired_lease_is_recorded_with_the_dead_owner(conn: psycopg.Connection) -> None:
     _, row_id = queued(conn)
     assert claim(conn, owner="dead:1:x") == [row_id]
-    conn.execute("UPDATE invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (row_id,))
+    conn.execute("UPDATE agent_hub.invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (row_id,))
     assert claim(conn, owner="alive:2:y") == [row_id]
     last = events(conn, row_id)[-1]
     assert (last["from_status"], last["to_status"], last["reason"], last["attempts"]) == (
@@ -134,7 +134,7 @@ def test_list_prints_counts_by_status_then_rows_and_applies_filters(conn: psycop
     w_failed, failed_id = failed_row(conn)  # first: claim() takes every due row
     _, pending_id = queued(conn)
     _, old_id = queued(conn)
-    conn.execute("UPDATE invocation_outbox SET created_at = now() - interval '3 hours' WHERE id = %s", (old_id,))
+    conn.execute("UPDATE agent_hub.invocation_outbox SET created_at = now() - interval '3 hours' WHERE id = %s", (old_id,))
 
     res = cli(db_url, "list")
     assert res.returncode == 0, res.stderr
@@ -234,7 +234,7 @@ def test_filtered_replay_takes_only_matching_rows_and_dry_run_changes_nothing(co
     _, recent_a = failed_row(conn)
     w_b, recent_b = failed_row(conn)
     _, old = failed_row(conn)
-    conn.execute("UPDATE invocation_outbox SET created_at = now() - interval '2 days' WHERE id = %s", (old,))
+    conn.execute("UPDATE agent_hub.invocation_outbox SET created_at = now() - interval '2 days' WHERE id = %s", (old,))
     _, succeeded = queued(conn)
     assert claim(conn) == [succeeded]
     finish(conn, succeeded, "succeeded")
@@ -322,11 +322,11 @@ def test_missing_or_unreachable_database_exits_2_with_one_clear_line() -> None:
 def _outbox_row(conn: psycopg.Connection, status: str, *, finished_days_ago: float | None = None,
                 parent: int | None = None) -> int:
     """A row as the dispatcher leaves it; terminal rows finished `finished_days_ago` days ago."""
-    n = conn.execute("SELECT count(*) AS n FROM invocation_outbox").fetchone()["n"]
+    n = conn.execute("SELECT count(*) AS n FROM agent_hub.invocation_outbox").fetchone()["n"]
     row = conn.execute(
-        "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, "
+        "INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, "
         "lease_owner, lease_expires_at, finished_at, parent_id, depth) "
-        "VALUES (%(job)s, 'a', %(session)s, 'u', 'p', %(status)s::invocation_status, 1, "
+        "VALUES (%(job)s, 'a', %(session)s, 'u', 'p', %(status)s::agent_hub.invocation_status, 1, "
         "CASE WHEN %(status)s = 'running' THEN 'someone' END, "
         "CASE WHEN %(status)s = 'running' THEN now() + interval '1 minute' END, "
         "CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled') THEN now() - make_interval(days => %(days)s) END, "
@@ -338,7 +338,7 @@ def _outbox_row(conn: psycopg.Connection, status: str, *, finished_days_ago: flo
 
 
 def _ids(conn: psycopg.Connection) -> list[int]:
-    return [r["id"] for r in conn.execute("SELECT id FROM invocation_outbox ORDER BY id").fetchall()]
+    return [r["id"] for r in conn.execute("SELECT id FROM agent_hub.invocation_outbox ORDER BY id").fetchall()]
 
 
 def test_prune_deletes_old_finished_rows_with_their_events_and_keeps_everything_else(
@@ -351,15 +351,16 @@ def test_prune_deletes_old_finished_rows_with_their_events_and_keeps_everything_
     w, real = queued(conn)  # a real one with its Prisma rows, finished long ago
     assert real in claim(conn)
     finish(conn, real, "succeeded")
-    conn.execute("UPDATE invocation_outbox SET finished_at = now() - interval '60 days' WHERE id = %s", (real,))
-    assert conn.execute("SELECT count(*) AS n FROM invocation_outbox_event WHERE outbox_id = %s", (real,)).fetchone()["n"] >= 3
+    conn.execute("UPDATE agent_hub.invocation_outbox SET finished_at = now() - interval '60 days' WHERE id = %s", (real,))
+    events = "SELECT count(*) AS n FROM agent_hub.invocation_outbox_event WHERE outbox_id = %s"
+    assert conn.execute(events, (real,)).fetchone()["n"] >= 3
 
     res = cli(db_url, "prune", "--older-than", "30d", "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["rows"] == 3
     assert _ids(conn) == [recent, pending, running]
     assert old_ok not in _ids(conn) and old_failed not in _ids(conn)
-    assert conn.execute("SELECT count(*) AS n FROM invocation_outbox_event WHERE outbox_id = %s", (real,)).fetchone()["n"] == 0
+    assert conn.execute(events, (real,)).fetchone()["n"] == 0
     # the hub's own rows are Prisma's: untouched
     assert conn.execute('SELECT "status"::text AS s FROM "Job" WHERE "id" = %s', (w.job_id,)).fetchone() == {"s": "SUCCEEDED"}
 

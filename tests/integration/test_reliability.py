@@ -15,7 +15,7 @@ def enqueue(conn: psycopg.Connection) -> int:
 
 
 def expire(conn: psycopg.Connection, row_id: int) -> None:
-    conn.execute("UPDATE invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (row_id,))
+    conn.execute("UPDATE agent_hub.invocation_outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (row_id,))
 
 
 def ids(pool: ConnectionPool, owner: str, running: list[int]) -> list[int]:

@@ -8,7 +8,7 @@
 -- SKIP LOCKED lets several dispatchers claim side by side without waiting.
 WITH due AS (
     SELECT o.id
-    FROM invocation_outbox o
+    FROM agent_hub.invocation_outbox o
     -- the open rows only: invocation_outbox_open_id_idx (0004) keeps finished rows out of the scan
     WHERE o.status IN ('pending', 'running')
       AND ((o.status = 'pending' AND o.next_attempt_at <= now())
@@ -21,7 +21,7 @@ WITH due AS (
             AND o.parent_id IS NULL))
       AND (o.session_id IS NULL OR NOT EXISTS (
             SELECT 1
-            FROM invocation_outbox p
+            FROM agent_hub.invocation_outbox p
             WHERE p.session_id = o.session_id
               AND p.id <> o.id
               AND p.status IN ('pending', 'running')
@@ -31,7 +31,7 @@ WITH due AS (
     FOR UPDATE OF o SKIP LOCKED
 ),
 claimed AS (
-    UPDATE invocation_outbox o
+    UPDATE agent_hub.invocation_outbox o
     SET status = 'running',
         attempts = o.attempts + 1,
         lease_owner = %(owner)s,

@@ -12,8 +12,8 @@ WITH logs AS (
     ORDER BY l.n
 ),
 done AS (
-    UPDATE invocation_outbox
-    SET status = %(status)s::invocation_status,
+    UPDATE agent_hub.invocation_outbox
+    SET status = %(status)s::agent_hub.invocation_status,
         result = %(result)s,
         last_error = %(error)s,
         finished_at = now(),

@@ -8,20 +8,20 @@
 -- beats long, until the next beat. Rows not returned are no longer ours (lease lost).
 WITH mine AS (
     SELECT id
-    FROM invocation_outbox
+    FROM agent_hub.invocation_outbox
     WHERE id = ANY(%(ids)s) AND status = 'running' AND lease_owner = %(owner)s
     ORDER BY id
     FOR UPDATE SKIP LOCKED
 ),
 renewed AS (
-    UPDATE invocation_outbox o
+    UPDATE agent_hub.invocation_outbox o
     SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)
     FROM mine
     WHERE o.id = mine.id
     RETURNING o.id
 )
 SELECT o.id, j."status"::text AS job_status, (r.id IS NOT NULL) AS renewed
-FROM invocation_outbox o
+FROM agent_hub.invocation_outbox o
 LEFT JOIN renewed r ON r.id = o.id
 LEFT JOIN "Job" j ON j."id" = o.job_id
 WHERE o.id = ANY(%(ids)s) AND o.status = 'running' AND o.lease_owner = %(owner)s

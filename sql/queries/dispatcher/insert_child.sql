@@ -16,7 +16,7 @@ job AS (
     RETURNING "id"
 ),
 child AS (
-    INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, max_attempts,
+    INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, session_id, user_id, prompt, status, attempts, max_attempts,
                                    lease_owner, lease_expires_at, started_at, parent_id, depth, agent_chain)
     SELECT job."id", %(agent_id)s, NULL, %(user_id)s, %(prompt)s, 'running', 1, 1,
            %(owner)s, now() + make_interval(secs => %(lease_s)s), now(), %(parent_id)s, %(depth)s, %(chain)s

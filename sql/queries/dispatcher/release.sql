@@ -1,7 +1,7 @@
 -- release: give rows back at shutdown so another dispatcher takes them at once.
 -- The attempt is not counted: the agent was not at fault.
 WITH back AS (
-    UPDATE invocation_outbox
+    UPDATE agent_hub.invocation_outbox
     SET status = 'pending',
         attempts = greatest(attempts - 1, 0),
         next_attempt_at = now(),

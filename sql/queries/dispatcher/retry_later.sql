@@ -2,7 +2,7 @@
 -- next_attempt_at; the Job goes back to QUEUED and says why. When attempts are
 -- used up the caller uses finish (failed) instead.
 WITH back AS (
-    UPDATE invocation_outbox
+    UPDATE agent_hub.invocation_outbox
     SET status = 'pending',
         next_attempt_at = now() + make_interval(secs => %(delay_s)s),
         last_error = %(error)s,

@@ -2,14 +2,14 @@
 -- running their caller died. Nobody waits for them any more, so they end FAILED (the
 -- caller's own row is reclaimed and re-run, and makes a new child if it still wants one).
 WITH orphans AS (
-    SELECT id FROM invocation_outbox
+    SELECT id FROM agent_hub.invocation_outbox
     WHERE status = 'running' AND parent_id IS NOT NULL AND lease_expires_at < now()
     ORDER BY id
     LIMIT 100
     FOR UPDATE SKIP LOCKED
 ),
 done AS (
-    UPDATE invocation_outbox o
+    UPDATE agent_hub.invocation_outbox o
     SET status = 'failed',
         last_error = 'the calling run stopped before this call_agent child finished',
         finished_at = now(),

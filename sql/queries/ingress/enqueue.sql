@@ -30,10 +30,10 @@ WITH look AS (
     FROM (VALUES (1)) AS one (x)
     LEFT JOIN "Job" j ON j."id" = %(job_id)s
     LEFT JOIN "Session" s ON s."id" = %(session_id)s
-    LEFT JOIN invocation_outbox o ON o.job_id = %(job_id)s
+    LEFT JOIN agent_hub.invocation_outbox o ON o.job_id = %(job_id)s
 ),
 ins AS (
-    INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt, max_attempts)
+    INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, session_id, user_id, prompt, max_attempts)
     SELECT %(job_id)s, %(agent_id)s, %(session_id)s, %(user_id)s, %(prompt)s, %(max_attempts)s
     FROM look
     WHERE look.outbox_id IS NULL

@@ -3,5 +3,5 @@
 SELECT o.status::text AS status,
        count(*) AS n,
        extract(epoch FROM now() - min(o.created_at))::float8 AS oldest_age_s
-FROM invocation_outbox o
+FROM agent_hub.invocation_outbox o
 GROUP BY o.status

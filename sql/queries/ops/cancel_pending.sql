@@ -1,6 +1,6 @@
 -- cancel_pending: a row nobody runs yet goes straight to cancelled, with its Job.
 WITH done AS (
-    UPDATE invocation_outbox
+    UPDATE agent_hub.invocation_outbox
     SET status = 'cancelled',
         finished_at = now(),
         result = jsonb_build_object('cancelled_by', %(actor)s::text)

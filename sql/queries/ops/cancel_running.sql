@@ -4,14 +4,14 @@
 WITH jobs AS (
     UPDATE "Job" j
     SET "status" = 'CANCELLED', "completedAt" = now(), "statusMessage" = 'cancelled by an operator'
-    FROM invocation_outbox o
+    FROM agent_hub.invocation_outbox o
     WHERE o.id = ANY(%(ids)s::bigint[]) AND o.status = 'running'
       AND j."id" = o.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
     -- hub_events (docs/operations.md): the Job's status change, in this transaction.
     RETURNING o.id, o.attempts, pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
                                           'status', j."status")::text)
 )
-INSERT INTO invocation_outbox_event (outbox_id, from_status, to_status, attempts, actor, reason, detail)
+INSERT INTO agent_hub.invocation_outbox_event (outbox_id, from_status, to_status, attempts, actor, reason, detail)
 SELECT id, 'running', 'running', attempts, %(actor)s, %(reason)s, '{"requested": "cancel"}'::jsonb
 FROM jobs
 RETURNING outbox_id AS id

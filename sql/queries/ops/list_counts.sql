@@ -2,7 +2,7 @@
 -- status filter is left out so the operator always sees the whole picture).
 SELECT o.status::text AS status, count(*) AS n,
        min(o.created_at) AS oldest, max(o.created_at) AS newest
-FROM invocation_outbox o
+FROM agent_hub.invocation_outbox o
 WHERE (%(agent_id)s::text IS NULL OR o.agent_id = %(agent_id)s::text)
   AND (%(since_s)s::float8 IS NULL OR o.created_at >= now() - make_interval(secs => %(since_s)s::float8))
   AND (%(older_s)s::float8 IS NULL OR o.created_at < now() - make_interval(secs => %(older_s)s::float8))

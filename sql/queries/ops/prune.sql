@@ -7,7 +7,7 @@
 -- %(dry_run)s: count what would go, delete nothing.
 WITH RECURSIVE roots AS (
     SELECT o.id
-    FROM invocation_outbox o
+    FROM agent_hub.invocation_outbox o
     WHERE o.parent_id IS NULL
       AND o.id > %(after)s
       AND o.status IN ('succeeded', 'failed', 'cancelled')
@@ -19,17 +19,17 @@ WITH RECURSIVE roots AS (
 tree AS (
     SELECT r.id, r.id AS root FROM roots r
     UNION ALL
-    SELECT c.id, t.root FROM invocation_outbox c JOIN tree t ON c.parent_id = t.id
+    SELECT c.id, t.root FROM agent_hub.invocation_outbox c JOIN tree t ON c.parent_id = t.id
 ),
 ready AS (
     SELECT t.id
     FROM tree t
     WHERE NOT EXISTS (
-        SELECT 1 FROM tree u JOIN invocation_outbox x ON x.id = u.id
+        SELECT 1 FROM tree u JOIN agent_hub.invocation_outbox x ON x.id = u.id
         WHERE u.root = t.root AND x.status IN ('pending', 'running'))
 ),
 gone AS (
-    DELETE FROM invocation_outbox o
+    DELETE FROM agent_hub.invocation_outbox o
     USING ready
     WHERE o.id = ready.id AND NOT %(dry_run)s::boolean
     RETURNING o.id

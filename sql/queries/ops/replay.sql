@@ -2,7 +2,7 @@
 -- to QUEUED, and a NOTIFY so a dispatcher takes them at once. The previous error is
 -- kept in the event row (the trigger records it as previous_error).
 WITH back AS (
-    UPDATE invocation_outbox
+    UPDATE agent_hub.invocation_outbox
     SET status = 'pending',
         attempts = 0,
         next_attempt_at = now(),
