@@ -146,10 +146,9 @@ class Runner:
             built = self._bundle(ctx, sources, transport)
         except (AgentFilesError, bundle.BundleError) as exc:
             return Outcome.finish(OutboxStatus.FAILED, redact(str(exc)))
-        left_out = ctx.history_total - built.history_kept
-        if left_out > 0:
+        if ctx.history_total > built.history_kept:
             wb.log("info", f"chat history windowed: the agent sees the newest {built.history_kept} of "
-                           f"{ctx.history_total} messages (Piston's request limit is {self.cfg.piston_max_body_bytes} bytes)")
+                           f"{ctx.history_total} messages ({self._window_causes(ctx, built)})")
         wb.log("info", f"run started: attempt {row.attempts} of {row.max_attempts}, entrypoint {built.entry}, "
                        f"transport {transport.value}")
         limits = RunLimits(run_timeout_ms=self.cfg.run_timeout_ms, run_memory_limit=self.cfg.run_memory_limit)
@@ -184,6 +183,16 @@ class Runner:
             metrics.piston_error("error")
             return Outcome.finish(OutboxStatus.FAILED, redact(f"Piston error: {exc}"))
         return self._outcome(result, stats, limits, control, wb, redact, time.monotonic() - started)
+
+    def _window_causes(self, ctx: context.AgentContext, built: bundle.BuiltBundle) -> str:
+        """What cut the history: the newest HISTORY_MAX_MESSAGES read, and/or the bundle's size limit."""
+        loaded = len(ctx.context["chat_history"])
+        causes: list[str] = []
+        if ctx.history_total > loaded:
+            causes.append(f"HISTORY_MAX_MESSAGES is {self.cfg.history_max_messages}")
+        if loaded > built.history_kept:
+            causes.append(f"Piston's request limit is {self.cfg.piston_max_body_bytes} bytes")
+        return "; ".join(causes)
 
     def _bundle(self, ctx: context.AgentContext, sources: list[bundle.AgentSource], transport: Transport) -> bundle.BuiltBundle:
         ctx.context["transport"] = transport.value

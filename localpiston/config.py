@@ -78,6 +78,9 @@ class Config:
     limit_overrides: dict[str, dict[str, int]] = field(default_factory=dict)
     bind_address: str = "127.0.0.1:2000"
     python: str | None = None  # PISTON_PYTHON: interpreter to run code with (localpiston only)
+    # PISTON_DISABLE_WEBSOCKET (localpiston only): serve no /api/v2/connect, like a Piston behind a
+    # proxy that drops WebSocket upgrades, so clients' fallback to /execute can be tested end to end.
+    websocket: bool = True
 
     def limit(self, language: str, name: str) -> int:
         """Piston's compute_single_limit: override `||` global (so an override of 0 falls back)."""
@@ -140,4 +143,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     values["limit_overrides"] = {} if raw_overrides is None else _parse_overrides(raw_overrides)
     values["bind_address"] = env.get("PISTON_BIND_ADDRESS", "127.0.0.1:2000")
     values["python"] = env.get("PISTON_PYTHON") or None
+    raw_ws = env.get("PISTON_DISABLE_WEBSOCKET", "false")
+    if raw_ws not in ("true", "false"):  # not a Piston option: no reason to copy its leniency
+        raise ConfigError(f"Config option disable_websocket failed validation: {raw_ws} is not true or false")
+    values["websocket"] = raw_ws == "false"
     return Config(**values)

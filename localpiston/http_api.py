@@ -33,10 +33,11 @@ TOO_LARGE_STACK = (
 
 
 class State:
-    def __init__(self, runtimes: list[Runtime], sandbox: Sandbox, queue: JobQueue) -> None:
+    def __init__(self, runtimes: list[Runtime], sandbox: Sandbox, queue: JobQueue, *, websocket: bool = True) -> None:
         self.runtimes = runtimes
         self.sandbox = sandbox
         self.queue = queue
+        self.websocket = websocket  # False: /api/v2/connect is a 404 even for an upgrade request
         self.tasks: set[asyncio.Task[Any]] = set()
 
 
@@ -170,7 +171,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if method == "OPTIONS" and path in ROUTES:
         allowed = ",".join(sorted({*ROUTES[path], *(("HEAD",) if "GET" in ROUTES[path] else ())}))
         return web.Response(status=200, text=allowed, headers={"Allow": allowed, "X-Powered-By": "Express"})
-    if path == "/api/v2/connect" and method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket":
+    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+    # Disabled, it falls through to the 404 Piston gives a plain GET (what a proxy that drops upgrades sends).
+    if path == "/api/v2/connect" and method == "GET" and upgrade and request.app[STATE_KEY].websocket:
         return await connect(request)
     if path == "/api/v2/runtimes" and method in ("GET", "HEAD"):
         state = request.app[STATE_KEY]

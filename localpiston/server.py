@@ -27,7 +27,7 @@ async def serve(config: Config, host: str, port: int) -> None:
         runtime = Runtime.python(isolation.version, pkgdir, config)
         sandbox = Sandbox(isolation, root)
         await sandbox.start()
-        state = State([runtime], sandbox, JobQueue(config.max_concurrent_jobs))
+        state = State([runtime], sandbox, JobQueue(config.max_concurrent_jobs), websocket=config.websocket)
         runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -37,7 +37,7 @@ async def serve(config: Config, host: str, port: int) -> None:
 
         shutil.rmtree(root, ignore_errors=True)
         raise
-    notes = "; ".join(isolation.notes)
+    notes = "; ".join([*isolation.notes, *([] if config.websocket else ["no /api/v2/connect: PISTON_DISABLE_WEBSOCKET=true"])])
     log.info(
         "localpiston (Piston API 3.1.1, dev/test only) on http://%s:%d: %s%s",
         host, port, isolation.summary(), f" [{notes}]" if notes else "",
