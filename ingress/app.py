@@ -20,6 +20,7 @@ from core.logging import get_logger
 from core.sqlfiles import query
 from ingress import openapi
 from ingress.auth import bearer_problem
+from ingress.body import RequestBody, drain_limit
 from ingress.enqueue import enqueue
 from ingress.errors import ApiError
 from ingress.validation import Limits, parse_invoke
@@ -54,6 +55,7 @@ def create_app(config: IngressConfig | None = None, pool: ConnectionPool | None 
         # Do not wait: the process must start (and /readyz say why) even while Postgres is down.
         pool.open(wait=False)
     limits = Limits(max_prompt_chars=cfg.max_prompt_chars, max_id_chars=cfg.max_id_chars)
+    max_drain = drain_limit(cfg.max_body_bytes)
 
     app = Flask("ingress")
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
@@ -98,6 +100,19 @@ def create_app(config: IngressConfig | None = None, pool: ConnectionPool | None 
         )
         return resp
 
+    @app.after_request
+    def _finish_body(resp: Response) -> Response:
+        # Runs before _log_request (Flask runs these last-registered first), so the logged time includes it.
+        # Before any answer (a 413 above all) the unread rest of the body is read and dropped, else the
+        # connection is reset under a client still sending and it never reads the answer (ingress/body.py).
+        # Not for a 401: an unauthenticated caller gets nothing read.
+        if resp.status_code != 401:
+            body = RequestBody.of(request.environ)
+            if not body.discard(max_drain):
+                log.info("request_body_not_read", read_bytes=body.read_bytes, declared_bytes=body.declared,
+                         limit_bytes=max_drain, status=resp.status_code)
+        return resp
+
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError) -> tuple[Response, int]:
         return _error(err)
@@ -133,9 +148,9 @@ def create_app(config: IngressConfig | None = None, pool: ConnectionPool | None 
     def invoke(agent_id: str) -> tuple[Response, int]:
         if request.mimetype != "application/json":
             raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
-        # get_data honours MAX_CONTENT_LENGTH (413); parsing ourselves keeps a JSON `null` body
-        # (valid JSON, not an object) apart from unparsable bytes, and deep nesting from a 500.
-        data = request.get_data(cache=False)
+        # 413 past MAX_BODY_BYTES, with or without a Content-Length; parsing ourselves keeps a JSON `null`
+        # body (valid JSON, not an object) apart from unparsable bytes, and deep nesting from a 500.
+        data = RequestBody.of(request.environ).read(cfg.max_body_bytes)
         try:
             body: Any = json.loads(data)
         except (ValueError, RecursionError):

@@ -20,13 +20,13 @@ def install_public_layout(url: str, versions: tuple[str, ...] = LEGACY_VERSIONS)
     files = {m.version: m for m in migrate.discover()}
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(migrate.PRISMA_SCHEMA.read_text(encoding="utf-8"))
-        conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, checksum TEXT NOT NULL, "
+        conn.execute("CREATE TABLE public.schema_migrations (version TEXT PRIMARY KEY, checksum TEXT NOT NULL, "
                      "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         for version in versions:
             m = files[version]
             with conn.transaction():
                 conn.execute(m.sql)
-                conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)", (m.version, m.checksum))
+                conn.execute("INSERT INTO public.schema_migrations (version, checksum) VALUES (%s, %s)", (m.version, m.checksum))
 
 
 def public_objects(url: str) -> set[tuple[str, str]]:

@@ -1,5 +1,5 @@
 -- The Prisma-owned tables, written exactly as `prisma migrate` generates them from
--- shared/contract/schema.prisma. Used ONLY by tests and local runs (`make run`);
+-- sql/prisma/schema.prisma (the hub's own schema, copied). Used ONLY by tests and local runs (`make run`);
 -- `release` never applies this file: in production Prisma owns these tables.
 
 -- CreateEnum

@@ -60,7 +60,9 @@ def child_jobs(stack: Stack, parent_job_id: str) -> list[dict[str, Any]]:
     """The parent's children, in call order: their Job rows joined with their outbox rows."""
     with stack.connect() as c:
         return c.execute(
-            'SELECT j.*, c.depth, c.agent_chain, c.status AS outbox_status, c.result FROM agent_hub.invocation_outbox p '
+            'SELECT j.*, c.depth, c.agent_chain, c.status AS outbox_status, c.result, '
+            """j."completedAt" = (c.finished_at AT TIME ZONE 'UTC')::timestamp(3) AS completed_at_finish """
+            'FROM agent_hub.invocation_outbox p '
             'JOIN agent_hub.invocation_outbox c ON c.parent_id = p.id JOIN "Job" j ON j."id" = c.job_id '
             "WHERE p.job_id = %s ORDER BY c.id",
             (parent_job_id,),
@@ -92,7 +94,7 @@ def test_a_calls_b_and_gets_bs_messages_b_sees_its_own_env_and_has_its_own_succe
     assert child["id"] == result["job_id"]
     assert (child["status"], child["type"], child["agentId"], child["userId"], child["sessionId"]) == (
         "SUCCEEDED", "AGENT_INVOCATION", b, w.user_id, None)
-    assert child["progress"] == 100 and child["completedAt"] is not None
+    assert child["progress"] == 100 and child["completed_at_finish"] is True  # completedAt: the child row's finish
     assert child["depth"] == 1 and child["agent_chain"] == [w.agent_id, b] and child["outbox_status"] == "succeeded"
     child_logs = [e["message"] for e in stack.job_logs(child["id"])]
     assert any(f"called by agent {w.agent_id}" in m for m in child_logs)

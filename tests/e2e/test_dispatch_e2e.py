@@ -10,6 +10,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -54,7 +55,6 @@ def test_agent_reads_every_context_function_and_its_messages_land_in_order(
     job = stack.wait_job(w.job_id)
     assert job["status"] == "SUCCEEDED", f"{job['errorMessage']}\n{stack.logs()}"
     assert job["progress"] == 100
-    assert job["startedAt"] is not None and job["completedAt"] is not None
     msgs = stack.messages(w.session_id)
     assert msgs == [
         "prompt=what is up? héllo 日本 🎉",
@@ -66,7 +66,15 @@ def test_agent_reads_every_context_function_and_its_messages_land_in_order(
     with stack.connect() as c:
         var = c.execute('SELECT "value", "updatedAt" FROM "UserVariable" WHERE "sessionId" = %s AND "key" = %s',
                         (w.session_id, "color")).fetchone()
-    assert var is not None and var["value"] == "blue" and var["updatedAt"] is not None
+        # The claim and the finish each write the Job and the outbox row in one statement: the same now().
+        times = c.execute(
+            """SELECT j."startedAt" = (o.started_at AT TIME ZONE 'UTC')::timestamp(3) AS started_at_claim,
+                      j."completedAt" = (o.finished_at AT TIME ZONE 'UTC')::timestamp(3) AS completed_at_finish
+               FROM "Job" j JOIN agent_hub.invocation_outbox o ON o.job_id = j."id" WHERE j."id" = %s""", (w.job_id,),
+        ).fetchone()
+    assert times == {"started_at_claim": True, "completed_at_finish": True}
+    assert var is not None and var["value"] == "blue"
+    assert job["startedAt"] <= var["updatedAt"] <= job["completedAt"]  # written during the run
     logs = [entry["message"] for entry in stack.job_logs(w.job_id)]
     assert any("agent: all context read" in m for m in logs)
     assert any("ordinary output that is not a message" in m for m in logs)
@@ -141,27 +149,34 @@ def test_two_invocations_on_one_session_never_overlap(
         assert start >= end, spans
 
 
-def test_messages_appear_while_the_agent_is_still_running(
+def test_messages_land_while_the_agent_runs_on_ws_and_only_after_it_ends_on_execute(
     stack: Stack, hub_conn: psycopg.Connection, tmp_path: Path
 ) -> None:
-    if stack.transport != "ws":  # type: ignore[attr-defined]
-        # The batch transport returns output only when the run ends: nothing to observe mid-run.
-        assert stack.transport == "execute"  # type: ignore[attr-defined]
-        return
-    code = "import time, hub\nhub.send_message('early')\ntime.sleep(4)\nhub.send_message('late')\n"
+    sleep_s = 4
+    code = f"import time, hub\nhub.send_message('early')\ntime.sleep({sleep_s})\nhub.send_message('late')\n"
     w = agent_with_code(hub_conn, tmp_path, code)
     assert stack.post(w).status_code == 202
-    deadline = time.monotonic() + 15
-    seen_mid_run = False
-    while time.monotonic() < deadline:
-        msgs = stack.messages(w.session_id)
-        if msgs == ["early"] and stack.job(w.job_id)["status"] == "PROCESSING":
-            seen_mid_run = True
-            break
-        time.sleep(0.05)
-    assert seen_mid_run, stack.logs()
-    assert stack.wait_job(w.job_id)["status"] == "SUCCEEDED"
+    if stack.transport == "ws":  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 15
+        seen_mid_run = False
+        while time.monotonic() < deadline:
+            msgs = stack.messages(w.session_id)
+            if msgs == ["early"] and stack.job(w.job_id)["status"] == "PROCESSING":
+                seen_mid_run = True
+                break
+            time.sleep(0.05)
+        assert seen_mid_run, stack.logs()
+    job = stack.wait_job(w.job_id)
+    assert job["status"] == "SUCCEEDED", f"{job}\n{stack.logs()}"
     assert stack.messages(w.session_id) == ["early", "late"]
+    if stack.transport == "execute":  # type: ignore[attr-defined]
+        # The batch transport hands the output over when the run ends, so even 'early' is written after the
+        # agent's sleep. Both timestamps are Postgres' clock: the claim's now() and the insert's clock_timestamp().
+        with stack.connect() as c:
+            early = c.execute('SELECT "timestamp" FROM "ChatMessage" WHERE "sessionId" = %s AND "content" = %s',
+                              (w.session_id, "early")).fetchone()
+        assert early is not None
+        assert early["timestamp"] - job["startedAt"] >= timedelta(seconds=sleep_s), (early, job["startedAt"])
 
 
 def test_cancelled_job_is_skipped_and_its_row_closed_as_cancelled(

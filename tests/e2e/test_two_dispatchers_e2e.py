@@ -79,7 +79,7 @@ def history(stack: Stack, ws: list[factories.World]) -> dict[str, dict[str, Any]
         rows = c.execute(
             "SELECT o.job_id, o.attempts, array_agg(e.reason ORDER BY e.id) AS reasons, "
             "       array_agg(e.detail->>'lease_owner' ORDER BY e.id) FILTER (WHERE e.to_status = 'running') AS owners "
-            "FROM invocation_outbox o JOIN invocation_outbox_event e ON e.outbox_id = o.id "
+            "FROM agent_hub.invocation_outbox o JOIN agent_hub.invocation_outbox_event e ON e.outbox_id = o.id "
             "WHERE o.job_id = ANY(%s) GROUP BY o.id",
             ([w.job_id for w in ws],),
         ).fetchall()
@@ -103,8 +103,8 @@ def session_events(stack: Stack, ws: list[factories.World]) -> list[tuple[int, s
     prompts = {w.job_id: w.prompt for w in ws}
     with stack.connect() as c:
         rows = c.execute(
-            "SELECT e.id, o.session_id, o.job_id, e.reason FROM invocation_outbox_event e "
-            "JOIN invocation_outbox o ON o.id = e.outbox_id "
+            "SELECT e.id, o.session_id, o.job_id, e.reason FROM agent_hub.invocation_outbox_event e "
+            "JOIN agent_hub.invocation_outbox o ON o.id = e.outbox_id "
             "WHERE o.job_id = ANY(%s) AND e.reason IN ('claimed', 'finished') ORDER BY e.id",
             (list(prompts),),
         ).fetchall()

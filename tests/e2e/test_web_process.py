@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 import requests
 from psycopg.rows import dict_row
 
+from ingress.body import DRAIN_FLOOR_BYTES
 from tests import factories as f
 from tests import pg
 
@@ -213,3 +216,115 @@ def test_bad_configuration_exits_non_zero_with_one_clear_line(settings: dict[str
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("ingress: configuration error: ")
     assert variable in lines[0]
+
+
+# A body over MAX_BODY_BYTES (256 KiB by default) that clients write in full before reading the answer.
+BIG_PROMPT_CHARS = 4 * 1024 * 1024
+
+# Node's http module, as axios in Next.js uses it: writes the whole body, then reads the answer.
+# argv: url, file, "length" (Content-Length) or "chunked" (no Content-Length), content type.
+NODE_POST = r"""
+const http = require("http");
+const fs = require("fs");
+const [url, file, framing, type] = process.argv.slice(1);
+const body = fs.readFileSync(file);
+const headers = {"Content-Type": type};
+if (framing === "length") headers["Content-Length"] = body.length;
+const req = http.request(url, {method: "POST", headers}, (res) => {
+  let text = "";
+  res.setEncoding("utf8");
+  res.on("data", (c) => { text += c; });
+  res.on("end", () => { console.log(JSON.stringify({status: res.statusCode, body: text})); });
+});
+req.on("error", (e) => { console.log(JSON.stringify({error: e.code || e.message})); });
+if (framing === "length") { req.end(body); }
+else { for (let i = 0; i < body.length; i += 65536) req.write(body.subarray(i, i + 65536)); req.end(); }
+"""
+
+
+def post_with_curl(url: str, path: Path, framing: str, content_type: str) -> tuple[int, str]:
+    chunked = ["-H", "Transfer-Encoding: chunked"] if framing == "chunked" else []
+    result = subprocess.run(
+        ["curl", "-sS", "-X", "POST", url, "-H", f"Content-Type: {content_type}", *chunked,
+         "--data-binary", f"@{path}", "-w", "\n%{http_code}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, f"curl failed ({result.returncode}): {result.stderr}"
+    text, _, status = result.stdout.rpartition("\n")
+    return int(status), text
+
+
+def post_with_urllib(url: str, path: Path, framing: str, content_type: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    data = path.read_bytes()
+    headers = {"Content-Type": content_type}
+    body: Any = data
+    if framing == "chunked":  # an iterable with Transfer-Encoding set: http.client sends it chunked
+        headers["Transfer-Encoding"] = "chunked"
+        body = iter([data[i:i + 65536] for i in range(0, len(data), 65536)])
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=60) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def post_with_node(url: str, path: Path, framing: str, content_type: str) -> tuple[int, str]:
+    result = subprocess.run(["node", "-e", NODE_POST, url, str(path), framing, content_type],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert "error" not in out, f"node's http saw {out['error']} instead of an answer"
+    return int(out["status"]), str(out["body"])
+
+
+CLIENTS = {"curl": post_with_curl, "urllib": post_with_urllib, "node": post_with_node}
+
+
+@pytest.fixture
+def big_body(conn: psycopg.Connection, tmp_path: Path) -> tuple[f.World, Path]:
+    w = f.world(conn)
+    path = tmp_path / "body.json"
+    path.write_text(json.dumps({**w.invoke_body(), "prompt": "p" * BIG_PROMPT_CHARS}))
+    return w, path
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_body_over_max_body_bytes_gets_a_413_every_client_reads_and_queues_nothing(
+    server: WebProcess, conn: psycopg.Connection, big_body: tuple[f.World, Path], client: str, framing: str,
+) -> None:
+    w, path = big_body
+    status, text = CLIENTS[client](server.url + w.invoke_path, path, framing, "application/json")
+    assert (status, json.loads(text)["error"]) == (413, "body_too_large"), text
+    assert rows_for(conn, w.job_id) == []
+
+
+def test_big_body_with_the_wrong_content_type_gets_a_415_urllib_reads(
+    server: WebProcess, conn: psycopg.Connection, big_body: tuple[f.World, Path],
+) -> None:
+    w, path = big_body
+    status, text = post_with_urllib(server.url + w.invoke_path, path, "length", "text/plain")
+    assert (status, json.loads(text)["error"]) == (415, "unsupported_media_type"), text
+    assert rows_for(conn, w.job_id) == []
+
+
+def test_body_declared_past_the_drain_limit_is_answered_413_without_being_read(
+    server: WebProcess, conn: psycopg.Connection,
+) -> None:
+    # Past DRAIN_FLOOR_BYTES the ingress does not read the body at all: a client that reads while it
+    # sends (this one sends nothing) gets the 413 at once; one still writing may see a reset (README).
+    w = f.world(conn)
+    http = HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        http.putrequest("POST", w.invoke_path)
+        http.putheader("Content-Type", "application/json")
+        http.putheader("Content-Length", str(DRAIN_FLOOR_BYTES + 1))
+        http.endheaders()  # headers only: not one byte of the body is sent
+        resp = http.getresponse()
+        assert (resp.status, json.loads(resp.read())["error"]) == (413, "body_too_large")
+    finally:
+        http.close()
+    assert rows_for(conn, w.job_id) == []

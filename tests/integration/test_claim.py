@@ -38,8 +38,12 @@ def test_claim_leases_due_rows_in_order_and_moves_their_jobs_to_processing(
         "SELECT status, lease_owner, lease_expires_at > now() AS live, started_at FROM agent_hub.invocation_outbox"
     ).fetchall()
     assert all(r["status"] == "running" and r["lease_owner"] == OWNER and r["live"] and r["started_at"] for r in rows)
-    jobs = conn.execute('SELECT "status", "startedAt" FROM "Job" WHERE "id" = ANY(%s)', ([w.job_id for w in worlds],)).fetchall()
-    assert all(j["status"] == "PROCESSING" and j["startedAt"] is not None for j in jobs)
+    jobs = conn.execute(
+        'SELECT j."status"::text, j."startedAt" = (o.started_at AT TIME ZONE \'UTC\')::timestamp(3) AS started_at_claim '
+        'FROM "Job" j JOIN agent_hub.invocation_outbox o ON o.job_id = j."id" WHERE j."id" = ANY(%s)',
+        ([w.job_id for w in worlds],),
+    ).fetchall()
+    assert jobs == [{"status": "PROCESSING", "started_at_claim": True}] * 3
     assert claim_ids(pool) == []
 
 
@@ -121,8 +125,12 @@ def test_finish_by_a_dispatcher_that_lost_its_lease_changes_nothing(conn: psycop
     assert owner.finish(OutboxStatus.SUCCEEDED, error=None, result={"messages": 0}, status_message="completed")
     row = conn.execute("SELECT status::text, finished_at, lease_owner, result FROM agent_hub.invocation_outbox").fetchone()
     assert row is not None and row["status"] == "succeeded" and row["finished_at"] and row["lease_owner"] is None
-    job = conn.execute('SELECT "status"::text, "progress", "completedAt" FROM "Job" WHERE "id" = %s', (w.job_id,)).fetchone()
-    assert job == {"status": "SUCCEEDED", "progress": 100.0, "completedAt": job["completedAt"]} and job["completedAt"]
+    # completedAt is the finish's now(), as the outbox's finished_at, in Prisma's UTC TIMESTAMP(3).
+    job = conn.execute(
+        'SELECT j."status"::text, j."progress", j."completedAt" = (o.finished_at AT TIME ZONE \'UTC\')::timestamp(3) AS '
+        'completed_at_finish FROM "Job" j JOIN agent_hub.invocation_outbox o ON o.job_id = j."id" WHERE j."id" = %s', (w.job_id,),
+    ).fetchone()
+    assert job == {"status": "SUCCEEDED", "progress": 100.0, "completed_at_finish": True}
 
 
 def test_heartbeat_renews_leases_and_reports_cancelled_jobs_and_lost_rows(conn: psycopg.Connection, pool: ConnectionPool) -> None:

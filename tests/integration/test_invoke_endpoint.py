@@ -649,10 +649,11 @@ def test_enqueue_sql_on_a_queued_job_inserts_nothing_and_sends_nothing(
 ) -> None:
     w = f.world(conn)
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as writer:
-        assert writer.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone()["id"] is not None
+        first_id = writer.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone()["id"]
+        assert [r["id"] for r in outbox_rows(conn)] == [first_id]
         assert len(listener.received()) == 1
         again = writer.execute(query("ingress/enqueue"), _enqueue_params(w)).fetchone()
-        assert again["id"] is None and again["outbox_id"] is not None  # a repeat: found, not inserted
+        assert (again["id"], again["outbox_id"]) == (None, first_id)  # a repeat: found, not inserted
     assert listener.received() == []
 
 

@@ -264,9 +264,12 @@ def test_cancel_of_a_pending_row_cancels_the_row_and_its_job_at_once(conn: psyco
     res = cli(db_url, "cancel", w.job_id, "--reason", "user asked")
     assert res.returncode == 0, res.stdout + res.stderr
     row = outbox(conn, row_id)
-    assert row["status"] == "cancelled" and row["finished_at"] is not None
     j = job(conn, w.job_id)
-    assert j["status"] == "CANCELLED" and j["completedAt"] is not None
+    assert (row["status"], j["status"]) == ("cancelled", "CANCELLED")
+    # One statement cancels both: the Job's completedAt is the row's finished_at, in Prisma's UTC TIMESTAMP(3).
+    same = conn.execute("SELECT (%s::timestamptz AT TIME ZONE 'UTC')::timestamp(3) = %s AS same",
+                        (row["finished_at"], j["completedAt"])).fetchone()
+    assert same == {"same": True}
     assert transitions(conn, row_id)[-1] == ("pending", "cancelled", ACTOR, "user asked")
     assert claim(conn) == []
 

@@ -70,15 +70,15 @@ def legacy_rows(url: str) -> dict[str, int]:
         for state in ("pending", "running", "succeeded", "child"):
             w = f.world(conn, prompt=f"{state} prompt")
             ids[state] = conn.execute(
-                "INSERT INTO invocation_outbox (job_id, agent_id, session_id, user_id, prompt) "
+                "INSERT INTO public.invocation_outbox (job_id, agent_id, session_id, user_id, prompt) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING id", (w.job_id, w.agent_id, w.session_id, w.user_id, w.prompt),
             ).fetchone()["id"]
-        conn.execute("UPDATE invocation_outbox SET status = 'running', attempts = 1, lease_owner = 'old-dispatcher', "
+        conn.execute("UPDATE public.invocation_outbox SET status = 'running', attempts = 1, lease_owner = 'old-dispatcher', "
                      "lease_expires_at = now() + interval '1 hour', started_at = now() WHERE id = ANY(%s)",
                      ([ids["running"], ids["succeeded"]],))
-        conn.execute("UPDATE invocation_outbox SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, "
+        conn.execute("UPDATE public.invocation_outbox SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, "
                      "finished_at = now(), result = '{\"exit\": 0}' WHERE id = %s", (ids["succeeded"],))
-        conn.execute("UPDATE invocation_outbox SET parent_id = %s, depth = 1, agent_chain = '{a,b}' WHERE id = %s",
+        conn.execute("UPDATE public.invocation_outbox SET parent_id = %s, depth = 1, agent_chain = '{a,b}' WHERE id = %s",
                      (ids["running"], ids["child"]))
     return ids
 
@@ -180,11 +180,11 @@ def test_an_old_version_migrating_after_the_move_is_refused_and_reported_by_veri
     migrate.apply(empty_db_url, prisma=True, out=quiet())
     # What a version from before the move does when it is deployed again (a rollback): its objects in public.
     with connect(empty_db_url) as conn:
-        conn.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, checksum TEXT NOT NULL, "
+        conn.execute("CREATE TABLE public.schema_migrations (version TEXT PRIMARY KEY, checksum TEXT NOT NULL, "
                      "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         m = migrate.discover()[0]
         conn.execute(m.sql)
-        conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)", (m.version, m.checksum))
+        conn.execute("INSERT INTO public.schema_migrations (version, checksum) VALUES (%s, %s)", (m.version, m.checksum))
     with pytest.raises(migrate.MigrationError, match="ledger is in both public and agent_hub"):
         migrate.apply(empty_db_url, out=quiet())
     checks = {c.name: c for c in verify.check_database(empty_db_url)}

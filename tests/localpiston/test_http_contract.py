@@ -1,4 +1,4 @@
-"""HTTP contract of localpiston against piston.md: shapes, status codes, error bodies."""
+"""HTTP contract of localpiston against docs/piston.md: shapes, status codes, error bodies."""
 
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ def test_repeat_with_any_difference_is_409_job_already_queued(column: str) -> No
 
 def test_already_queued_wins_over_the_job_having_disappeared() -> None:
     # Next.js may delete the Job later; the outbox row still decides.
-    assert check(REQ, queued_row(job_id=None, job_type=None, job_status=None)) is not None
+    assert check(REQ, queued_row(job_id=None, job_type=None, job_status=None)) == Accepted(False, 42, "j1", "pending", QUEUED_AT)
 
 
 def test_unknown_agent_is_404_agent_not_found() -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from dispatcher.bundle import HUB_SOURCE_PATH, LAUNCHER_NAME, AgentSource, build_files
+from dispatcher.llm import LLMErrorKind
 from dispatcher.protocol import Call, CallMethod, Event, Log, LogLevel, Message, Progress, SetUserVar, StreamDecoder, encode_reply
 
 NONCE = "f00dcafe"
@@ -201,12 +202,19 @@ def test_call_llm_error_reply_raises_llm_error_with_kind(tmp_path: Path) -> None
             hub.send_message(f"{e.kind}|{e}")
     """
 
+    # Error replies the dispatcher really sends (dispatcher/calls.py): an LLMErrorKind for call_llm,
+    # "bad_request" for a call_agent it refuses.
+    errors = {
+        CallMethod.CALL_LLM: {"kind": LLMErrorKind.RATE_LIMITED.value, "message": "slow down"},
+        CallMethod.CALL_AGENT: {"kind": "bad_request", "message": "input is missing"},
+    }
+
     def reply(call: Call) -> str:
-        return encode_reply(call.id, False, error={"kind": "quota", "message": "slow down"})
+        return encode_reply(call.id, False, error=errors[call.method])
 
     run = run_agent(tmp_path, {"main.py": agent}, reply=reply)
     assert run.code == 0, run.stderr
-    assert messages(run) == ["quota|slow down", "quota|call_agent failed (quota): slow down"]
+    assert messages(run) == ["rate_limited|slow down", "bad_request|call_agent failed (bad_request): input is missing"]
 
 
 def test_garbage_and_other_ids_on_stdin_are_ignored_while_waiting(tmp_path: Path) -> None:

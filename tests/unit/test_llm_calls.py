@@ -91,7 +91,15 @@ def test_fakegemini_markers_and_token_counts() -> None:
     assert answers.parse_marker("[fake:nonsense]") is None and answers.parse_marker("plain") is None
     assert answers.tokens("") == 0 and answers.tokens("abcde") == 2
     body = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
-    assert answers.success("gemini-x", body) == answers.success("gemini-x", body)  # deterministic
+    # Deterministic across processes: the digest is sha256 of the request's text ("hello": 2cf24dba5fb0…).
+    assert answers.success("gemini-x", body) == {
+        "candidates": [{"content": {"parts": [{"text": "[canned] gemini-x answer 2cf24dba to 5 characters: hello"}],
+                                    "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 2, "totalTokenCount": 16,
+                          "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 2}], "candidatesTokenCount": 14},
+        "modelVersion": "gemini-x",
+        "responseId": "2cf24dba5fb0a30e26e83b",
+    }
 
 
 def test_the_gemini_key_is_not_in_the_configs_repr() -> None:

@@ -37,9 +37,16 @@ def test_claimed_job_already_finished_closes_the_row_to_match(job: str, row: Out
     assert out is not None and out.status is row and out.result["skipped"] is True
 
 
-def test_every_job_status_is_handled_by_the_claim_rule() -> None:
-    for status in JobStatus:
-        claim_outcome_for_job(status.value)  # raises on an unhandled member
+def test_every_job_status_has_its_claim_rule() -> None:
+    # A member without a case would come out None, i.e. run: the table must name every member.
+    outcomes = {status: claim_outcome_for_job(status.value) for status in JobStatus}
+    assert {s: None if o is None else (o.disposition, o.status) for s, o in outcomes.items()} == {
+        JobStatus.QUEUED: None,
+        JobStatus.PROCESSING: None,
+        JobStatus.CANCELLED: (Disposition.FINISH, OutboxStatus.CANCELLED),
+        JobStatus.SUCCEEDED: (Disposition.FINISH, OutboxStatus.SUCCEEDED),
+        JobStatus.FAILED: (Disposition.FINISH, OutboxStatus.FAILED),
+    }
 
 
 def test_unknown_job_status_is_an_error_not_a_silent_run() -> None:
