@@ -19,10 +19,9 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from bench import seed
-from core.db import make_pool
+from core.db import Pool, make_pool
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
@@ -261,7 +260,7 @@ def ours_wakeup(url: str, n: int, *, listen: bool, poll_s: float, gap_s: float =
     claimed = threading.Event()
     real_claim = claims.claim
 
-    def timed_claim(pool: ConnectionPool, **kw: Any) -> list[Claimed]:
+    def timed_claim(pool: Pool, **kw: Any) -> list[Claimed]:
         rows = real_claim(pool, **kw)
         now = time.perf_counter()
         for r in rows:

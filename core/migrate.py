@@ -16,11 +16,12 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import psycopg
 
 from core.config import ConfigError, database_url
-from core.db import connect
+from core.db import Conn, connect
 from core.sqlfiles import SQL_ROOT
 
 MIGRATIONS_DIR = SQL_ROOT / "migrations"
@@ -65,12 +66,12 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def _applied(conn: psycopg.Connection) -> dict[str, str]:
+def _applied(conn: Conn) -> dict[str, str]:
     rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
     return {r["version"]: r["checksum"] for r in rows}
 
 
-def pending(conn: psycopg.Connection, migrations: list[Migration] | None = None) -> list[Migration]:
+def pending(conn: Conn, migrations: list[Migration] | None = None) -> list[Migration]:
     """Migrations not yet applied; raises if an applied one was edited."""
     migrations = discover() if migrations is None else migrations
     exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS e").fetchone()
@@ -85,12 +86,12 @@ def pending(conn: psycopg.Connection, migrations: list[Migration] | None = None)
     return out
 
 
-def prisma_tables_exist(conn: psycopg.Connection) -> bool:
+def prisma_tables_exist(conn: Conn) -> bool:
     row = conn.execute("""SELECT to_regclass('"Job"') IS NOT NULL AS e""").fetchone()
     return bool(row and row["e"])
 
 
-def apply(url: str, *, prisma: bool = False, out=sys.stdout) -> list[str]:
+def apply(url: str, *, prisma: bool = False, out: TextIO = sys.stdout) -> list[str]:
     """Apply pending migrations; returns the versions applied by this call."""
     done: list[str] = []
     with connect(url, autocommit=True, application_name="agent-hub-migrate") as conn:

@@ -55,7 +55,7 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"devstack: {proc.args} exited with {proc.returncode} during start-up")
+            raise SystemExit(f"devstack: {proc.args!r} exited with {proc.returncode} during start-up")
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return
@@ -65,14 +65,19 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
     raise SystemExit(f"devstack: {url} did not answer within {timeout_s:g} s")
 
 
+def _module(proc: subprocess.Popen[bytes]) -> str:
+    """The module a child runs: each is started as ``[python, "-m", module, ...]``."""
+    return str(proc.args[2]) if isinstance(proc.args, list) else str(proc.args)
+
+
 def _database_url() -> tuple[str, object | None]:
     url = os.environ.get("DATABASE_URL", "").strip()
     if url:
         return url, None
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     RUN_DIR.mkdir(exist_ok=True)
-    server = pgserver.get_server(RUN_DIR / "pgdata", cleanup_mode="stop")
+    server = get_server(RUN_DIR / "pgdata", cleanup_mode="stop")
     return server.get_uri(), server
 
 
@@ -189,7 +194,7 @@ def cmd_up() -> int:
         while not stopping:
             for p in procs:
                 if p.poll() is not None:
-                    print(f"devstack: {p.args[2]} exited with {p.returncode}; stopping", file=sys.stderr)
+                    print(f"devstack: {_module(p)} exited with {p.returncode}; stopping", file=sys.stderr)
                     stopping = True
             time.sleep(0.2)
     finally:
