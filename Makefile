@@ -62,4 +62,4 @@ lock: $(TOOLS)/.installed
 	$(COMPILE) -o requirements-dev.txt requirements-dev.in
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .run .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .run .pytest_cache .ruff_cache .mypy_cache
