@@ -58,7 +58,7 @@ class NoopPiston:
     def prefer_execute(self) -> None:
         pass
 
-    def run(self, files: list[dict], limits: RunLimits, *, transport: Transport, on_stdout: Any = None,
+    def run(self, files: list[dict[str, Any]], limits: RunLimits, *, transport: Transport, on_stdout: Any = None,
             should_stop: Any = None, **_: Any) -> RunResult:
         nonce = ""
         for f in files:
@@ -150,15 +150,15 @@ def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
     from core.sqlfiles import query
     from dispatcher.writeback import message_id
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE invocation_outbox CASCADE")
-        user_id, agent_id = seed.agent(conn)
-        invs = seed.invocations(conn, user_id, agent_id, n, tag="floor")
-        seed.outbox_rows(conn, invs)
-        conn.execute("VACUUM ANALYZE")
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute("TRUNCATE invocation_outbox CASCADE")
+        user_id, agent_id = seed.agent(setup)
+        invs = seed.invocations(setup, user_id, agent_id, n, tag="floor")
+        seed.outbox_rows(setup, invs)
+        setup.execute("VACUUM ANALYZE")
     conn = connect(url, autocommit=True, application_name="bench-sql-floor")
     try:
-        backend = psutil.Process(conn.execute("SELECT pg_backend_pid() AS p").fetchone()["p"])
+        backend = psutil.Process(conn.info.backend_pid)
         cpu0 = sum(backend.cpu_times()[:2])
         started = time.perf_counter()
         done = 0
@@ -224,10 +224,11 @@ async def _pgq_drain(url: str, n: int, consumers: int, batch: int) -> dict[str, 
 
     pgqs = [PgQueuer(await _pgq_connect(url)) for _ in range(consumers)]
     for pgq in pgqs:
-        @pgq.entrypoint("noop")
         async def noop(job: Any) -> None:
             nonlocal done
             done += 1
+
+        pgq.entrypoint("noop")(noop)  # PgQueuer is untyped here (make bench installs it): no decorator syntax
 
     started = time.perf_counter()
     await asyncio.gather(*(pgq.run(batch_size=batch, mode=types.QueueExecutionMode.drain) for pgq in pgqs))
@@ -240,7 +241,8 @@ def pgq_drain(url: str, n: int, *, consumers: int = 5, batch: int = 10) -> dict[
     """PgQueuer's own drain benchmark shape: `consumers` queue managers, one connection each, batch 10."""
     import uvloop
 
-    return uvloop.run(_pgq_drain(url, n, consumers, batch))
+    result: dict[str, Any] = uvloop.run(_pgq_drain(url, n, consumers, batch))
+    return result
 
 
 # -- wake-up latency --------------------------------------------------------------------------------
@@ -311,10 +313,11 @@ async def _pgq_wakeup(url: str, n: int, gap_s: float) -> dict[str, Any]:
     got = asyncio.Event()
     at: dict[int, float] = {}
 
-    @pgq.entrypoint("wake")
     async def wake(job: Any) -> None:
         at[int(job.payload.decode())] = time.perf_counter()
         got.set()
+
+    pgq.entrypoint("wake")(wake)
 
     runner = asyncio.create_task(pgq.run(dequeue_timeout=timedelta(seconds=30)))
     await asyncio.sleep(0.5)
@@ -333,4 +336,5 @@ async def _pgq_wakeup(url: str, n: int, gap_s: float) -> dict[str, Any]:
 def pgq_wakeup(url: str, n: int, gap_s: float = 0.003) -> dict[str, Any]:
     import uvloop
 
-    return uvloop.run(_pgq_wakeup(url, n, gap_s))
+    result: dict[str, Any] = uvloop.run(_pgq_wakeup(url, n, gap_s))
+    return result
