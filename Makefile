@@ -8,10 +8,12 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+# The service's pins (requirements.txt, all that production installs) and the development and test
+# tools (requirements-dev.txt), both hash-checked.
+$(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
 ## Start everything: embedded Postgres (unless DATABASE_URL is set), localpiston
@@ -19,13 +21,15 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(PY) -m devstack
 
-## Lint, then every test suite (unit, integration, e2e) in parallel on real Postgres.
+## Lint, type-check, then every test suite (unit, integration, e2e) in parallel on real Postgres.
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
@@ -44,15 +48,18 @@ $(TOOLS)/.installed: requirements-audit.txt
 
 audit: $(TOOLS)/.installed
 	@# --strict: a package pip-audit could not look up fails the audit instead of passing silently.
-	$(TOOLS)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements.txt || { \
+	$(TOOLS)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r requirements.txt -r requirements-dev.txt || { \
 	  echo "make audit: FAILED. Either a vulnerability is listed above, or pip-audit could not reach its database"; \
 	  echo "(every package 'not found on PyPI': https://pypi.org/pypi/<name>/<version>/json is unreachable here)."; exit 1; }
 
-## Re-pin requirements.txt with hashes from requirements.in, at the versions installed in .venv.
+## Re-pin requirements.txt and requirements-dev.txt with hashes from their .in files, at the versions
+## installed in .venv; requirements-dev.in is constrained by requirements.txt, so shared packages agree.
+COMPILE := $(TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+  --no-emit-find-links -c $(TOOLS)/constraints.txt
 lock: $(TOOLS)/.installed
 	$(PY) -m pip freeze --all > $(TOOLS)/constraints.txt
-	$(TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
-	  --no-emit-find-links -c $(TOOLS)/constraints.txt -o requirements.txt requirements.in
+	$(COMPILE) -o requirements.txt requirements.in
+	$(COMPILE) -o requirements-dev.txt requirements-dev.in
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .run .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .run .pytest_cache .ruff_cache .mypy_cache

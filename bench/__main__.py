@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def run(quick: bool, only: tuple[str, ...]) -> dict[str, Any]:
         ours = seed.migrated(pg.create_db("agenthub"))
         pgq = pg.create_db("pgqueuer")
         machinery.pgq_install(pgq)
-        stages = {
+        stages: dict[str, Callable[[], dict[str, Any]]] = {
             "machinery": lambda: _machinery(ours, pgq, n),
             "wakeup": lambda: _wakeup(ours, pgq, n),
             "ingress": lambda: stack.ingress(pg, ours, n["ingress"], rss, floor_s=2 if quick else 10),

@@ -19,10 +19,9 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from bench import seed
-from core.db import make_pool
+from core.db import Pool, make_pool
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
@@ -59,7 +58,7 @@ class NoopPiston:
     def prefer_execute(self) -> None:
         pass
 
-    def run(self, files: list[dict], limits: RunLimits, *, transport: Transport, on_stdout: Any = None,
+    def run(self, files: list[dict[str, Any]], limits: RunLimits, *, transport: Transport, on_stdout: Any = None,
             should_stop: Any = None, **_: Any) -> RunResult:
         nonce = ""
         for f in files:
@@ -151,15 +150,15 @@ def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
     from core.sqlfiles import query
     from dispatcher.writeback import message_id
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")
-        user_id, agent_id = seed.agent(conn)
-        invs = seed.invocations(conn, user_id, agent_id, n, tag="floor")
-        seed.outbox_rows(conn, invs)
-        conn.execute("VACUUM ANALYZE")
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")
+        user_id, agent_id = seed.agent(setup)
+        invs = seed.invocations(setup, user_id, agent_id, n, tag="floor")
+        seed.outbox_rows(setup, invs)
+        setup.execute("VACUUM ANALYZE")
     conn = connect(url, autocommit=True, application_name="bench-sql-floor")
     try:
-        backend = psutil.Process(conn.execute("SELECT pg_backend_pid() AS p").fetchone()["p"])
+        backend = psutil.Process(conn.info.backend_pid)
         cpu0 = sum(backend.cpu_times()[:2])
         started = time.perf_counter()
         done = 0
@@ -225,10 +224,11 @@ async def _pgq_drain(url: str, n: int, consumers: int, batch: int) -> dict[str, 
 
     pgqs = [PgQueuer(await _pgq_connect(url)) for _ in range(consumers)]
     for pgq in pgqs:
-        @pgq.entrypoint("noop")
         async def noop(job: Any) -> None:
             nonlocal done
             done += 1
+
+        pgq.entrypoint("noop")(noop)  # PgQueuer is untyped here (make bench installs it): no decorator syntax
 
     started = time.perf_counter()
     await asyncio.gather(*(pgq.run(batch_size=batch, mode=types.QueueExecutionMode.drain) for pgq in pgqs))
@@ -241,7 +241,8 @@ def pgq_drain(url: str, n: int, *, consumers: int = 5, batch: int = 10) -> dict[
     """PgQueuer's own drain benchmark shape: `consumers` queue managers, one connection each, batch 10."""
     import uvloop
 
-    return uvloop.run(_pgq_drain(url, n, consumers, batch))
+    result: dict[str, Any] = uvloop.run(_pgq_drain(url, n, consumers, batch))
+    return result
 
 
 # -- wake-up latency --------------------------------------------------------------------------------
@@ -261,7 +262,7 @@ def ours_wakeup(url: str, n: int, *, listen: bool, poll_s: float, gap_s: float =
     claimed = threading.Event()
     real_claim = claims.claim
 
-    def timed_claim(pool: ConnectionPool, **kw: Any) -> list[Claimed]:
+    def timed_claim(pool: Pool, **kw: Any) -> list[Claimed]:
         rows = real_claim(pool, **kw)
         now = time.perf_counter()
         for r in rows:
@@ -312,10 +313,11 @@ async def _pgq_wakeup(url: str, n: int, gap_s: float) -> dict[str, Any]:
     got = asyncio.Event()
     at: dict[int, float] = {}
 
-    @pgq.entrypoint("wake")
     async def wake(job: Any) -> None:
         at[int(job.payload.decode())] = time.perf_counter()
         got.set()
+
+    pgq.entrypoint("wake")(wake)
 
     runner = asyncio.create_task(pgq.run(dequeue_timeout=timedelta(seconds=30)))
     await asyncio.sleep(0.5)
@@ -334,4 +336,5 @@ async def _pgq_wakeup(url: str, n: int, gap_s: float) -> dict[str, Any]:
 def pgq_wakeup(url: str, n: int, gap_s: float = 0.003) -> dict[str, Any]:
     import uvloop
 
-    return uvloop.run(_pgq_wakeup(url, n, gap_s))
+    result: dict[str, Any] = uvloop.run(_pgq_wakeup(url, n, gap_s))
+    return result

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import psycopg
 
 from core import migrate
+
+# Seeding reads nothing back: a connection of any row factory will do.
+AnyConn: TypeAlias = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ def migrated(url: str) -> str:
     return url
 
 
-def agent(conn: psycopg.Connection, files: dict[str, str] | None = None) -> tuple[str, str]:
+def agent(conn: AnyConn, files: dict[str, str] | None = None) -> tuple[str, str]:
     """A user and an agent whose files are (filename -> absolute path); returns (user id, agent id)."""
     user_id, agent_id = str(uuid.uuid4()), str(uuid.uuid4())
     conn.execute(
@@ -55,7 +59,7 @@ def agent(conn: psycopg.Connection, files: dict[str, str] | None = None) -> tupl
     return user_id, agent_id
 
 
-def invocations(conn: psycopg.Connection, user_id: str, agent_id: str, n: int, *, tag: str) -> list[Invocation]:
+def invocations(conn: AnyConn, user_id: str, agent_id: str, n: int, *, tag: str) -> list[Invocation]:
     """n sessions, each with the user's prompt message and one QUEUED Job (what Next.js writes before it POSTs)."""
     prefix = f"{tag}-{uuid.uuid4().hex[:8]}"
     params = {"n": n, "p": prefix, "u": user_id, "a": agent_id}
@@ -72,7 +76,7 @@ def invocations(conn: psycopg.Connection, user_id: str, agent_id: str, n: int, *
     return [Invocation(agent_id, f"{prefix}-s-{i}", f"{prefix}-j-{i}", user_id, "hello") for i in range(1, n + 1)]
 
 
-def outbox_rows(conn: psycopg.Connection, invs: list[Invocation]) -> None:
+def outbox_rows(conn: AnyConn, invs: list[Invocation]) -> None:
     """Queue the invocations as the ingress would (one outbox row each), in one statement."""
     with conn.cursor() as cur:
         cur.executemany(

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,7 @@ def e2e(url: str, n: int, rss: PeakRss, tmp: Path, transport: str) -> dict[str, 
         rows = conn.execute(
             "SELECT o.job_id, o.status::text AS status, o.created_at, o.started_at, o.finished_at, o.result, o.last_error "
             "FROM agent_hub.invocation_outbox o WHERE o.job_id = ANY(%s)", (list(posted),)).fetchall()
-        started_log = dict(conn.execute(
+        started_log: dict[str, Decimal] = dict(conn.execute(
             'SELECT "jobId", extract(epoch FROM min("timestamp")) FROM "JobLog" WHERE "jobId" = ANY(%s) '
             "AND \"message\" LIKE 'run started%%' GROUP BY 1", (list(posted),)).fetchall())
     total, overhead, walls, queued_to_claim, outside_call = [], [], [], [], []

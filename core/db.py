@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import AttemptManager, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
@@ -15,8 +15,13 @@ from tenacity import AttemptManager, Retrying, retry_if_exception_type, stop_aft
 # must produce UTC too, whatever the server's default TimeZone is.
 SESSION_OPTIONS = "-c timezone=UTC"
 
+# Every connection this service opens returns rows as dicts (``row["col"]``); these say so to the type
+# checker. Annotate with them, never with a bare psycopg.Connection / ConnectionPool (rows as tuples).
+Conn: TypeAlias = psycopg.Connection[DictRow]
+Pool: TypeAlias = ConnectionPool[Conn]
 
-def connect(url: str, *, autocommit: bool = False, application_name: str = "agent-hub") -> psycopg.Connection:
+
+def connect(url: str, *, autocommit: bool = False, application_name: str = "agent-hub") -> Conn:
     """A single connection (CLI tools, migrations, LISTEN)."""
     return psycopg.connect(
         url, autocommit=autocommit, row_factory=dict_row, application_name=application_name,
@@ -24,7 +29,7 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "agen
     )
 
 
-def set_statement_timeout(conn: psycopg.Connection, ms: int) -> None:
+def set_statement_timeout(conn: Conn, ms: int) -> None:
     """For the rest of the session: a stuck statement is cancelled after ``ms``."""
     conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{ms}ms",))
 
@@ -38,7 +43,7 @@ def make_pool(
     statement_timeout_ms: int,
     application_name: str,
     check: bool = True,
-) -> ConnectionPool:
+) -> Pool:
     """A pool whose connections have a statement timeout, so a stuck query cannot hang a request.
 
     ``check``: test each connection with a round trip as it is checked out, so a connection that died
@@ -46,13 +51,14 @@ def make_pool(
     ``run_with_retry`` can do without (the dispatcher's: one round trip less per use); there a dead
     connection costs one failed try, after which the whole pool is checked at once."""
 
-    def configure(conn: psycopg.Connection) -> None:
+    def configure(conn: Conn) -> None:
         conn.autocommit = True
         set_statement_timeout(conn, statement_timeout_ms)
         conn.autocommit = False
 
     return ConnectionPool(
         url,
+        connection_class=Conn,
         min_size=min_size,
         max_size=max_size,
         timeout=timeout_s,
@@ -73,7 +79,7 @@ T = TypeVar("T")
 
 
 @contextlib.contextmanager
-def autocommit(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+def autocommit(pool: Pool) -> Iterator[Conn]:
     """A pooled connection in autocommit for the block (a single statement is atomic on its own, with no
     BEGIN and COMMIT round trips), handed back to the pool as it was."""
     with pool.connection() as conn:
@@ -101,8 +107,8 @@ def retry_while_unreachable(retry_s: float, on_retry: Callable[[int], None] | No
 
 
 def run_with_retry(
-    pool: ConnectionPool,
-    fn: Callable[[psycopg.Connection], T],
+    pool: Pool,
+    fn: Callable[[Conn], T],
     *,
     retry_s: float,
     on_retry: Callable[[int], None] | None = None,

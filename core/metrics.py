@@ -20,8 +20,9 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
+from core.db import Pool
 from core.sqlfiles import query
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -87,7 +88,7 @@ def llm_call(model: str, outcome: str, *, prompt_tokens: int = 0, output_tokens:
 class OutboxCollector(Collector):
     """Outbox gauges queried at scrape time; ``agenthub_database_up`` 0 when Postgres cannot answer."""
 
-    def __init__(self, pool: ConnectionPool, timeout_s: float = 2.0) -> None:
+    def __init__(self, pool: Pool, timeout_s: float = 2.0) -> None:
         self.pool = pool
         self.timeout_s = timeout_s
 
@@ -125,14 +126,14 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def web_registry(pool: ConnectionPool) -> CollectorRegistry:
+def web_registry(pool: Pool) -> CollectorRegistry:
     """What web's /metrics serves: the DB-derived gauges only (see the module docstring)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(OutboxCollector(pool))
     return registry
 
 
-def serve_dispatcher_metrics(pool: ConnectionPool, port: int, host: str = "0.0.0.0") -> Any:
+def serve_dispatcher_metrics(pool: Pool, port: int, host: str = "0.0.0.0") -> Any:
     """Start the dispatcher's /metrics HTTP server in a daemon thread; returns the server (``.shutdown()``)."""
     from prometheus_client import start_http_server
 

@@ -27,7 +27,7 @@ from typing import TextIO
 import psycopg
 
 from core.config import ConfigError, database_url
-from core.db import connect
+from core.db import Conn, connect
 from core.sqlfiles import SQL_ROOT, query
 
 MIGRATIONS_DIR = SQL_ROOT / "migrations"
@@ -65,7 +65,7 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def _applied(conn: psycopg.Connection, name: str = "migrate/applied") -> dict[str, str]:
+def _applied(conn: Conn, name: str = "migrate/applied") -> dict[str, str]:
     rows = conn.execute(query(name)).fetchall()
     return {r["version"]: r["checksum"] for r in rows}
 
@@ -81,7 +81,7 @@ def _unapplied(applied: dict[str, str], migrations: list[Migration]) -> list[Mig
     return out
 
 
-def pending(conn: psycopg.Connection, migrations: list[Migration] | None = None) -> list[Migration]:
+def pending(conn: Conn, migrations: list[Migration] | None = None) -> list[Migration]:
     """Migrations not yet applied; raises if an applied one was edited."""
     migrations = discover() if migrations is None else migrations
     layout = conn.execute(query("migrate/layout")).fetchone()
@@ -89,7 +89,7 @@ def pending(conn: psycopg.Connection, migrations: list[Migration] | None = None)
     return _unapplied(applied, migrations)
 
 
-def relocate_legacy_layout(conn: psycopg.Connection, migrations: list[Migration], out: TextIO) -> bool:
+def relocate_legacy_layout(conn: Conn, migrations: list[Migration], out: TextIO) -> bool:
     """Move an installation from before the ``agent_hub`` schema out of ``public``; True when it did.
 
     Only a ``public.schema_migrations`` that is ours is moved: our columns, and every version in it one of
@@ -114,7 +114,7 @@ def relocate_legacy_layout(conn: psycopg.Connection, migrations: list[Migration]
     return True
 
 
-def prisma_tables_exist(conn: psycopg.Connection) -> bool:
+def prisma_tables_exist(conn: Conn) -> bool:
     # The hub's tables resolve through the connection's search_path (Prisma's schema, public by default).
     row = conn.execute("""SELECT to_regclass('"Job"') IS NOT NULL AS e""").fetchone()
     return bool(row and row["e"])

@@ -57,7 +57,7 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"devstack: {proc.args} exited with {proc.returncode} during start-up")
+            raise SystemExit(f"devstack: {proc.args!r} exited with {proc.returncode} during start-up")
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return
@@ -65,6 +65,11 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
             pass
         time.sleep(0.1)
     raise SystemExit(f"devstack: {url} did not answer within {timeout_s:g} s")
+
+
+def _module(proc: subprocess.Popen[bytes]) -> str:
+    """The module a child runs: each is started as ``[python, "-m", module, ...]``."""
+    return str(proc.args[2]) if isinstance(proc.args, list) else str(proc.args)
 
 
 def _database_url() -> tuple[str, EmbeddedPostgres | None]:
@@ -196,7 +201,7 @@ def _up(url: str) -> int:
         while not stopping:
             for p in procs:
                 if p.poll() is not None:
-                    print(f"devstack: {p.args[2]} exited with {p.returncode}; stopping", file=sys.stderr)
+                    print(f"devstack: {_module(p)} exited with {p.returncode}; stopping", file=sys.stderr)
                     stopping = True
             time.sleep(0.2)
     finally:

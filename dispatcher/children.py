@@ -26,9 +26,9 @@ from typing import Any
 
 import psycopg
 import structlog
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
-from core.db import run_with_retry
+from core.db import Conn, Pool, run_with_retry
 from core.sqlfiles import query
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
@@ -51,7 +51,7 @@ class Lineage:
     chain: list[str]  # agent ids from the top-level invocation down to this run's agent
 
 
-def lineage(pool: ConnectionPool, outbox_id: int, agent_id: str) -> Lineage:
+def lineage(pool: Pool, outbox_id: int, agent_id: str) -> Lineage:
     row = run_with_retry(pool, lambda c: c.execute(query("dispatcher/lineage"), {"id": outbox_id}).fetchone(), retry_s=60.0)
     if row is None:
         return Lineage(0, [agent_id])
@@ -75,7 +75,7 @@ class ChildWatch:
     """The dispatcher's heartbeat covers top-level runs only: this renews a child's lease and
     stops the child when its own Job is cancelled on the hub, while the child runs."""
 
-    def __init__(self, pool: ConnectionPool, cfg: DispatcherConfig, row_id: int, control: RunControl, lease_s: float) -> None:
+    def __init__(self, pool: Pool, cfg: DispatcherConfig, row_id: int, control: RunControl, lease_s: float) -> None:
         self.pool, self.cfg, self.row_id, self.control, self.lease_s = pool, cfg, row_id, control, lease_s
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"child-{row_id}", daemon=True)
@@ -186,10 +186,10 @@ def run_child(caller: Caller, agent_id: str, input_data: Any, caller_wb: WriteBa
     }
     actor = {"actor": "dispatcher", "reason": f"call_agent from outbox row {caller.outbox_id}"}
 
-    def insert(conn: psycopg.Connection) -> dict[str, Any] | None:
+    def insert(conn: Conn) -> dict[str, Any] | None:
         with conn.transaction():  # the actor setting is local to this transaction (0003's trigger reads it)
             conn.execute(query("ops/set_actor"), actor)
-            return conn.execute(query("dispatcher/insert_child"), params).fetchone()  # type: ignore[return-value]
+            return conn.execute(query("dispatcher/insert_child"), params).fetchone()
 
     # Retried on a lost connection like every dispatcher use of the pool. Should a commit succeed and its
     # answer be lost, the retry makes a second child; the first, never run, is failed by sweep_orphans.

@@ -6,9 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
-from core.db import run_with_retry
+from core.db import Pool, run_with_retry
 from core.sqlfiles import query
 from dispatcher.events import EventNotifier, status_event
 
@@ -37,13 +35,13 @@ class Claimed:
 RETRY_S = 2.0
 
 
-def _one_statement(pool: ConnectionPool, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _one_statement(pool: Pool, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Run one statement in autocommit: it is atomic on its own, and this spares the BEGIN and COMMIT
     round trips of a transaction block (docs/performance.md)."""
-    return run_with_retry(pool, lambda conn: conn.execute(sql, params).fetchall(), retry_s=RETRY_S)  # type: ignore[return-value]
+    return run_with_retry(pool, lambda conn: conn.execute(sql, params).fetchall(), retry_s=RETRY_S)
 
 
-def claim(pool: ConnectionPool, *, owner: str, batch: int, lease_s: float, running: Sequence[int] = ()) -> list[Claimed]:
+def claim(pool: Pool, *, owner: str, batch: int, lease_s: float, running: Sequence[int] = ()) -> list[Claimed]:
     """`running`: the ids this dispatcher is running now; their expired leases are not reclaimed by it."""
     if batch <= 0:
         return []
@@ -53,7 +51,7 @@ def claim(pool: ConnectionPool, *, owner: str, batch: int, lease_s: float, runni
     return [Claimed(**row) for row in rows]
 
 
-def heartbeat(pool: ConnectionPool, *, owner: str, ids: list[int], lease_s: float) -> dict[int, str | None]:
+def heartbeat(pool: Pool, *, owner: str, ids: list[int], lease_s: float) -> dict[int, str | None]:
     """Renew leases; returns {row id: Job status} for the rows still ours (a missing id: lease lost)."""
     if not ids:
         return {}
@@ -61,7 +59,7 @@ def heartbeat(pool: ConnectionPool, *, owner: str, ids: list[int], lease_s: floa
     return {row["id"]: row["job_status"] for row in rows}
 
 
-def release(pool: ConnectionPool, *, owner: str, ids: list[int], events: EventNotifier | None = None) -> list[int]:
+def release(pool: Pool, *, owner: str, ids: list[int], events: EventNotifier | None = None) -> list[int]:
     """Give rows back (shutdown); they are claimable again at once. The Jobs' QUEUED status goes to
     ``events`` once this has committed."""
     if not ids:
@@ -74,7 +72,7 @@ def release(pool: ConnectionPool, *, owner: str, ids: list[int], events: EventNo
     return [row["id"] for row in rows]
 
 
-def sweep_orphans(pool: ConnectionPool, events: EventNotifier | None = None) -> list[int]:
+def sweep_orphans(pool: Pool, events: EventNotifier | None = None) -> list[int]:
     """Fail call_agent children whose caller's dispatcher died (their lease expired). The Jobs' FAILED
     status goes to ``events`` once this has committed."""
     rows = _one_statement(pool, query("dispatcher/sweep_orphans"), {})

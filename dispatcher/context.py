@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
-from core.db import run_with_retry
+from core.db import Pool, run_with_retry
 from core.sqlfiles import query
 from dispatcher.agentfiles import AgentFileRow
 from dispatcher.claim import Claimed
@@ -38,7 +36,7 @@ def _iso(ts: Any) -> str:
     return text if text.endswith("Z") or "+" in text[10:] else text + "Z"
 
 
-def load(pool: ConnectionPool, row: Claimed, *, transport: str, history_limit: int, retry_s: float = 60.0) -> AgentContext:
+def load(pool: Pool, row: Claimed, *, transport: str, history_limit: int, retry_s: float = 60.0) -> AgentContext:
     params = {"agent_id": row.agent_id, "session_id": row.session_id, "history_limit": history_limit}
     # Retried like the writes: after a Postgres restart the pool may hand out a dead connection first.
     data = run_with_retry(pool, lambda c: c.execute(query("dispatcher/context"), params).fetchone(), retry_s=retry_s)

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from core.db import connect
+from core.db import Conn, connect
 from core.logging import get_logger
 
 log = get_logger("dispatcher.events")
@@ -66,7 +66,7 @@ class EventNotifier:
         self._inflight = 0
         self._cond = threading.Condition()
         self._stopping = False
-        self._conn: psycopg.Connection | None = None
+        self._conn: Conn | None = None
         self._thread = threading.Thread(target=self._run, name="hub-events", daemon=True)
 
     # -- writers' side ----------------------------------------------------------

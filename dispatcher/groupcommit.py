@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from core import metrics
-from core.db import connect, retry_while_unreachable, set_statement_timeout
+from core.db import Conn, connect, retry_while_unreachable, set_statement_timeout
 from core.logging import get_logger
 
 log = get_logger("dispatcher.groupcommit")
@@ -49,7 +49,7 @@ class _Request:
     awaited: bool = True
 
 
-def execute_in_order(conn: psycopg.Connection, statements: Sequence[Statement]) -> list[Row]:
+def execute_in_order(conn: Conn, statements: Sequence[Statement]) -> list[Row]:
     """On an autocommit connection: the statements in order, in one transaction and one round trip;
     returns each one's first row (None for a statement without rows)."""
     if len(statements) == 1:  # autocommit: no BEGIN/COMMIT round trips for a lone statement
@@ -206,7 +206,7 @@ class GroupCommitter:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _execute(self, conn: psycopg.Connection, statements: list[Statement]) -> list[Row]:
+    def _execute(self, conn: Conn, statements: list[Statement]) -> list[Row]:
         rows = execute_in_order(conn, statements)
         self.batches += 1
         self.statements += len(statements)
@@ -214,8 +214,8 @@ class GroupCommitter:
         metrics.WRITE_STATEMENTS.inc(len(statements))
         return rows
 
-    def _connection(self) -> psycopg.Connection:
-        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
+    def _connection(self) -> Conn:
+        conn: Conn | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = connect(self.database_url, autocommit=True, application_name=self.application_name)
             set_statement_timeout(conn, self.statement_timeout_ms)

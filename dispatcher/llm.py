@@ -20,6 +20,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity.stop import stop_base
 
 from dispatcher.config import DispatcherConfig
 from dispatcher.redact import Redactor
@@ -233,6 +234,16 @@ def read_answer(response: types.GenerateContentResponse, model: str) -> LLMAnswe
                      finish_reason=finish)
 
 
+class _OutOfTime(stop_base):
+    """Tenacity stop condition: sleeping and then trying again must still fit before the run's deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return time.monotonic() + (state.upcoming_sleep or 0.0) + MIN_TRY_S > self.deadline
+
+
 class GeminiClient:
     """One per dispatcher process (``client_for``); thread-safe (the SDK's httpx client is)."""
 
@@ -280,10 +291,6 @@ class GeminiClient:
         if self._client is None:
             raise LLMFailure(LLMErrorKind.NOT_CONFIGURED, "call_llm is not configured on this hub (GEMINI_API_KEY is unset)")
 
-        def out_of_time(state: RetryCallState) -> bool:
-            # Sleeping and then trying again must still fit before the run's deadline.
-            return time.monotonic() + (state.upcoming_sleep or 0.0) + MIN_TRY_S > deadline
-
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             if on_retry is not None and isinstance(exc, LLMFailure):
@@ -294,7 +301,7 @@ class GeminiClient:
             for attempt in Retrying(
                 retry=retry_if_exception(lambda e: isinstance(e, LLMFailure) and e.retryable),
                 wait=wait_random_exponential(multiplier=self.cfg.llm_retry_base_s, max=self.cfg.llm_retry_max_s),
-                stop=stop_after_attempt(self.cfg.llm_retry_attempts) | out_of_time,
+                stop=stop_after_attempt(self.cfg.llm_retry_attempts) | _OutOfTime(deadline),
                 before_sleep=before_sleep,
                 reraise=True,
             ):

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import psycopg
 
 from core.config import ConfigError, database_url
-from core.db import connect
+from core.db import Conn, connect
 from core.sqlfiles import query
 from dispatcher.states import OutboxStatus
 
@@ -159,7 +159,7 @@ def _split_refs(refs: Sequence[str]) -> tuple[list[int], list[str]]:
     return ids, job_ids
 
 
-def _find(conn: psycopg.Connection, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _find(conn: Conn, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
     ids, job_ids = _split_refs(refs)
     rows = conn.execute(query("ops/find"), {"ids": ids, "job_ids": job_ids}).fetchall()
     by_ref: dict[str, dict[str, Any]] = {}
@@ -170,7 +170,7 @@ def _find(conn: psycopg.Connection, refs: Sequence[str]) -> dict[str, dict[str, 
 
 
 # -- commands ----------------------------------------------------------------------------------------
-def cmd_list(conn: psycopg.Connection, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_list(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
     params = {"status": args.status, "agent_id": args.agent, "since_s": args.since, "older_s": args.older_than,
               "limit": max(0, args.limit)}
     counts = conn.execute(query("ops/list_counts"), params).fetchall()
@@ -188,7 +188,7 @@ def cmd_list(conn: psycopg.Connection, args: argparse.Namespace, out: TextIO) ->
     return EXIT_OK
 
 
-def cmd_show(conn: psycopg.Connection, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_show(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
     found = _find(conn, [args.ref])
     if not found:
         print(f"not found: {args.ref}", file=sys.stderr)
@@ -218,7 +218,7 @@ def cmd_show(conn: psycopg.Connection, args: argparse.Namespace, out: TextIO) ->
     return EXIT_OK
 
 
-def _resolve(conn: psycopg.Connection, refs: Sequence[str], report: Report) -> dict[int, str]:
+def _resolve(conn: Conn, refs: Sequence[str], report: Report) -> dict[int, str]:
     """Named refs -> {outbox id: ref}; unknown refs are reported not_found."""
     found = _find(conn, refs)
     wanted: dict[int, str] = {}
@@ -231,7 +231,7 @@ def _resolve(conn: psycopg.Connection, refs: Sequence[str], report: Report) -> d
     return wanted
 
 
-def cmd_replay(conn: psycopg.Connection, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_replay(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
     filtered = args.status is not None
     if filtered == bool(args.refs):
         raise UsageError("name ids/jobIds, or select with --status (and --since); not both")
@@ -271,7 +271,7 @@ def cmd_replay(conn: psycopg.Connection, args: argparse.Namespace, out: TextIO) 
     return report.exit_code
 
 
-def cmd_cancel(conn: psycopg.Connection, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_cancel(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
     report = Report("cancel")
     who = actor()
     reason = args.reason or "cancelled by an operator"
@@ -321,7 +321,7 @@ def _print_report(report: Report, args: argparse.Namespace, out: TextIO) -> None
     print(f"{report.action}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=out)
 
 
-def cmd_prune(conn: psycopg.Connection, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_prune(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
     """Retention: the outbox keeps every finished row (for show and replay) until pruned. Batches of
     top-level rows, each batch its own transaction, so pruning never holds locks for long; running and
     pending rows (and finished ones whose call_agent tree still has one) are never touched."""

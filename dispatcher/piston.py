@@ -232,7 +232,7 @@ class PistonClient:
 
     # ---- runtimes -------------------------------------------------------------------------------
 
-    def runtimes(self) -> list[dict]:
+    def runtimes(self) -> list[dict[str, Any]]:
         """GET /api/v2/runtimes. (Never /api/v2/packages: it crashes an offline Piston.)"""
         resp = self._http("GET", "/runtimes", timeout=(self.connect_timeout_s, self.connect_timeout_s * 2), body=None)
         assert resp is not None  # only a should_stop() can make _http return None
@@ -261,7 +261,7 @@ class PistonClient:
 
     def run(
         self,
-        files: list[dict],
+        files: list[dict[str, Any]],
         limits: RunLimits,
         *,
         transport: Transport,
@@ -306,7 +306,7 @@ class PistonClient:
         )
         return result
 
-    def _init_body(self, files: list[dict], limits: RunLimits, args: list[str] | None) -> dict[str, Any]:
+    def _init_body(self, files: list[dict[str, Any]], limits: RunLimits, args: list[str] | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "language": self.language,
             "version": self.version,
@@ -352,7 +352,7 @@ class PistonClient:
 
     def _run_ws(
         self,
-        files: list[dict],
+        files: list[dict[str, Any]],
         limits: RunLimits,
         args: list[str] | None,
         stdin: str,
@@ -375,7 +375,7 @@ class PistonClient:
 
     def _run_execute(
         self,
-        files: list[dict],
+        files: list[dict[str, Any]],
         limits: RunLimits,
         args: list[str] | None,
         stdin: str,
@@ -512,14 +512,15 @@ def _execute_result(
 
 def _call_stoppable(call: Callable[[], requests.Response], should_stop: StopCheck) -> requests.Response | None:
     """Run a blocking request in a thread so should_stop() keeps being polled; abandon it when asked."""
-    box: dict[str, Any] = {}
+    responses: list[requests.Response] = []
+    errors: list[BaseException] = []
     done = threading.Event()
 
     def work() -> None:
         try:
-            box["resp"] = call()
+            responses.append(call())
         except BaseException as err:  # handed back to the caller's thread
-            box["err"] = err
+            errors.append(err)
         finally:
             done.set()
 
@@ -528,9 +529,9 @@ def _call_stoppable(call: Callable[[], requests.Response], should_stop: StopChec
     while not done.wait(POLL_S):
         if should_stop():
             return None
-    if "err" in box:
-        raise box["err"]
-    return box["resp"]
+    if errors:
+        raise errors[0]
+    return responses[0]
 
 
 class _WsRun:

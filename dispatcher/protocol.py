@@ -319,7 +319,7 @@ class StreamDecoder:
                 return SetUserVar(key, self._text(obj, "value"))
             if kind == EventType.LOG:
                 level = obj.get("level")
-                if level not in LogLevel.__members__.values():
+                if not isinstance(level, str) or level not in LogLevel.__members__.values():
                     return ProtocolError(f"log: unknown level {_short(level)}")
                 return Log(LogLevel(level), self._text(obj, "message"))
             if kind == EventType.CALL:
@@ -351,7 +351,7 @@ class StreamDecoder:
         if isinstance(call_id, bool) or not isinstance(call_id, int):
             return ProtocolError("call: id must be an integer")
         method = obj.get("method")
-        if method not in CallMethod.__members__.values():
+        if not isinstance(method, str) or method not in CallMethod.__members__.values():
             return ProtocolError(f"call: unknown method {_short(method)}", call_id)
         params = obj.get("params")
         if not isinstance(params, dict):

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
-from psycopg_pool import ConnectionPool
 
 from core import metrics
-from core.db import run_with_retry
+from core.db import Pool, run_with_retry
 from core.sqlfiles import query
 from dispatcher import bundle, context, protocol
 from dispatcher.agentfiles import AgentFilesError, load_sources
@@ -107,7 +106,7 @@ def _failure_text(result: RunResult, limits: RunLimits, max_output_chars: int) -
 
 
 class Runner:
-    def __init__(self, cfg: DispatcherConfig, pool: ConnectionPool, client: PistonClient) -> None:
+    def __init__(self, cfg: DispatcherConfig, pool: Pool, client: PistonClient) -> None:
         self.cfg = cfg
         self.pool = pool
         self.client = client
@@ -324,7 +323,7 @@ class Runner:
                 return Outcome.finish(OutboxStatus.FAILED, redact(error), summary)
 
 
-def apply_outcome(outcome: Outcome, row: Claimed, wb: WriteBack, *, cfg: DispatcherConfig, pool: ConnectionPool) -> str:
+def apply_outcome(outcome: Outcome, row: Claimed, wb: WriteBack, *, cfg: DispatcherConfig, pool: Pool) -> str:
     """Write the outcome; returns the final label for logs and metrics. Every disposition handled."""
     result = {**outcome.result, "attempts": row.attempts}
     match outcome.disposition:

@@ -115,4 +115,5 @@ def claim_outcome_for_job(job_status: str | None) -> Outcome | None:
 
 def retry_delay_s(attempts: int, base_s: float, max_s: float) -> float:
     """Backoff before the next attempt of a row after a transient fault (exponential, capped)."""
-    return min(max_s, base_s * (2 ** max(0, attempts - 1)))
+    factor: int = 2 ** max(0, attempts - 1)
+    return min(max_s, base_s * factor)

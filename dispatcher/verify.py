@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 
 from core import migrate
 from core.config import ConfigError, database_url
+from core.db import Conn
 from core.sqlfiles import query
 from dispatcher.piston import PistonClient, PistonError
 
@@ -103,7 +104,7 @@ def check_database(url: str) -> list[Check]:
     return checks
 
 
-def _ours(conn: psycopg.Connection, obj: Mapping[str, str]) -> bool:
+def _ours(conn: Conn, obj: Mapping[str, str]) -> bool:
     """A stray object is ours; a table named schema_migrations only if it records one of our migrations."""
     if (obj["kind"], obj["name"]) != ("table", "schema_migrations"):
         return True

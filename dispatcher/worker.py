@@ -11,10 +11,10 @@ from types import FrameType
 
 import psycopg
 import structlog
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from core import metrics
-from core.db import make_pool
+from core.db import Pool, make_pool
 from core.logging import get_logger
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
@@ -35,7 +35,7 @@ class Dispatcher:
         self,
         cfg: DispatcherConfig,
         *,
-        pool: ConnectionPool | None = None,
+        pool: Pool | None = None,
         client: PistonClient | None = None,
         listen: bool = True,
     ) -> None:

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
 from core import metrics
-from core.db import run_with_retry
+from core.db import Pool, run_with_retry
 from core.logging import get_logger
 from core.sqlfiles import query
 from dispatcher.events import EventNotifier, message_event, status_event
@@ -43,7 +42,7 @@ class WriteBack:
 
     def __init__(
         self,
-        pool: ConnectionPool,
+        pool: Pool,
         *,
         outbox_id: int,
         job_id: str,

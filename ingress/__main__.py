@@ -21,7 +21,7 @@ def _serve(options: dict[str, Any]) -> None:
     # and would turn a bad value into a traceback instead of our one-line error.
     from gunicorn.app.base import BaseApplication
 
-    class _Server(BaseApplication):  # type: ignore[misc]
+    class _Server(BaseApplication):
         def __init__(self, options: dict[str, Any]) -> None:
             self.options = options
             super().__init__()

@@ -10,12 +10,12 @@ from typing import Any
 import psycopg
 import structlog
 from flask import Flask, Response, g, jsonify, request
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from core import metrics, migrate
 from core.config import IngressConfig
-from core.db import make_pool
+from core.db import Pool, make_pool
 from core.logging import get_logger
 from core.sqlfiles import query
 from ingress import openapi
@@ -40,7 +40,7 @@ def _error(err: ApiError) -> tuple[Response, int]:
     return jsonify(err.body()), err.status
 
 
-def create_app(config: IngressConfig | None = None, pool: ConnectionPool | None = None) -> Flask:
+def create_app(config: IngressConfig | None = None, pool: Pool | None = None) -> Flask:
     cfg = config or IngressConfig.from_env()
     own_pool = pool is None
     if pool is None:

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg_pool import ConnectionPool
-
-from core.db import autocommit
+from core.db import Pool, autocommit
 from core.sqlfiles import query
 from ingress.errors import ApiError
 from ingress.validation import InvokeRequest
@@ -89,7 +87,7 @@ def check(req: InvokeRequest, row: dict[str, Any]) -> Accepted | None:
     return None
 
 
-def enqueue(pool: ConnectionPool, req: InvokeRequest, *, max_attempts: int) -> Accepted:
+def enqueue(pool: Pool, req: InvokeRequest, *, max_attempts: int) -> Accepted:
     params = {
         "agent_id": req.agent_id,
         "job_id": req.job_id,
@@ -110,7 +108,7 @@ def enqueue(pool: ConnectionPool, req: InvokeRequest, *, max_attempts: int) -> A
     raise ApiError(409, "job_already_queued", "this jobId is being queued concurrently", field="jobId")  # pragma: no cover
 
 
-def _run(pool: ConnectionPool, params: dict[str, Any]) -> dict[str, Any]:
+def _run(pool: Pool, params: dict[str, Any]) -> dict[str, Any]:
     """The one-statement enqueue (sql/queries/ingress/enqueue.sql), in autocommit: atomic on its own."""
     with autocommit(pool) as conn:
         row = conn.execute(query("ingress/enqueue"), params).fetchone()

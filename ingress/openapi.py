@@ -24,4 +24,5 @@ def document_bytes() -> bytes:
 
 def document() -> dict[str, Any]:
     """The document as a dict."""
-    return json.loads(document_bytes())
+    doc: dict[str, Any] = json.loads(document_bytes())
+    return doc

@@ -124,7 +124,9 @@ _pending: set[int] = set()
 _reader_active = False
 
 
-def _init(context: dict[str, Any], *, stdout: IO[str] | None = None, stdin: IO[str] | None = None) -> None:
+def _init(
+    context: dict[str, Any], *, stdout: IO[str] | _LineTrackingStdout | None = None, stdin: IO[str] | None = None
+) -> None:
     """Set the run's context (and optionally the streams the protocol uses). Called by ``_bootstrap``."""
     global _context, _out, _in
     if not isinstance(context, dict):
@@ -141,7 +143,7 @@ def _bootstrap() -> None:
     if _EMBEDDED_CONTEXT is None:
         raise HubError("hub._bootstrap() needs the context embedded by the dispatcher; use hub._init(context) instead")
     tracked = _LineTrackingStdout(sys.stdout)
-    sys.stdout = tracked  # type: ignore[assignment]
+    sys.stdout = tracked
     _init(json.loads(_EMBEDDED_CONTEXT), stdout=tracked, stdin=sys.stdin)
 
 
@@ -296,7 +298,8 @@ def call_llm(
     result = reply.get("result")
     if not isinstance(result, dict) or not isinstance(result.get("text"), str):
         raise HubError("call_llm: malformed reply from the hub")
-    return result["text"]
+    text: str = result["text"]
+    return text
 
 
 def call_agent(agent_id: str, input_data: Any) -> dict[str, Any]:

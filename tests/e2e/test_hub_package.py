@@ -37,9 +37,9 @@ def sdk_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_build_backend_pin_matches_the_setuptools_the_project_installs() -> None:
     requires = tomllib.loads((REPO / "hubpy" / "pyproject.toml").read_text())["build-system"]["requires"]
-    pinned = (REPO / "requirements.txt").read_text()
+    pinned = (REPO / "requirements-dev.txt").read_text()
     match = re.search(r"^setuptools==(\S+)", pinned, re.M)
-    assert match, "requirements.txt must pin setuptools (the SDK's build backend)"
+    assert match, "requirements-dev.txt must pin setuptools (the SDK's build backend)"
     assert requires == [f"setuptools=={match.group(1)}"]
 
 
