@@ -8,6 +8,7 @@ made by Prisma 7.10.0's schema engine (tests/prisma_engine_diff.py), not by a pa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from core import migrate
 from tests import prisma_engine_diff
+from tests.legacy_layout import install_public_layout
 from tests.prisma_engine_diff import Diff, contract_schema, for_prisma7, migrate_diff
 
 
@@ -54,6 +56,17 @@ def statements(diff: Diff) -> list[str]:
 
 def test_prisma_finds_nothing_to_change_in_the_migrated_database(prisma_engine: Path, db_url: str) -> None:
     diff = migrate_diff(prisma_engine, db_url, contract_schema())
+    assert diff.empty, explain(diff)
+
+
+def test_prisma_finds_nothing_to_change_after_an_upgrade_from_the_public_layout(
+    prisma_engine: Path, empty_db_url: str
+) -> None:
+    install_public_layout(empty_db_url)
+    before = migrate_diff(prisma_engine, empty_db_url, contract_schema())
+    assert 'DROP TABLE "invocation_outbox"' in before.sql  # the layout the upgrade starts from: drift to Prisma
+    migrate.apply(empty_db_url, out=open(os.devnull, "w"))  # noqa: SIM115
+    diff = migrate_diff(prisma_engine, empty_db_url, contract_schema())
     assert diff.empty, explain(diff)
 
 
