@@ -428,7 +428,9 @@ def test_operator_cancel_of_a_running_invocation_ends_the_row_cancelled_and_rela
         post_all(stack, ws)
         stack.wait_job(w.job_id, ("PROCESSING",), timeout=15)
         if transport == "ws":
-            wait_messages(stack, ws, ["start"])  # the batch transport only relays at the end
+            wait_messages(stack, ws, ["start"])
+        else:  # the batch transport only relays at the end: wait for the program to run in the sandbox
+            wait_until(stack.piston.busy, what="the agent to run in Piston", details=stack.logs)
         res = cli(stack.db_url, "cancel", w.job_id, "--reason", "user pressed stop")
         assert res.returncode == 0, res.stdout + res.stderr
         # The heartbeat (0.5 s) noticed and the runner stopped relaying: the row ends cancelled while the agent

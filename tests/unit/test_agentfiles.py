@@ -18,8 +18,8 @@ from dispatcher.agentfiles import AgentFileRow, AgentFilesError, box_name, load_
 from dispatcher.bundle import AgentSource
 
 BINARY = bytes(range(256))
-# Set when the module's tests are done: until then /slow never answers and /trickle never ends, so only
-# the client's timeout can end those downloads, however slow the machine.
+# Set when the module's tests are done: until then (or 30-60 s) /slow does not answer and /trickle goes on,
+# so only the client's timeout can end those downloads quickly, however slow the machine.
 RELEASE = threading.Event()
 
 
@@ -52,7 +52,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/trickle":
             self.send_response(200)
             self.end_headers()
-            while not RELEASE.wait(0.1):  # a byte every 0.1 s: no single read ever waits long
+            for _ in range(300):  # a byte every 0.1 s for 30 s: no single read ever waits long
+                if RELEASE.wait(0.1):
+                    return
                 try:
                     self.wfile.write(b"x")
                     self.wfile.flush()
