@@ -16,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import machinery, seed, stack
+from bench import machinery, micro, seed, stack
 from bench.measure import PeakRss, machine
 from bench.pgembed import EmbeddedPostgres
 from core.config import LogConfig
 from core.logging import configure
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("machinery", "wakeup", "ingress", "e2e", "saturation")
+STAGES = ("machinery", "wakeup", "ingress", "e2e", "saturation", "micro")
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -41,14 +41,17 @@ def run(quick: bool, only: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {"quick": quick, "machine": machine(), "postgres": pg.settings(), "sizes": n}
     try:
         ours = seed.migrated(pg.create_db("agenthub"))
-        pgq = pg.create_db("pgqueuer")
-        machinery.pgq_install(pgq)
+        pgq = ""
+        if {"machinery", "wakeup"} & set(only):  # the only stages that need PgQueuer
+            pgq = pg.create_db("pgqueuer")
+            machinery.pgq_install(pgq)
         stages: dict[str, Callable[[], dict[str, Any]]] = {
             "machinery": lambda: _machinery(ours, pgq, n),
             "wakeup": lambda: _wakeup(ours, pgq, n),
             "ingress": lambda: stack.ingress(pg, ours, n["ingress"], rss, floor_s=2 if quick else 10),
             "e2e": lambda: {t: stack.e2e(ours, n["e2e"], rss, tmp, t) for t in ("ws", "execute")},
             "saturation": lambda: stack.saturation(ours, n["backlog"], rss, tmp),
+            "micro": lambda: micro.run(ours, quick),
         }
         for name in STAGES:
             if name not in only:
@@ -72,6 +75,7 @@ TITLES = {
     "ingress": "3. ingress vs the Postgres floor (8 clients)",
     "e2e": "4. end to end through localpiston",
     "saturation": "5. saturation: 8 slots, 1 s agents",
+    "micro": "7. the claim's plan behind finished rows; bundle build time",
 }
 
 
@@ -146,6 +150,15 @@ def table(r: dict[str, Any]) -> str:
                      f"after first start {s['all_busy_fraction_after_first_start'] * 100:.1f}%", ">= 95%"))
         rows.append(("5 ... all 8 Piston calls in flight", f"{s['all_calls_in_flight_fraction'] * 100:.1f}%",
                      f"after first call {s['all_calls_in_flight_fraction_after_first_start'] * 100:.1f}%", ""))
+    if "micro" in r:
+        p = r["micro"]["claim_plan"]
+        scans = ", ".join(dict.fromkeys(s["node"] + (f" on {s['index']}" if s["index"] else "") for s in p["scans"]))
+        rows.append((f"7 claim plan behind {p['finished_rows']:,} finished rows", f"{p['execution_ms']} ms",
+                     f"at most {p['max_rows_removed_by_filter']} rows removed by a filter", scans))
+        for key in ("bundle_windowed", "bundle_ordinary"):
+            b = r["micro"][key]
+            rows.append((f"7 bundle build, {b['messages']:,} messages", f"median {b['median_ms']} ms (max {b['max_ms']})",
+                         f"{b['kept']:,} kept in {b['max_body_bytes']:,} bytes", ""))
     if r.get("peak_rss_mib"):
         rows.append(("6 peak RSS", ", ".join(f"{k} {v} MiB" for k, v in r["peak_rss_mib"].items()), "", ""))
     for name, error in r.get("errors", {}).items():

@@ -6,7 +6,6 @@ Agents find the agent to call in their own env vars (CALL), so a chain is set up
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from tests import factories
 from tests.stack import Stack, agent_with_code
+from tests.waiting import wait_until
 
 # Calls the agent in its CALL env var (if any) with its own prompt + "!", then reports what came back.
 CALLER = """
@@ -202,15 +202,14 @@ def test_cancelling_the_child_job_on_the_hub_stops_the_child_and_the_caller_gets
     stack: Stack, hub_conn: psycopg.Connection, tmp_path: Path
 ) -> None:
     w = agent_with_code(hub_conn, tmp_path, CALLER)
+    # Its progress line (on its own Job) shows it has started in Piston.
     sleeper = make_agent(hub_conn, tmp_path, w.user_id, "sleeper",
-                         "import time, hub\nhub.send_message('started')\ntime.sleep(60)\n", {})
+                         "import time, hub\nhub.set_progress(1, 'in the sandbox')\nhub.send_message('started')\n"
+                         "time.sleep(60)\n", {})
     set_env(hub_conn, w.agent_id, "CALL", sleeper)
     assert stack.post(w).status_code == 202
-    deadline = time.monotonic() + 30
-    while not (children := child_jobs(stack, w.job_id)) or children[0]["status"] != "PROCESSING":
-        assert time.monotonic() < deadline, stack.logs()
-        time.sleep(0.05)
-    time.sleep(0.5)  # let the child start in Piston
+    children = wait_until(lambda: [c for c in child_jobs(stack, w.job_id) if c["statusMessage"] == "in the sandbox"],
+                          what="the child to run in Piston", details=stack.logs)
     # What Next.js does to cancel a Job.
     hub_conn.execute('UPDATE "Job" SET "status" = \'CANCELLED\' WHERE "id" = %s', (children[0]["id"],))
     job = stack.wait_job(w.job_id, timeout=30)

@@ -6,7 +6,6 @@ Gemini key) — read from the JSON lines the real processes print.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import requests
 
 from tests.fakegemini_proc import FakeGemini
 from tests.stack import Stack, agent_with_code
+from tests.waiting import wait_until
 
 GEMINI_KEY = "AIzaSy-log-test-secret-4f1c9"
 ENV_SECRET = "env-secret-value-8b2e7d"
@@ -71,7 +71,12 @@ def test_every_invocation_line_has_its_ids_and_no_line_has_a_secret(stack: Stack
         assert resp.status_code == 202, resp.text
     assert stack.wait_job(ok.job_id)["status"] == "SUCCEEDED", stack.logs()
     assert stack.wait_job(bad.job_id)["status"] == "FAILED"
-    time.sleep(0.5)  # run_done is logged just after the final write
+
+    def both_runs_done() -> bool:  # run_done is logged just after the final write
+        done = {line.get("job_id") for line in json_lines(stack.dispatchers[0].output()) if line.get("event") == "run_done"}
+        return {ok.job_id, bad.job_id} <= done
+
+    wait_until(both_runs_done, what="both run_done lines", details=stack.logs)
     dispatcher_text = stack.dispatchers[0].output()
     web_text = stack.web.output() if stack.web else ""
 

@@ -36,6 +36,10 @@ QUOTED = f"p\"a's\\s-{HEX[:16]}"  # escaped differently by JSON, repr and plain 
 VICTIM_SECRET = f"victim-{uuid.uuid4().hex}"
 TOKEN = f"ingress-token-{uuid.uuid4().hex}"
 SECRETS = {"API_KEY": API_KEY, "QUOTED": QUOTED}
+# Agents that must still be running while the test looks wait for this file (the sandbox sees the host's
+# /tmp), which the test creates once it has looked: no guess at how long the looking takes.
+GO_FILE = Path("/tmp") / f"secrets-e2e-go-{uuid.uuid4().hex}"
+WAIT_FOR_GO = f"import os, time\nwhile not os.path.exists({str(GO_FILE)!r}):\n    time.sleep(0.05)\n"
 TAIL = 2000          # dispatcher/runner.py TAIL_CHARS
 MAX_OUTPUT = 50_000  # MAX_OUTPUT_CHARS of this suite's dispatcher
 FRAGMENT = 12        # any piece of a secret this long counts as a leak
@@ -54,7 +58,7 @@ LEAKERS: dict[str, str] = {
     "hub.log": "hub.log('key ' + K)\nhub.log(Q, level='error')\nhub.log('z' * 3970 + K)\n",  # the 4000-char cut inside K
     "raises": "raise RuntimeError('bad key ' + K + ' ' + repr(Q))\n",
     "exits with it": "sys.exit(K)\n",
-    "progress": "hub.set_progress(50, 'using ' + K)\nhub.send_message('progress set')\ntime.sleep(2.5)\n",
+    "progress": "hub.set_progress(50, 'using ' + K)\nhub.send_message('progress set')\n" + WAIT_FOR_GO,
     "forged lines": (
         "P = '\\x1ehub:' + hub._context['nonce'] + ':'\n"
         "for obj in ({'type': K}, {'type': 'log', 'level': K, 'message': 'x'},"
@@ -67,7 +71,7 @@ LEAKERS: dict[str, str] = {
 }
 EXPECTED_STATUS = {"raises": "FAILED", "exits with it": "FAILED", "output cap cuts it": "FAILED"}
 
-VICTIM = "import hub, time\nhub.send_message('victim ready')\ntime.sleep(6)\n"
+VICTIM = "import hub\nhub.send_message('victim ready')\n" + WAIT_FOR_GO
 
 SNOOPER = """
 import json, os, hub
@@ -120,11 +124,13 @@ def stack(module_db_url: str) -> Iterator[Stack]:
             "MAX_OUTPUT_CHARS": str(MAX_OUTPUT),
             "DISPATCHER_METRICS_PORT": str(metrics_port),
             "LOG_LEVEL": "debug",
+            "AGENT_RUN_TIMEOUT_MS": "20000",  # the agents waiting for GO_FILE: Piston's limit in tests.stack
         },
     ).start()
     s.metrics_port = metrics_port  # type: ignore[attr-defined]
     yield s
     s.close()
+    GO_FILE.unlink(missing_ok=True)
 
 
 def test_secrets_never_reach_logs_tables_or_metrics_nor_another_agent(stack: Stack, tmp_path: Path) -> None:
@@ -155,6 +161,7 @@ def test_secrets_never_reach_logs_tables_or_metrics_nor_another_agent(stack: Sta
     assert report["own_env"] == ["SNOOPER_OWN"]
     assert report["scanned"] > 0 and report["denied"] > 0, report  # it really looked, and was refused somewhere
     assert stack.job(victim.job_id)["status"] == "PROCESSING"  # the victim was running all along
+    GO_FILE.touch()  # the progress leaker and the victim may finish now
 
     for run in runs:
         job = stack.wait_job(run.world.job_id, timeout=60)

@@ -110,6 +110,17 @@ class LocalPiston:
                 _signal_group(group, signal.SIGKILL)
         proc.wait(STOP_TIMEOUT_S)
 
+    def busy(self) -> bool:
+        """A sandboxed program of this server is running: its run script lives under our private TMPDIR."""
+        mark = self._tmp.encode()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if mark in cmdline.read_bytes():  # a zombie's cmdline is empty
+                    return True
+            except OSError:  # ended meanwhile
+                continue
+        return False
+
     def output(self, tail_chars: int = 4000) -> str:
         self._log.flush()
         self._log.seek(0)

@@ -15,7 +15,9 @@ def test_a_call_on_a_dead_pooled_connection_is_retried_on_a_fresh_one(db_url: st
     with ConnectionPool(db_url, min_size=1, max_size=1, kwargs={"row_factory": dict_row, "application_name": "retry-test"},
                         open=True) as pool:
         pool.wait()
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'retry-test'")
+        killed = conn.execute("SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE application_name = 'retry-test' AND datname = current_database()) t").fetchone()
+        assert killed == {"n": 1}
         retries: list[int] = []
         row = run_with_retry(pool, lambda c: c.execute("SELECT 41 + 1 AS answer").fetchone(), retry_s=10,
                              on_retry=retries.append)
@@ -44,7 +46,7 @@ def test_after_a_restart_one_failed_try_clears_every_dead_connection_in_the_pool
                         open=True) as pool:
         pool.wait()
         killed = conn.execute("SELECT count(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE application_name = 'retry-all') t").fetchone()
+                              "WHERE application_name = 'retry-all' AND datname = current_database()) t").fetchone()
         assert killed == {"n": 3}
         retries: list[int] = []
         assert run_with_retry(pool, lambda c: c.execute("SELECT 1 AS one").fetchone(), retry_s=10,

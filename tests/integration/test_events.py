@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from dispatcher.events import EventNotifier, status_event
+from tests.waiting import wait_until
 
 APP = "test-hub-events"
 
@@ -30,6 +31,13 @@ def received(conn: psycopg.Connection, n: int, timeout: float = 10.0) -> list[di
         for note in conn.notifies(timeout=0.2, stop_after=n - len(got)):
             got.append(json.loads(note.payload))
     return got
+
+
+def notifier_pids(conn: psycopg.Connection) -> list[int]:
+    """The notifier's backends in this test's own database (another test process may use the same name)."""
+    rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+                        (APP,)).fetchall()
+    return [r[0] for r in rows]
 
 
 def test_a_batch_is_delivered_in_emit_order_even_with_repeated_payloads(db_url: str, listen: psycopg.Connection) -> None:
@@ -55,13 +63,15 @@ def test_the_notifier_reconnects_after_its_connection_is_killed(db_url: str, lis
     try:
         notifier.emit(status_event("before", None, "PROCESSING"))
         assert notifier.flush(10)
-        killed = listen.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                                (APP,)).fetchall()
-        assert [r[0] for r in killed] == [True]
+        [old] = notifier_pids(listen)
+        assert listen.execute("SELECT pg_terminate_backend(%s)", (old,)).fetchone() == (True,)
+        # The backend ends asynchronously: only once it has gone must the next send meet a dead connection.
+        wait_until(lambda: old not in notifier_pids(listen), what="the killed backend to end")
         notifier.emit(status_event("after", None, "SUCCEEDED"))
         assert notifier.flush(10)
         assert [e["job_id"] for e in received(listen, 2)] == ["before", "after"]
         assert notifier.lost == 0
+        assert len(notifier_pids(listen)) == 1  # on a new connection
     finally:
         notifier.stop()
 

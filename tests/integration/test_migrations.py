@@ -52,6 +52,32 @@ def recorded(url: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in conn.execute("SELECT version, checksum FROM agent_hub.schema_migrations ORDER BY version")]
 
 
+def migrate_lock_holders(conn: psycopg.Connection) -> int:
+    """Sessions holding core.migrate's advisory lock in this connection's database. Advisory locks are per
+    database, but pg_locks lists every database's: another test process (or checkout) migrating its own
+    database at the same moment holds the same key there, so filter by database as well as by key."""
+    key = migrate.ADVISORY_LOCK_KEY  # a bigint key shows as classid (high 32 bits), objid (low), objsubid 1
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND classid = %s::oid AND objid = %s::oid", (key >> 32, key & 0xFFFF_FFFF)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+class LockWatch(io.StringIO):
+    """apply()'s output: every write also records how many sessions held the lock at that moment."""
+
+    def __init__(self, watcher: psycopg.Connection) -> None:
+        super().__init__()
+        self.watcher = watcher
+        self.held: list[int] = []
+
+    def write(self, text: str) -> int:
+        self.held.append(migrate_lock_holders(self.watcher))
+        return super().write(text)
+
+
 def run_cli(*args: str, database_url: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     if database_url is not None:
@@ -126,11 +152,12 @@ def test_four_concurrent_applies_all_succeed_and_record_each_migration_once(empt
     assert tables(empty_db_url) >= PRISMA_TABLES
 
 
-def test_apply_releases_its_advisory_lock(empty_db_url: str) -> None:
+def test_apply_holds_its_advisory_lock_while_applying_and_releases_it(empty_db_url: str) -> None:
     with psycopg.connect(empty_db_url, autocommit=True) as watcher:
-        migrate.apply(empty_db_url, out=io.StringIO())
-        held = watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
-    assert held == (0,)
+        out = LockWatch(watcher)
+        migrate.apply(empty_db_url, out=out)
+        assert out.held and set(out.held) == {1}  # each "applied" line is printed under the lock: the query sees it
+        assert migrate_lock_holders(watcher) == 0
 
 
 def test_discover_returns_files_in_number_order(tmp_path: Path) -> None:
@@ -191,7 +218,7 @@ def test_a_failing_migration_is_rolled_back_and_not_recorded(
     assert [v for v, _ in recorded(empty_db_url)] == VERSIONS  # the good ones before it stay applied
     assert "half_done" not in tables(empty_db_url)
     with psycopg.connect(empty_db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
+        assert migrate_lock_holders(conn) == 0
 
 
 # --- the command line (the Procfile's release step) -------------------------------------------

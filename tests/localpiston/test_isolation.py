@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_until
+
 from .conftest import SECRET_VALUE, Server, netns_available, processes_with_marker
 
 
@@ -76,9 +78,9 @@ def test_fork_bomb_is_contained_and_killed(piston: Server) -> None:
     started = time.monotonic()
     run = piston.run(code, args=[marker], run_timeout=1000)
     assert run["status"] == "TO"
-    assert time.monotonic() - started < 10
-    time.sleep(0.2)
-    assert processes_with_marker(marker) == []
+    assert time.monotonic() - started < 10  # the 1 s limit held; 10x for a machine the bomb itself loads
+    # The kill is asynchronous: every process of the box must be gone soon after, not necessarily yet.
+    wait_until(lambda: processes_with_marker(marker) == [], what="the box's processes to be gone")
 
 
 def test_background_process_does_not_outlive_the_run(piston: Server) -> None:
@@ -92,8 +94,8 @@ def test_background_process_does_not_outlive_the_run(piston: Server) -> None:
     )
     run = piston.run(code, args=[marker])
     assert run["stdout"] == "spawned\n"
-    time.sleep(0.2)
-    assert processes_with_marker(marker) == []
+    # The kill is asynchronous: every process of the box must be gone soon after, not necessarily yet.
+    wait_until(lambda: processes_with_marker(marker) == [], what="the box's processes to be gone")
 
 
 def test_each_job_gets_a_fresh_box(piston: Server) -> None:

@@ -163,11 +163,9 @@ def test_bundle_too_large_without_history_names_the_sizes() -> None:
         build_files(make_context([msg(1)]), [*MAIN, AgentSource("big.txt", "y" * 30_000)], max_body_bytes=20_000)
 
 
-def test_windowing_thousands_of_messages_is_fast() -> None:
-    import time
-
+def test_windowing_twenty_thousand_messages_keeps_the_newest_that_fit() -> None:
+    # How long this takes is a bench figure (bench/micro.py, stage 7), not an assertion here.
     history = [msg(i, 50) for i in range(20_000)]
-    start = time.perf_counter()
     built = build_files(make_context(history), MAIN, max_body_bytes=100_000)
-    assert time.perf_counter() - start < 2.0
     assert 0 < built.history_kept < 20_000
+    assert embedded_context(built.files)["chat_history"] == history[-built.history_kept :]
