@@ -75,7 +75,7 @@ TITLES = {
     "ingress": "3. ingress vs the Postgres floor (8 clients)",
     "e2e": "4. end to end through localpiston",
     "saturation": "5. saturation: 8 slots, 1 s agents",
-    "micro": "7. the claim's plan behind finished rows; bundle build time",
+    "micro": "7. the claim's and stats' plans behind a long history; bundle build time",
 }
 
 
@@ -155,6 +155,11 @@ def table(r: dict[str, Any]) -> str:
         scans = ", ".join(dict.fromkeys(s["node"] + (f" on {s['index']}" if s["index"] else "") for s in p["scans"]))
         rows.append((f"7 claim plan behind {p['finished_rows']:,} finished rows", f"{p['execution_ms']} ms",
                      f"at most {p['max_rows_removed_by_filter']} rows removed by a filter", scans))
+        if "stats_plan" in r["micro"]:
+            sp = r["micro"]["stats_plan"]
+            rows.append((f"7 stats --agent, 1 h behind {sp['history_rows']:,} rows", f"{sp['execution_ms']} ms",
+                         f"{sp['outbox_rows_read']:,} rows read for {sp['window_rows']:,} in the window",
+                         ", ".join(sp["scans"])))
         for key in ("bundle_windowed", "bundle_ordinary"):
             b = r["micro"][key]
             rows.append((f"7 bundle build, {b['messages']:,} messages", f"median {b['median_ms']} ms (max {b['max_ms']})",

@@ -3,6 +3,7 @@
 - The claim's plan behind a long history of finished rows (``EXPLAIN ANALYZE``, rolled back): which scans
   of the outbox it uses and how many rows they threw away. Before migration 0004 it walked every
   finished row from the first one ever queued (docs/performance.md, change 5).
+- ``python -m dispatcher stats`` over an hour behind a month of history: the rows it reads (the window's).
 - How long building one run's Piston files takes when a session's chat history must be windowed
   (20,000 messages into Piston's 100 kB body), and for an ordinary history.
 
@@ -67,6 +68,38 @@ def claim_plan(url: str, *, finished: int, open_rows: int, batch: int = 10) -> d
     }
 
 
+def stats_plan(url: str, *, history: int, window: int) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of ``python -m dispatcher stats --agent`` over the last hour, behind ``history`` rows a
+    month old: the rows it reads should follow the window (``window`` rows), not the history."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")
+        conn.execute(
+            "INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, user_id, prompt, status, attempts, created_at, "
+            "started_at, finished_at) SELECT 'stats-' || g, 'agent-' || (g %% 50), 'u', 'p', 'succeeded', 1, "
+            "now() - interval '30 days' + g * interval '1 millisecond', now() - interval '30 days', "
+            "now() - interval '30 days' FROM generate_series(1, %s) g", (history,))
+        conn.execute(
+            "INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, user_id, prompt, status, attempts, started_at, "
+            "finished_at) SELECT 'stats-new-' || g, 'agent-1', 'u', 'p', 'succeeded', 1, now(), now() "
+            "FROM generate_series(1, %s) g", (window,))
+        conn.execute("VACUUM ANALYZE agent_hub.invocation_outbox")
+        params = {"since": None, "agent_id": "agent-1", "user_id": None, "top": 3}
+        row = conn.execute("SELECT now() - interval '1 hour' AS since").fetchone()
+        assert row is not None
+        params["since"] = row[0]
+        plan_row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query("stats/agents"), params).fetchone()
+    assert plan_row is not None
+    plan = plan_row[0][0]
+    nodes = _nodes(plan["Plan"])
+    scans = [n for n in nodes if "Scan" in n["Node Type"] and (
+        n.get("Relation Name") == "invocation_outbox" or str(n.get("Index Name")).startswith("invocation_outbox"))]
+    return {"history_rows": history, "window_rows": window, "execution_ms": round(plan["Execution Time"], 3),
+            "outbox_rows_read": sum(int(n.get("Actual Rows", 0)) * int(n.get("Actual Loops", 1))
+                                    + int(n.get("Rows Removed by Filter", 0)) for n in scans),
+            "scans": sorted({f"{n['Node Type']}" + (f" on {n['Index Name']}" if n.get("Index Name") else "")
+                             for n in scans})}
+
+
 def _context(messages: int) -> dict[str, Any]:
     history = [{"role": "user" if i % 2 else "agent", "content": f"{i}:" + "x" * 50,
                 "timestamp": "2024-01-01T00:00:00.000Z"} for i in range(messages)]
@@ -95,6 +128,7 @@ def run(url: str, quick: bool) -> dict[str, Any]:
     finished = 20_000 if quick else 200_000
     return {
         "claim_plan": claim_plan(url, finished=finished, open_rows=300),
+        "stats_plan": stats_plan(url, history=finished, window=500),
         "bundle_windowed": bundle_build(messages=20_000, repeats=3 if quick else 10),
         "bundle_ordinary": bundle_build(messages=50, repeats=20 if quick else 200),
     }

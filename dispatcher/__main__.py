@@ -13,9 +13,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dispatcher", description="Run agents queued in the outbox.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="claim and run invocations until SIGTERM")
-    from dispatcher import ops
+    from dispatcher import ops, schedule_cli, stats_cli
 
     ops.add_commands(sub)  # list / show / replay / cancel / prune
+    schedule_cli.add_commands(sub)  # schedule add / list / pause / resume / remove
+    stats_cli.add_commands(sub)
     sub.add_parser("verify", help="check the database (migrations, Prisma tables) and Piston (Python runtime); exit 0/1")
     args = parser.parse_args(argv)
     if args.command == "verify":
@@ -24,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         from dispatcher import verify
 
         return verify.run(os.environ)
+    if args.command == schedule_cli.COMMAND:
+        return schedule_cli.run(args)
+    if args.command == stats_cli.COMMAND:
+        return stats_cli.run(args)
     if args.command in ops.COMMANDS:
         return ops.run(args)  # operator commands need only DATABASE_URL
     try:

@@ -52,6 +52,7 @@ class DispatcherConfig:
     max_agent_depth: int = 3
     child_time_margin_ms: int = 1000
     metrics_port: int = 0  # DISPATCHER_METRICS_PORT: /metrics HTTP server; 0 = off (docs/operations.md)
+    outbox_max_attempts: int = 5  # OUTBOX_MAX_ATTEMPTS, as the web's: for the rows scheduled runs queue
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DispatcherConfig:
@@ -108,4 +109,5 @@ class DispatcherConfig:
             max_agent_depth=_int(env, "HUB_MAX_AGENT_DEPTH", 3, minimum=0),
             child_time_margin_ms=_int(env, "HUB_CHILD_TIME_MARGIN_MS", 1000, minimum=0),
             metrics_port=_int(env, "DISPATCHER_METRICS_PORT", 0, minimum=0),
+            outbox_max_attempts=_int(env, "OUTBOX_MAX_ATTEMPTS", 5, minimum=1),
         )

@@ -17,6 +17,7 @@ from core import metrics
 from core.db import Pool, make_pool
 from core.logging import get_logger
 from dispatcher import claim as claims
+from dispatcher import schedule_store
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
 from dispatcher.events import EventNotifier
@@ -154,6 +155,8 @@ class Dispatcher:
                     swept = claims.sweep_orphans(self.pool, self.events)
                     if swept:
                         log.warning("orphaned_children_failed", rows=swept)
+                    if schedule_store.fire_due(self.pool, max_attempts=self.cfg.outbox_max_attempts):
+                        self.wake.set()  # a scheduled run was queued: claim it now
             except (psycopg.Error, PoolTimeout) as exc:
                 log.warning("heartbeat_failed", error=type(exc).__name__)
 
