@@ -2,10 +2,14 @@
 
 Queries live in .sql files so a reader finds each one in one place; parameters
 are always bound (psycopg ``%(name)s`` placeholders), never formatted in.
+
+A line ``--@include <area>/<name>`` is replaced by that file's text (comments and all), so a rule
+two queries share (the claim's "due" rule) is written once. Static text only: never a parameter.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
@@ -19,4 +23,14 @@ def query(name: str) -> str:
     path = (QUERIES_DIR / f"{name}.sql").resolve()
     if QUERIES_DIR not in path.parents:
         raise ValueError(f"query name escapes sql/queries: {name!r}")
-    return path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda m: _included(m.group(1), name), text)
+
+
+_INCLUDE = re.compile(r"^[ \t]*--@include[ \t]+(\S+)[ \t]*$", re.MULTILINE)
+
+
+def _included(name: str, into: str) -> str:
+    if name == into:
+        raise ValueError(f"{into} includes itself")
+    return query(name).rstrip("\n")

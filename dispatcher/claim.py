@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.db import Pool, run_with_retry
+from core.db import Conn, Pool, run_with_retry
 from core.sqlfiles import query
 from dispatcher.events import EventNotifier, status_event
 
@@ -41,13 +41,25 @@ def _one_statement(pool: Pool, sql: str, params: dict[str, Any]) -> list[dict[st
     return run_with_retry(pool, lambda conn: conn.execute(sql, params).fetchall(), retry_s=RETRY_S)
 
 
-def claim(pool: Pool, *, owner: str, batch: int, lease_s: float, running: Sequence[int] = ()) -> list[Claimed]:
-    """`running`: the ids this dispatcher is running now; their expired leases are not reclaimed by it."""
+def claim(pool: Pool, *, owner: str, batch: int, lease_s: float, running: Sequence[int] = (),
+          max_per_user: int = 0, max_per_agent: int = 0) -> list[Claimed]:
+    """`running`: the ids this dispatcher is running now; their expired leases are not reclaimed by it.
+
+    With a cap (``max_per_user`` / ``max_per_agent`` > 0: live runs across every dispatcher) the fair claim
+    runs, serialised across dispatchers by an advisory lock for its transaction (claim_fair.sql)."""
     if batch <= 0:
         return []
-    rows = _one_statement(
-        pool, query("dispatcher/claim"), {"owner": owner, "batch": batch, "lease_s": lease_s, "running": list(running)}
-    )
+    params = {"owner": owner, "batch": batch, "lease_s": lease_s, "running": list(running),
+              "max_per_user": max_per_user, "max_per_agent": max_per_agent}
+    if max_per_user <= 0 and max_per_agent <= 0:
+        rows = _one_statement(pool, query("dispatcher/claim"), params)
+    else:
+        def fair(conn: Conn) -> list[dict[str, Any]]:
+            with conn.transaction():
+                conn.execute(query("dispatcher/claim_lock"))
+                return conn.execute(query("dispatcher/claim_fair"), params).fetchall()
+
+        rows = run_with_retry(pool, fair, retry_s=RETRY_S)
     return [Claimed(**row) for row in rows]
 
 

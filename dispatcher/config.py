@@ -53,6 +53,8 @@ class DispatcherConfig:
     child_time_margin_ms: int = 1000
     metrics_port: int = 0  # DISPATCHER_METRICS_PORT: /metrics HTTP server; 0 = off (docs/operations.md)
     outbox_max_attempts: int = 5  # OUTBOX_MAX_ATTEMPTS, as the web's: for the rows scheduled runs queue
+    max_running_per_user: int = 0  # DISPATCHER_MAX_RUNNING_PER_USER: live runs of one user, all dispatchers; 0 = no cap
+    max_running_per_agent: int = 0  # DISPATCHER_MAX_RUNNING_PER_AGENT: the same per agent
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DispatcherConfig:
@@ -110,4 +112,6 @@ class DispatcherConfig:
             child_time_margin_ms=_int(env, "HUB_CHILD_TIME_MARGIN_MS", 1000, minimum=0),
             metrics_port=_int(env, "DISPATCHER_METRICS_PORT", 0, minimum=0),
             outbox_max_attempts=_int(env, "OUTBOX_MAX_ATTEMPTS", 5, minimum=1),
+            max_running_per_user=_int(env, "DISPATCHER_MAX_RUNNING_PER_USER", 0, minimum=0),
+            max_running_per_agent=_int(env, "DISPATCHER_MAX_RUNNING_PER_AGENT", 0, minimum=0),
         )

@@ -113,7 +113,8 @@ class Dispatcher:
             if free <= 0:
                 break
             rows = claims.claim(self.pool, owner=self.cfg.owner, batch=min(free, self.cfg.batch_size), lease_s=self.cfg.lease_s,
-                                running=self.running_ids())
+                                running=self.running_ids(), max_per_user=self.cfg.max_running_per_user,
+                                max_per_agent=self.cfg.max_running_per_agent)
             if not rows:
                 break
             metrics.CLAIMS.inc(len(rows))

@@ -1,0 +1,35 @@
+"""Named SQL files: loaded by name, shared fragments included once, no escape from sql/queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import sqlfiles
+from core.sqlfiles import query
+
+
+def test_the_claims_share_one_due_rule_included_verbatim() -> None:
+    rule = query("dispatcher/claim_due_rule").rstrip("\n")
+    for name in ("dispatcher/claim", "dispatcher/claim_fair"):
+        text = query(name)
+        assert rule in text and "--@include" not in text
+        assert text.count("o.lease_expires_at < now()") == 1
+
+
+def test_an_include_of_a_missing_file_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "q.sql").write_text("SELECT 1\n--@include a/missing\n")
+    monkeypatch.setattr(sqlfiles, "QUERIES_DIR", tmp_path)
+    sqlfiles.query.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError):
+            query("a/q")
+    finally:
+        sqlfiles.query.cache_clear()
+
+
+def test_a_query_name_cannot_leave_sql_queries() -> None:
+    with pytest.raises(ValueError, match="escapes sql/queries"):
+        query("../migrations/0001_invocation_outbox")
