@@ -3,14 +3,12 @@ dispatcher's live runs, the least-loaded user goes first, and concurrent claims 
 
 from __future__ import annotations
 
-import threading
-
 import psycopg
 import pytest
 
-from core.db import Pool, make_pool
+from core.db import Pool
 from dispatcher import claim as claims
-from tests import factories
+from tests import concurrently, factories
 
 OWNER = "fair-owner"
 
@@ -85,26 +83,8 @@ def test_concurrent_capped_claims_never_take_a_user_past_the_cap(
     conn: psycopg.Connection, db_url: str, round_: int
 ) -> None:
     user_rows(conn, 12)
-    pools = [make_pool(db_url, min_size=1, max_size=2, timeout_s=5, statement_timeout_ms=10_000, application_name="t")
-             for _ in range(4)]
-    barrier = threading.Barrier(len(pools))
-    taken: list[int] = []
-
-    def claimer(p: Pool, n: int) -> None:
-        barrier.wait()
-        taken.extend(take(p, owner=f"d{n}", per_user=2))
-
-    try:
-        for p in pools:
-            p.open(wait=True)
-        threads = [threading.Thread(target=claimer, args=(p, n)) for n, p in enumerate(pools)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    finally:
-        for p in pools:
-            p.close()
+    results = concurrently.on_pools(db_url, 4, lambda p, n: take(p, owner=f"d{n}", per_user=2))
+    taken = [i for r in results for i in r]
     assert len(taken) == 2, taken
     running = conn.execute("SELECT count(*) AS n FROM agent_hub.invocation_outbox WHERE status = 'running'").fetchone()
     assert running["n"] == 2

@@ -3,16 +3,16 @@ time with several dispatchers, one catch-up run after downtime, pausing when the
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from core.db import Pool, make_pool
+from core.db import Pool
 from dispatcher import schedule_store
 from dispatcher.schedule_store import NewSchedule
 from dispatcher.schedules import ScheduleError, Timing
+from tests import concurrently
 from tests import factories as f
 
 
@@ -121,26 +121,7 @@ def test_one_due_time_fires_exactly_once_however_many_dispatchers_fire_at_once(
     ids = [add(conn, owners) for _ in range(20)]
     for sid in ids:
         make_due(conn, sid)
-    pools = [make_pool(db_url, min_size=1, max_size=2, timeout_s=5, statement_timeout_ms=10_000, application_name="t")
-             for _ in range(4)]
-    results: list[list[schedule_store.Fired]] = []
-    barrier = threading.Barrier(len(pools))
-
-    def fire(p: Pool) -> None:
-        barrier.wait()
-        results.append(schedule_store.fire_due(p, max_attempts=5))
-
-    try:
-        for p in pools:
-            p.open(wait=True)
-        threads = [threading.Thread(target=fire, args=(p,)) for p in pools]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-    finally:
-        for p in pools:
-            p.close()
+    results = concurrently.on_pools(db_url, 4, lambda p, _: schedule_store.fire_due(p, max_attempts=5))
     fired = [x.schedule_id for r in results for x in r]
     assert sorted(fired) == sorted(ids)
     counts = conn.execute("SELECT runs, count(*) AS n FROM agent_hub.schedule GROUP BY runs").fetchall()
