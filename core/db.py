@@ -9,7 +9,9 @@ from typing import TypeAlias, TypeVar
 import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
-from tenacity import AttemptManager, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import AttemptManager, Retrying, retry_if_exception_type, stop_after_delay
+
+from core.backoff import Backoff, tenacity_wait
 
 # Prisma stores DateTime as UTC in TIMESTAMP(3) columns; our now()-based writes
 # must produce UTC too, whatever the server's default TimeZone is.
@@ -77,6 +79,9 @@ def make_pool(
 
 T = TypeVar("T")
 
+# Between tries while Postgres is unreachable: 0.2 s doubling to 5 s, full jitter (core/backoff.py).
+UNREACHABLE_BACKOFF = Backoff(base_s=0.2, max_s=5.0)
+
 
 @contextlib.contextmanager
 def autocommit(pool: Pool) -> Iterator[Conn]:
@@ -97,7 +102,7 @@ def retry_while_unreachable(retry_s: float, on_retry: Callable[[int], None] | No
     before the n-th try."""
     for attempt in Retrying(
         retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
-        wait=wait_random_exponential(multiplier=0.2, max=5),
+        wait=tenacity_wait(UNREACHABLE_BACKOFF),
         stop=stop_after_delay(retry_s),
         reraise=True,
     ):

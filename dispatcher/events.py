@@ -21,12 +21,15 @@ from typing import Any
 
 import psycopg
 
+from core.backoff import Backoff, Streak
 from core.db import Conn, connect
 from core.logging import get_logger
 
 log = get_logger("dispatcher.events")
 
 CHANNEL = "hub_events"
+# Between tries of one batch: 0.05 s doubling to 1 s, jittered (core/backoff.py), within retry_s.
+SEND_BACKOFF = Backoff(base_s=0.05, max_s=1.0, jitter=0.5)
 # One statement, one transaction, one commit for the whole batch; ORDER BY keeps the emit order
 # (volatile target-list functions are evaluated after the sort).
 SEND_SQL = (
@@ -139,7 +142,7 @@ class EventNotifier:
 
     def _send(self, batch: list[str]) -> None:
         deadline = time.monotonic() + self.retry_s
-        backoff = 0.05
+        streak = Streak(SEND_BACKOFF)
         while True:
             try:
                 if self._conn is None or self._conn.closed:
@@ -149,13 +152,13 @@ class EventNotifier:
                 return
             except psycopg.Error as exc:
                 self._close()
-                if time.monotonic() + backoff > deadline or self._stopping:
+                wait = streak.failed_before(deadline)
+                if wait is None or self._stopping:
                     self.lost += len(batch)
                     log.warning("hub_events_dropped", events=len(batch), lost_total=self.lost, error=type(exc).__name__)
                     return
-                log.info("hub_events_reconnecting", error=type(exc).__name__, retry_in_s=backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                log.info("hub_events_reconnecting", error=type(exc).__name__, retry_in_s=round(wait, 3))
+                time.sleep(wait)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None

@@ -8,17 +8,19 @@ the claim loop is woken to sweep for rows that became due meanwhile.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
 
 import psycopg
 
+from core.backoff import Backoff, Streak
 from core.db import connect
 from core.logging import get_logger
 
 CHANNEL = "invocation_outbox"
+# Between reconnects: up to 0.2 s, doubling to 10 s, full jitter (core/backoff.py).
+RECONNECT_BACKOFF = Backoff(base_s=0.2, max_s=10.0)
 log = get_logger("dispatcher.listener")
 
 
@@ -33,18 +35,17 @@ class Listener(threading.Thread):
         self.notifications = 0
 
     def run(self) -> None:
-        backoff = 0.2
+        streak = Streak(RECONNECT_BACKOFF)
         while not self.stopping.is_set():
             try:
                 self._listen()
-                backoff = 0.2
+                streak.succeeded()
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 self.reconnects += 1
-                delay = random.uniform(0, backoff)
+                delay = streak.failed()
                 log.warning("listen_connection_lost", error=type(exc).__name__, retry_in_s=round(delay, 2))
                 self.wake.set()  # the poll sweeps whatever was missed
                 self.stopping.wait(delay)
-                backoff = min(backoff * 2, 10.0)
 
     def _listen(self) -> None:
         with connect(self.url, autocommit=True, application_name="agent-hub-dispatcher-listen") as conn:

@@ -19,9 +19,10 @@ from typing import Any
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 
+from core.backoff import Backoff, tenacity_wait
 from dispatcher.config import DispatcherConfig
 from dispatcher.redact import Redactor
 
@@ -300,7 +301,7 @@ class GeminiClient:
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(lambda e: isinstance(e, LLMFailure) and e.retryable),
-                wait=wait_random_exponential(multiplier=self.cfg.llm_retry_base_s, max=self.cfg.llm_retry_max_s),
+                wait=tenacity_wait(Backoff(self.cfg.llm_retry_base_s, self.cfg.llm_retry_max_s)),  # full jitter
                 stop=stop_after_attempt(self.cfg.llm_retry_attempts) | _OutOfTime(deadline),
                 before_sleep=before_sleep,
                 reraise=True,

@@ -13,9 +13,12 @@ Outbox row                                   Job (Prisma)
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from core.backoff import Backoff, Rand
 
 
 class OutboxStatus(StrEnum):
@@ -113,7 +116,16 @@ def claim_outcome_for_job(job_status: str | None) -> Outcome | None:
             return Outcome.finish(OutboxStatus.FAILED, "the Job was already FAILED before this run", {"skipped": True})
 
 
+# A row waits between half and all of its backoff: rows that failed in the same outage come back spread
+# out over that time, not all in the same second.
+ROW_RETRY_JITTER = 0.5
+
+
 def retry_delay_s(attempts: int, base_s: float, max_s: float) -> float:
-    """Backoff before the next attempt of a row after a transient fault (exponential, capped)."""
-    factor: int = 2 ** max(0, attempts - 1)
-    return min(max_s, base_s * factor)
+    """The longest wait before a row's next attempt after a transient fault (doubling per attempt, capped)."""
+    return Backoff(base_s, max_s, jitter=ROW_RETRY_JITTER).ceiling(attempts)
+
+
+def next_attempt_delay_s(attempts: int, base_s: float, max_s: float, *, rand: Rand = random.random) -> float:
+    """The wait before a row's next attempt: ``retry_delay_s`` with jitter (core/backoff.py)."""
+    return Backoff(base_s, max_s, jitter=ROW_RETRY_JITTER).delay(attempts, rand)

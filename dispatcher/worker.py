@@ -14,6 +14,7 @@ import structlog
 from psycopg_pool import PoolTimeout
 
 from core import metrics
+from core.backoff import Backoff, Streak
 from core.db import Pool, make_pool
 from core.logging import get_logger
 from dispatcher import claim as claims
@@ -28,6 +29,9 @@ from dispatcher.states import JobStatus, Outcome, StopReason
 from dispatcher.writeback import WriteBack, count_retry
 
 log = get_logger("dispatcher")
+
+# Between claims while Postgres cannot be reached: 0.5 s doubling to 10 s, jittered (core/backoff.py).
+CLAIM_BACKOFF = Backoff(base_s=0.5, max_s=10.0, jitter=0.5)
 
 
 class Dispatcher:
@@ -193,17 +197,17 @@ class Dispatcher:
             listener.start()
         log.info("dispatcher_started", owner=self.cfg.owner, concurrency=self.cfg.concurrency,
                  transport=self.cfg.piston_transport)
-        backoff = 0.5
+        streak = Streak(CLAIM_BACKOFF)
         while not self.stopping.is_set():
             try:
                 self.fill()
-                backoff = 0.5
+                streak.succeeded()
             except (psycopg.Error, PoolTimeout) as exc:
-                log.warning("claim_failed", error=type(exc).__name__, retry_in_s=backoff)
+                wait = streak.failed()
+                log.warning("claim_failed", error=type(exc).__name__, retry_in_s=round(wait, 3))
                 # Woken early by the listener's reconnect (or a stop), so claiming resumes as Postgres returns.
-                self.wake.wait(backoff)
+                self.wake.wait(wait)
                 self.wake.clear()
-                backoff = min(backoff * 2, 10.0)
                 continue
             self.wake.wait(self.cfg.poll_interval_s)
             self.wake.clear()
