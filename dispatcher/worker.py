@@ -17,6 +17,7 @@ from core import metrics
 from core.backoff import Backoff, Streak
 from core.db import Pool, make_pool
 from core.logging import get_logger
+from core.vocabulary import JobStatus, RunLabel
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
@@ -25,7 +26,7 @@ from dispatcher.groupcommit import GroupCommitter
 from dispatcher.listener import Listener
 from dispatcher.piston import PistonClient
 from dispatcher.runner import RunControl, Runner, apply_outcome
-from dispatcher.states import JobStatus, Outcome, StopReason
+from dispatcher.states import Outcome, StopReason
 from dispatcher.writeback import WriteBack, count_retry
 
 log = get_logger("dispatcher")
@@ -87,7 +88,7 @@ class Dispatcher:
         wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner,
                        events=self.events, committer=self.committer)
         started = time.monotonic()
-        label = "error"
+        label: str = RunLabel.ERROR
         try:
             try:
                 outcome = self.runner.attempt(row, wb, control)

@@ -12,17 +12,9 @@ from typing import Any
 
 from core.db import Pool, autocommit
 from core.sqlfiles import query
+from core.vocabulary import PUBLIC_STATUS, JobStatus, JobType, OutboxStatus
 from ingress.errors import ApiError
 from ingress.validation import InvokeRequest
-
-# How an outbox status is shown to the caller.
-PUBLIC_STATUS = {
-    "pending": "queued",
-    "running": "running",
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "cancelled": "cancelled",
-}
 
 
 @dataclass(frozen=True)
@@ -37,7 +29,7 @@ class Accepted:
         return {
             "jobId": self.job_id,
             "invocationId": self.invocation_id,
-            "status": PUBLIC_STATUS[self.status],
+            "status": PUBLIC_STATUS[OutboxStatus(self.status)],
             "queuedAt": self.created_at.isoformat(),
         }
 
@@ -67,7 +59,7 @@ def check(req: InvokeRequest, row: dict[str, Any]) -> Accepted | None:
         raise ApiError(404, "job_not_found", f"no job with id {req.job_id!r}", field="jobId")
     if row["session_id"] is None:
         raise ApiError(404, "session_not_found", f"no session with id {req.session_id!r}", field="sessionId")
-    if row["job_type"] != "AGENT_INVOCATION":
+    if row["job_type"] != JobType.AGENT_INVOCATION:
         raise ApiError(409, "job_wrong_type", f"job is of type {row['job_type']}, not AGENT_INVOCATION", field="jobId")
     for field, column, wanted in (
         ("userId", "job_user_id", req.user_id),
@@ -82,7 +74,7 @@ def check(req: InvokeRequest, row: dict[str, Any]) -> Accepted | None:
     ):
         if row[column] != wanted:
             raise ApiError(409, "session_mismatch", f"the session's {field} does not match the request's", field=field)
-    if row["job_status"] != "QUEUED":
+    if row["job_status"] != JobStatus.QUEUED:
         raise ApiError(409, "job_not_queued", f"job is {row['job_status']}, not QUEUED", field="jobId")
     return None
 
