@@ -77,6 +77,21 @@ def make_pool(
     )
 
 
+class PoolService:
+    """A pool as a service (core/lifecycle.py): opened first, closed last."""
+
+    name = "pool"
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def start(self) -> None:
+        self.pool.open(wait=False)  # connections come up in the background; the first use waits for one
+
+    def stop(self, timeout: float) -> None:
+        self.pool.close(timeout=timeout)
+
+
 T = TypeVar("T")
 
 # Between tries while Postgres is unreachable: 0.2 s doubling to 5 s, full jitter (core/backoff.py).

@@ -145,6 +145,26 @@ def serve_dispatcher_metrics(pool: Pool, port: int, host: str = "0.0.0.0") -> An
     return server
 
 
+class MetricsServer:
+    """The dispatcher's /metrics HTTP server as a service (core/lifecycle.py)."""
+
+    name = "metrics"
+
+    def __init__(self, pool: Pool, port: int, host: str = "0.0.0.0") -> None:
+        self.pool, self.port, self.host = pool, port, host
+        self._server: Any = None
+
+    def start(self) -> None:
+        self._server = serve_dispatcher_metrics(self.pool, self.port, self.host)
+
+    def stop(self, timeout: float) -> None:
+        """Stops serving (the server's loop checks every 0.5 s) and closes the socket."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
 class _Merged(Collector):
     """The process registry's series, inside the dispatcher's scrape registry."""
 

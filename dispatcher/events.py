@@ -45,7 +45,9 @@ def _send_encoded(conn: Conn, payloads: list[str]) -> None:
 
 
 class EventNotifier:
-    """Per-process batching sender of ``hub_events`` NOTIFYs, in emit order."""
+    """Per-process batching sender of ``hub_events`` NOTIFYs, in emit order. A service (core/lifecycle.py)."""
+
+    name = "hub-events"
 
     def __init__(
         self,
@@ -101,14 +103,15 @@ class EventNotifier:
         return True
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Send what is queued (within ``timeout``), then close the connection."""
+        """Send what is queued, then close the connection; all within ``timeout``."""
+        deadline = time.monotonic() + timeout
         if self._thread.is_alive():
             self.flush(timeout)
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         self._close()
 
     # -- the sending thread -----------------------------------------------------

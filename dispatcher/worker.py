@@ -15,7 +15,8 @@ from psycopg_pool import PoolTimeout
 
 from core import metrics
 from core.backoff import Backoff, Streak
-from core.db import Pool, make_pool
+from core.db import Pool, PoolService, make_pool
+from core.lifecycle import Entry, Periodic, Services
 from core.logging import get_logger
 from core.vocabulary import JobStatus, RunLabel
 from dispatcher import claim as claims
@@ -24,6 +25,7 @@ from dispatcher.config import DispatcherConfig
 from dispatcher.events import EventNotifier
 from dispatcher.groupcommit import GroupCommitter
 from dispatcher.listener import Listener
+from dispatcher.maintenance.orphan_sweeper import orphan_sweeper
 from dispatcher.piston import PistonClient
 from dispatcher.runner import RunControl, Runner, apply_outcome
 from dispatcher.states import Outcome, StopReason
@@ -64,7 +66,6 @@ class Dispatcher:
         self.listen = listen
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.stopped = threading.Event()
         self._lock = threading.RLock()  # re-entrant: the SIGTERM handler runs on the main thread, which may hold it
         self._running: dict[int, RunControl] = {}
         self._futures: set[Future[None]] = set()
@@ -149,20 +150,27 @@ class Dispatcher:
             elif alive[row_id] == JobStatus.CANCELLED.value:
                 control.stop(StopReason.CANCELLED)
 
-    def _heartbeat_loop(self) -> None:
-        next_sweep = 0.0
-        while not self.stopped.wait(self.cfg.heartbeat_s):
-            try:
-                self.heartbeat_once()
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + self.cfg.poll_interval_s
-                    swept = claims.sweep_orphans(self.pool, self.events)
-                    if swept:
-                        log.warning("orphaned_children_failed", rows=swept)
-            except (psycopg.Error, PoolTimeout) as exc:
-                log.warning("heartbeat_failed", error=type(exc).__name__)
-
     # -- lifecycle -----------------------------------------------------------
+    def services(self) -> list[Entry]:
+        """The background services, in start order (core/lifecycle.py stops them in reverse). Each may use
+        those before it: the writers' last writes are announced by hub_events, and committed before it
+        stops; the heartbeat renews the leases of runs still finishing until after they have."""
+        cfg = self.cfg
+        entries = [
+            Entry(PoolService(self.pool), stop_timeout_s=5.0),
+            Entry(self.events, stop_timeout_s=5.0),  # sends what the last writes announced
+            Entry(self.committer, stop_timeout_s=65.0),  # its retry window while Postgres is away, and a bit
+        ]
+        if cfg.metrics_port:
+            entries.append(Entry(metrics.MetricsServer(self.pool, cfg.metrics_port), stop_timeout_s=2.0))
+        heartbeat = Periodic("heartbeat", cfg.heartbeat_s, self.heartbeat_once, expected=(psycopg.Error, PoolTimeout))
+        entries.append(Entry(heartbeat, stop_timeout_s=5.0))
+        entries.append(Entry(orphan_sweeper(self.pool, self.events, period_s=cfg.poll_interval_s,
+                                            first_after_s=cfg.heartbeat_s), stop_timeout_s=5.0))
+        if self.listen:
+            entries.append(Entry(Listener(cfg.database_url, self.wake), stop_timeout_s=2.0))
+        return entries
+
     def request_stop(self, *_: object) -> None:
         if self.stopping.is_set():
             # Second signal: do not wait for the grace period.
@@ -187,15 +195,8 @@ class Dispatcher:
         # import lock for what is left).
         threading.Thread(target=importlib.import_module, args=("dispatcher.calls",), name="warm-imports",
                          daemon=True).start()
-        self.pool.open(wait=False)
-        self.events.start()
-        self.committer.start()
-        metrics_server = metrics.serve_dispatcher_metrics(self.pool, self.cfg.metrics_port) if self.cfg.metrics_port else None
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        heartbeat.start()
-        listener = Listener(self.cfg.database_url, self.wake, self.stopping) if self.listen else None
-        if listener:
-            listener.start()
+        services = Services(self.services())
+        services.start()
         log.info("dispatcher_started", owner=self.cfg.owner, concurrency=self.cfg.concurrency,
                  transport=self.cfg.piston_transport)
         streak = Streak(CLAIM_BACKOFF)
@@ -213,15 +214,8 @@ class Dispatcher:
             self.wake.wait(self.cfg.poll_interval_s)
             self.wake.clear()
         self._drain()
-        self.stopped.set()
-        if listener:
-            listener.join(timeout=2)
         self._executor.shutdown(wait=True)
-        self.committer.stop()  # after the runs: their last writes are committed before the process exits
-        self.events.stop(timeout=5.0)  # send what the last writes announced before the process exits
-        if metrics_server is not None:
-            metrics_server.shutdown()
-        self.pool.close()
+        services.stop()  # in reverse: listener, maintenance, heartbeat, metrics, writers, hub_events, pool
         log.info("dispatcher_stopped", outcomes=self.outcomes)
 
     def _drain(self) -> None:
