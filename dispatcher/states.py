@@ -1,8 +1,8 @@
 """The state machines: which moves an outbox row (and its Job) can make, and how a run's outcome maps onto them.
 
-The statuses themselves are core/vocabulary.py's. Every transition this service makes is named here
-once (``TRANSITIONS``); the SQL that performs it lives in sql/queries/ under the same name, and the
-journal trigger (sql/migrations/0006) refuses any other move of a row's status.
+The statuses themselves are core/vocabulary.py's. Every transition this service makes is named here once
+(``TRANSITIONS``, each beside the SQL file that performs it), and the journal trigger
+(sql/migrations/0006) refuses any other move of a row's status.
 
 Outbox row                                          Job (Prisma)
   pending --claim--> running                          QUEUED --claim--> PROCESSING
