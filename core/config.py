@@ -2,20 +2,29 @@
 
 Every setting is documented in the README's configuration table. A bad value
 fails at start with one clear line (``ConfigError``), never later at run time.
+
+The ``parse_*`` functions read one variable each (empty means the default) and are what every
+config here and in dispatcher/config.py is built from. A process's config is made of sections
+(``Section`` subclasses: database, request limits, auth; the dispatcher's piston, run limits, LLM,
+...), each parsed by its own ``from_env``; the process config inherits them all, so a setting keeps
+one flat name (``cfg.pool_max``) and code that needs one section can ask for just that type and
+take it out with ``Section.of(cfg)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names it."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def parse_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -28,7 +37,7 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+def parse_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -41,7 +50,7 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float 
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+def parse_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = (env.get(name) or default).strip().lower()
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -51,7 +60,7 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 MIN_TOKEN_CHARS = 16
 
 
-def _token(env: Mapping[str, str], name: str) -> str | None:
+def parse_token(env: Mapping[str, str], name: str) -> str | None:
     """A shared secret: unset/empty means none; a short or spaced one is refused (never echoed)."""
     raw = env.get(name)
     if raw is None or raw == "":
@@ -63,7 +72,7 @@ def _token(env: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def parse_flag(env: Mapping[str, str], name: str) -> bool:
     value = (env.get(name) or "").strip().lower()
     if value in ("", "0", "false", "no"):
         return False
@@ -82,65 +91,132 @@ def database_url(env: Mapping[str, str] | None = None) -> str:
     return url
 
 
-@dataclass(frozen=True)
-class IngressConfig:
+def parse_text(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    """A free-form value, surrounding spaces removed; unset or empty means ``default``."""
+    return (env.get(name) or "").strip() or default
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """A group of settings with its own parser (``from_env``)."""
+
+    @classmethod
+    def of(cls, cfg: Section) -> Self:
+        """This section's settings out of a config that includes it (e.g. ``LLMSettings.of(dispatcher_cfg)``)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def values(cls, env: Mapping[str, str]) -> dict[str, Any]:
+        """This section's settings from ``env``, by field name (to build a config of several sections)."""
+        section = cls.from_env(env)
+        return {f.name: getattr(section, f.name) for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebDatabaseSettings(Section):
+    """The web process's database: where, how many connections, how long to wait."""
+
     database_url: str
     pool_min: int
     pool_max: int
     pool_timeout_s: float
     statement_timeout_ms: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if env is None else env
+        pool_min = parse_int(env, "DB_POOL_MIN", 1, minimum=0)
+        pool_max = parse_int(env, "DB_POOL_MAX", 10, minimum=1)
+        if pool_min > pool_max:
+            raise ConfigError(f"DB_POOL_MIN ({pool_min}) must not exceed DB_POOL_MAX ({pool_max})")
+        return cls(
+            database_url=database_url(env),
+            pool_min=pool_min,
+            pool_max=pool_max,
+            pool_timeout_s=parse_float(env, "DB_POOL_TIMEOUT", 5.0, minimum=0.1),
+            statement_timeout_ms=parse_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000, minimum=0),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestLimits(Section):
+    """What one invoke request may be, and the attempts its row gets."""
+
     max_body_bytes: int
     max_prompt_chars: int
     max_id_chars: int
     max_attempts: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if env is None else env
+        return cls(
+            max_prompt_chars=parse_int(env, "MAX_PROMPT_CHARS", 32_000, minimum=1),
+            max_body_bytes=parse_int(env, "MAX_BODY_BYTES", 256 * 1024, minimum=1024),
+            max_id_chars=parse_int(env, "MAX_ID_CHARS", 191, minimum=8),
+            max_attempts=parse_int(env, "OUTBOX_MAX_ATTEMPTS", 5, minimum=1),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthSettings(Section):
     # INGRESS_TOKEN: callers must send `Authorization: Bearer <token>` (docs/security.md). repr=False: never logged.
     ingress_token: str | None = field(default=None, repr=False)
     allow_unauthenticated: bool = False  # ALLOW_UNAUTHENTICATED=1: serve without a token on a non-loopback address
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> IngressConfig:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
-        pool_min = _int(env, "DB_POOL_MIN", 1, minimum=0)
-        pool_max = _int(env, "DB_POOL_MAX", 10, minimum=1)
-        if pool_min > pool_max:
-            raise ConfigError(f"DB_POOL_MIN ({pool_min}) must not exceed DB_POOL_MAX ({pool_max})")
-        max_prompt = _int(env, "MAX_PROMPT_CHARS", 32_000, minimum=1)
-        max_body = _int(env, "MAX_BODY_BYTES", 256 * 1024, minimum=1024)
         return cls(
-            database_url=database_url(env),
-            pool_min=pool_min,
-            pool_max=pool_max,
-            pool_timeout_s=_float(env, "DB_POOL_TIMEOUT", 5.0, minimum=0.1),
-            statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000, minimum=0),
-            max_body_bytes=max_body,
-            max_prompt_chars=max_prompt,
-            max_id_chars=_int(env, "MAX_ID_CHARS", 191, minimum=8),
-            max_attempts=_int(env, "OUTBOX_MAX_ATTEMPTS", 5, minimum=1),
-            ingress_token=_token(env, "INGRESS_TOKEN"),
-            allow_unauthenticated=_flag(env, "ALLOW_UNAUTHENTICATED"),
+            ingress_token=parse_token(env, "INGRESS_TOKEN"),
+            allow_unauthenticated=parse_flag(env, "ALLOW_UNAUTHENTICATED"),
         )
 
 
-@dataclass(frozen=True)
-class LogConfig:
+@dataclass(frozen=True, kw_only=True)
+class IngressConfig(AuthSettings, RequestLimits, WebDatabaseSettings):
+    """The web process's settings: its database, request limits and auth."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if env is None else env
+        return cls(**WebDatabaseSettings.values(env), **RequestLimits.values(env), **AuthSettings.values(env))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogConfig(Section):
+    """Every process's logging."""
+
     fmt: str
     level: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> LogConfig:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
         return cls(
-            fmt=_choice(env, "LOG_FORMAT", "json", ("json", "console")),
-            level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            fmt=parse_choice(env, "LOG_FORMAT", "json", ("json", "console")),
+            level=parse_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         )
 
 
 __all__ = [
+    "MIN_TOKEN_CHARS",
+    "AuthSettings",
     "ConfigError",
     "IngressConfig",
     "LogConfig",
-    "_choice",
-    "_float",
-    "_int",
+    "RequestLimits",
+    "Section",
+    "WebDatabaseSettings",
     "database_url",
+    "parse_choice",
+    "parse_flag",
+    "parse_float",
+    "parse_int",
+    "parse_text",
+    "parse_token",
 ]

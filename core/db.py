@@ -9,7 +9,9 @@ from typing import TypeAlias, TypeVar
 import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
-from tenacity import AttemptManager, Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import AttemptManager, Retrying, retry_if_exception_type, stop_after_delay
+
+from core.backoff import Backoff, tenacity_wait
 
 # Prisma stores DateTime as UTC in TIMESTAMP(3) columns; our now()-based writes
 # must produce UTC too, whatever the server's default TimeZone is.
@@ -75,7 +77,25 @@ def make_pool(
     )
 
 
+class PoolService:
+    """A pool as a service (core/lifecycle.py): opened first, closed last."""
+
+    name = "pool"
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def start(self) -> None:
+        self.pool.open(wait=False)  # connections come up in the background; the first use waits for one
+
+    def stop(self, timeout: float) -> None:
+        self.pool.close(timeout=timeout)
+
+
 T = TypeVar("T")
+
+# Between tries while Postgres is unreachable: 0.2 s doubling to 5 s, full jitter (core/backoff.py).
+UNREACHABLE_BACKOFF = Backoff(base_s=0.2, max_s=5.0)
 
 
 @contextlib.contextmanager
@@ -97,7 +117,7 @@ def retry_while_unreachable(retry_s: float, on_retry: Callable[[int], None] | No
     before the n-th try."""
     for attempt in Retrying(
         retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
-        wait=wait_random_exponential(multiplier=0.2, max=5),
+        wait=tenacity_wait(UNREACHABLE_BACKOFF),
         stop=stop_after_delay(retry_s),
         reraise=True,
     ):

@@ -24,9 +24,9 @@ from psycopg_pool import PoolTimeout
 
 from core.db import Pool
 from core.sqlfiles import query
+from core.vocabulary import OutboxStatus, RunLabel
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OUTBOX_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
 
 # The dispatcher's own registry (not prometheus_client's global one, so tests and the web app do
 # not see dispatcher series they never update).
@@ -57,8 +57,8 @@ LLM_CALLS = Counter("agenthub_llm_calls", "hub.call_llm calls by model and outco
 LLM_TOKENS = Counter("agenthub_llm_tokens", "Gemini tokens used by hub.call_llm, by model and kind (prompt, output)",
                      ["model", "kind"], registry=REGISTRY)
 
-for _outcome in ("succeeded", "failed", "cancelled", "retry_later", "released", "lease_lost", "error"):
-    RUNS.labels(outcome=_outcome)  # every label present from the start: rate() needs the zero
+for _outcome in RunLabel:
+    RUNS.labels(outcome=_outcome.value)  # every label present from the start: rate() needs the zero
 for _kind in ("refused", "transient", "error"):
     PISTON_ERRORS.labels(kind=_kind)
 for _awaited in ("true", "false"):
@@ -113,9 +113,9 @@ class OutboxCollector(Collector):
         oldest = GaugeMetricFamily("agenthub_outbox_oldest_pending_age_seconds",
                                    "Age of the oldest pending outbox row (0 when none)")
         counts: dict[str, Any] = {row["status"]: row for row in rows}
-        for status in OUTBOX_STATUSES:
-            by_status.add_metric([status], float(counts[status]["n"]) if status in counts else 0.0)
-        pending = counts.get("pending")
+        for status in OutboxStatus:
+            by_status.add_metric([status.value], float(counts[status]["n"]) if status in counts else 0.0)
+        pending = counts.get(OutboxStatus.PENDING)
         oldest.add_metric([], float(pending["oldest_age_s"] or 0.0) if pending else 0.0)
         yield by_status
         yield oldest
@@ -143,6 +143,26 @@ def serve_dispatcher_metrics(pool: Pool, port: int, host: str = "0.0.0.0") -> An
     server, thread = start_http_server(port, addr=host, registry=registry)
     thread.name = "metrics"
     return server
+
+
+class MetricsServer:
+    """The dispatcher's /metrics HTTP server as a service (core/lifecycle.py)."""
+
+    name = "metrics"
+
+    def __init__(self, pool: Pool, port: int, host: str = "0.0.0.0") -> None:
+        self.pool, self.port, self.host = pool, port, host
+        self._server: Any = None
+
+    def start(self) -> None:
+        self._server = serve_dispatcher_metrics(self.pool, self.port, self.host)
+
+    def stop(self, timeout: float) -> None:
+        """Stops serving (the server's loop checks every 0.5 s) and closes the socket."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 class _Merged(Collector):

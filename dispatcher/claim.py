@@ -8,7 +8,8 @@ from typing import Any
 
 from core.db import Conn, Pool, run_with_retry
 from core.sqlfiles import query
-from dispatcher.events import EventNotifier, status_event
+from core.vocabulary import JobStatus, StatusEvent, status_event
+from dispatcher.events import EventNotifier
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,9 @@ class Claimed:
     job_status_before: str | None  # the Job's status before the claim (None: the Job is gone)
     job_session_id: str | None = None  # the Job's sessionId, for its hub_events event
 
-    def started_event(self) -> dict[str, Any] | None:
+    def started_event(self) -> StatusEvent | None:
         """The hub_events PROCESSING event to send once the claim has committed (None: the Job did not move)."""
-        return status_event(self.job_id, self.job_session_id, "PROCESSING") if self.job_started else None
+        return status_event(self.job_id, self.job_session_id, JobStatus.PROCESSING) if self.job_started else None
 
 
 # Long enough to get past a pooled connection that died while idle (one failed try, then the pool is
@@ -91,5 +92,5 @@ def sweep_orphans(pool: Pool, events: EventNotifier | None = None) -> list[int]:
     if events is not None:
         for r in rows:
             if r["job_failed"]:
-                events.emit(status_event(r["job_id"], r["session_id"], "FAILED"))
+                events.emit(status_event(r["job_id"], r["session_id"], JobStatus.FAILED))
     return [row["id"] for row in rows]

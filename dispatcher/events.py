@@ -13,37 +13,41 @@ is dropped with a warning. Both are counted (``dropped``, ``lost``).
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
 
 import psycopg
 
+from core.backoff import Backoff, Streak
 from core.db import Conn, connect
 from core.logging import get_logger
+from core.sqlfiles import query
+from core.vocabulary import HUB_EVENTS_CHANNEL, HubEvent, encode_event, message_event, status_event
 
 log = get_logger("dispatcher.events")
 
-CHANNEL = "hub_events"
-# One statement, one transaction, one commit for the whole batch; ORDER BY keeps the emit order
-# (volatile target-list functions are evaluated after the sort).
-SEND_SQL = (
-    "SELECT pg_notify('hub_events', t.p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n) ORDER BY t.n"
-)
+CHANNEL = HUB_EVENTS_CHANNEL
+# Between tries of one batch: 0.05 s doubling to 1 s, jittered (core/backoff.py), within retry_s.
+SEND_BACKOFF = Backoff(base_s=0.05, max_s=1.0, jitter=0.5)
 
 
-def status_event(job_id: str, session_id: str | None, status: str) -> dict[str, Any]:
-    return {"kind": "status", "job_id": job_id, "session_id": session_id, "status": status}
+def send_now(conn: Conn, events: Sequence[HubEvent]) -> None:
+    """NOTIFY ``events`` on ``conn`` in one statement (sql/queries/events/send.sql). Call it only after the
+    writes they announce have committed, on a connection in autocommit (each NOTIFY waits for a commit)."""
+    if events:
+        _send_encoded(conn, [encode_event(e) for e in events])
 
 
-def message_event(job_id: str, session_id: str | None, message_id: str) -> dict[str, Any]:
-    return {"kind": "message", "job_id": job_id, "session_id": session_id, "message_id": message_id}
+def _send_encoded(conn: Conn, payloads: list[str]) -> None:
+    conn.execute(query("events/send"), {"payloads": payloads})
 
 
 class EventNotifier:
-    """Per-process batching sender of ``hub_events`` NOTIFYs, in emit order."""
+    """Per-process batching sender of ``hub_events`` NOTIFYs, in emit order. A service (core/lifecycle.py)."""
+
+    name = "hub-events"
 
     def __init__(
         self,
@@ -70,9 +74,9 @@ class EventNotifier:
         self._thread = threading.Thread(target=self._run, name="hub-events", daemon=True)
 
     # -- writers' side ----------------------------------------------------------
-    def emit(self, payload: dict[str, Any]) -> None:
+    def emit(self, event: HubEvent) -> None:
         """Queue one event; call it only AFTER the write it announces has committed. Never blocks."""
-        text = json.dumps(payload)
+        text = encode_event(event)
         with self._cond:
             if len(self._queue) >= self.max_queue:
                 self._queue.popleft()
@@ -99,14 +103,15 @@ class EventNotifier:
         return True
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Send what is queued (within ``timeout``), then close the connection."""
+        """Send what is queued, then close the connection; all within ``timeout``."""
+        deadline = time.monotonic() + timeout
         if self._thread.is_alive():
             self.flush(timeout)
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         self._close()
 
     # -- the sending thread -----------------------------------------------------
@@ -139,26 +144,29 @@ class EventNotifier:
 
     def _send(self, batch: list[str]) -> None:
         deadline = time.monotonic() + self.retry_s
-        backoff = 0.05
+        streak = Streak(SEND_BACKOFF)
         while True:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self.database_url, autocommit=True, application_name=self.application_name)
-                self._conn.execute(SEND_SQL, (batch,))
+                _send_encoded(self._conn, batch)
                 self.sent += len(batch)
                 return
             except psycopg.Error as exc:
                 self._close()
-                if time.monotonic() + backoff > deadline or self._stopping:
+                wait = streak.failed_before(deadline)
+                if wait is None or self._stopping:
                     self.lost += len(batch)
                     log.warning("hub_events_dropped", events=len(batch), lost_total=self.lost, error=type(exc).__name__)
                     return
-                log.info("hub_events_reconnecting", error=type(exc).__name__, retry_in_s=backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                log.info("hub_events_reconnecting", error=type(exc).__name__, retry_in_s=round(wait, 3))
+                time.sleep(wait)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
+
+
+__all__ = ["CHANNEL", "SEND_BACKOFF", "EventNotifier", "message_event", "send_now", "status_event"]

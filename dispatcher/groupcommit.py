@@ -66,6 +66,10 @@ class Closed(RuntimeError):
 
 
 class GroupCommitter:
+    """The shared writers. A service (core/lifecycle.py): ``start()``, ``stop(timeout)``."""
+
+    name = "group-commit"
+
     def __init__(
         self,
         database_url: str,

@@ -8,43 +8,58 @@ the claim loop is woken to sweep for rows that became due meanwhile.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
 
 import psycopg
 
+from core.backoff import Backoff, Streak
 from core.db import connect
 from core.logging import get_logger
+from core.vocabulary import OUTBOX_CHANNEL
 
-CHANNEL = "invocation_outbox"
+CHANNEL = OUTBOX_CHANNEL
+# Between reconnects: up to 0.2 s, doubling to 10 s, full jitter (core/backoff.py).
+RECONNECT_BACKOFF = Backoff(base_s=0.2, max_s=10.0)
 log = get_logger("dispatcher.listener")
 
 
-class Listener(threading.Thread):
-    def __init__(self, url: str, wake: threading.Event, stopping: threading.Event, *, check_s: float = 15.0) -> None:
-        super().__init__(name="listener", daemon=True)
+class Listener:
+    """A service (core/lifecycle.py): ``start()``, ``stop(timeout)``."""
+
+    name = "listener"
+
+    def __init__(self, url: str, wake: threading.Event, *, check_s: float = 15.0) -> None:
         self.url = url
         self.wake = wake
-        self.stopping = stopping
+        self.stopping = threading.Event()
         self.check_s = check_s
         self.reconnects = 0
         self.notifications = 0
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
-    def run(self) -> None:
-        backoff = 0.2
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop listening; returns once the connection is closed, or after ``timeout``."""
+        self.stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        streak = Streak(RECONNECT_BACKOFF)
         while not self.stopping.is_set():
             try:
                 self._listen()
-                backoff = 0.2
+                streak.succeeded()
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 self.reconnects += 1
-                delay = random.uniform(0, backoff)
+                delay = streak.failed()
                 log.warning("listen_connection_lost", error=type(exc).__name__, retry_in_s=round(delay, 2))
                 self.wake.set()  # the poll sweeps whatever was missed
                 self.stopping.wait(delay)
-                backoff = min(backoff * 2, 10.0)
 
     def _listen(self) -> None:
         with connect(self.url, autocommit=True, application_name="agent-hub-dispatcher-listen") as conn:

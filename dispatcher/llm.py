@@ -19,10 +19,11 @@ from typing import Any
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 
-from dispatcher.config import DispatcherConfig
+from core.backoff import Backoff, tenacity_wait
+from dispatcher.config import LLMSettings
 from dispatcher.redact import Redactor
 
 MIN_TRY_S = 0.5  # no try is started with less time than this left before the run's deadline
@@ -247,7 +248,7 @@ class _OutOfTime(stop_base):
 class GeminiClient:
     """One per dispatcher process (``client_for``); thread-safe (the SDK's httpx client is)."""
 
-    def __init__(self, cfg: DispatcherConfig) -> None:
+    def __init__(self, cfg: LLMSettings) -> None:
         self.cfg = cfg
         self.redact = Redactor([cfg.gemini_api_key] if cfg.gemini_api_key else [])
         self._client: genai.Client | None = None
@@ -300,7 +301,7 @@ class GeminiClient:
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(lambda e: isinstance(e, LLMFailure) and e.retryable),
-                wait=wait_random_exponential(multiplier=self.cfg.llm_retry_base_s, max=self.cfg.llm_retry_max_s),
+                wait=tenacity_wait(Backoff(self.cfg.llm_retry_base_s, self.cfg.llm_retry_max_s)),  # full jitter
                 stop=stop_after_attempt(self.cfg.llm_retry_attempts) | _OutOfTime(deadline),
                 before_sleep=before_sleep,
                 reraise=True,
@@ -315,16 +316,15 @@ class GeminiClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-_clients: dict[tuple[Any, ...], GeminiClient] = {}
+_clients: dict[LLMSettings, GeminiClient] = {}
 _clients_lock = threading.Lock()
 
 
-def client_for(cfg: DispatcherConfig) -> GeminiClient:
-    """The process's client for these settings (a child run's config differs only in its time limit)."""
-    key = (cfg.gemini_api_key, cfg.gemini_base_url, cfg.llm_timeout_s, cfg.llm_retry_attempts,
-           cfg.llm_retry_base_s, cfg.llm_retry_max_s)
+def client_for(cfg: LLMSettings) -> GeminiClient:
+    """The process's client for these LLM settings (the same for every run of a dispatcher)."""
+    settings = LLMSettings.of(cfg)
     with _clients_lock:
-        client = _clients.get(key)
+        client = _clients.get(settings)
         if client is None:
-            client = _clients[key] = GeminiClient(cfg)
+            client = _clients[settings] = GeminiClient(settings)
         return client

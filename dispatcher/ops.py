@@ -1,4 +1,7 @@
-"""Operator commands: ``python -m dispatcher list|show|replay|cancel|prune`` (SQL in sql/queries/ops/).
+"""Operator commands: ``python -m dispatcher list|show|replay|cancel|prune``: arguments, output, exit codes.
+
+The reads and writes are dispatcher/ops_store.py's; what a command may do with a row is
+dispatcher/states.py's. The hub_events a write owes are sent once its transaction has committed.
 
 Exit codes: 0 done; 1 some ids were not found or were refused; 2 usage or
 configuration errors (bad arguments, no DATABASE_URL, database unreachable).
@@ -24,8 +27,11 @@ import psycopg
 
 from core.config import ConfigError, database_url
 from core.db import Conn, connect
-from core.sqlfiles import query
-from dispatcher.states import OutboxStatus
+from core.vocabulary import HubEvent, OutboxStatus
+from dispatcher import ops_store as store
+from dispatcher.events import send_now
+from dispatcher.ops_store import Filters
+from dispatcher.states import CancelMove, can_replay, cancel_move
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -33,7 +39,7 @@ EXIT_USAGE = 2
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-TERMINAL = [s.value for s in OutboxStatus if s.terminal]
+TERMINAL = [s.value for s in OutboxStatus if can_replay(s)]
 
 
 class UsageError(Exception):
@@ -151,30 +157,15 @@ def _dump(data: Any, out: TextIO) -> None:
     print(json.dumps(data, default=str, indent=2), file=out)
 
 
-# -- resolving ids -----------------------------------------------------------------------------------
-def _split_refs(refs: Sequence[str]) -> tuple[list[int], list[str]]:
-    """Digits are outbox ids; anything else is a jobId (Prisma ids are uuids/cuids, never all digits)."""
-    ids = [int(r) for r in refs if r.strip().isdigit()]
-    job_ids = [r.strip() for r in refs if not r.strip().isdigit()]
-    return ids, job_ids
-
-
-def _find(conn: Conn, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
-    ids, job_ids = _split_refs(refs)
-    rows = conn.execute(query("ops/find"), {"ids": ids, "job_ids": job_ids}).fetchall()
-    by_ref: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        by_ref.setdefault(str(r["id"]), r)
-        by_ref.setdefault(r["job_id"], r)
-    return {ref: by_ref[ref.strip()] for ref in refs if ref.strip() in by_ref}
-
-
 # -- commands ----------------------------------------------------------------------------------------
+def _filters_of(args: argparse.Namespace) -> Filters:
+    return Filters(status=args.status, agent_id=args.agent, since_s=args.since, older_s=args.older_than)
+
+
 def cmd_list(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
-    params = {"status": args.status, "agent_id": args.agent, "since_s": args.since, "older_s": args.older_than,
-              "limit": max(0, args.limit)}
-    counts = conn.execute(query("ops/list_counts"), params).fetchall()
-    rows = conn.execute(query("ops/list_rows"), params).fetchall()
+    filters = _filters_of(args)
+    counts = store.counts(conn, filters)
+    rows = store.rows(conn, filters, args.limit)
     if args.json:
         _dump({"counts": {c["status"]: c["n"] for c in counts}, "rows": rows}, out)
         return EXIT_OK
@@ -189,14 +180,14 @@ def cmd_list(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_show(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
-    found = _find(conn, [args.ref])
+    found = store.find(conn, [args.ref])
     if not found:
         print(f"not found: {args.ref}", file=sys.stderr)
         return EXIT_PARTIAL
     row = next(iter(found.values()))
-    job = conn.execute(query("ops/show_job"), {"job_id": row["job_id"]}).fetchone()
-    logs = conn.execute(query("ops/show_logs"), {"job_id": row["job_id"], "limit": max(0, args.logs)}).fetchall()
-    events = conn.execute(query("ops/show_events"), {"id": row["id"]}).fetchall()
+    job = store.job(conn, row["job_id"])
+    logs = store.job_logs(conn, row["job_id"], args.logs)
+    events = store.history(conn, row["id"])
     if args.json:
         _dump({"row": row, "job": job, "logs": logs, "events": events}, out)
         return EXIT_OK
@@ -220,7 +211,7 @@ def cmd_show(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
 
 def _resolve(conn: Conn, refs: Sequence[str], report: Report) -> dict[int, str]:
     """Named refs -> {outbox id: ref}; unknown refs are reported not_found."""
-    found = _find(conn, refs)
+    found = store.find(conn, refs)
     wanted: dict[int, str] = {}
     for ref in refs:
         row = found.get(ref)
@@ -242,31 +233,31 @@ def cmd_replay(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
     report = Report("replay")
     who = actor()
     reason = args.reason or "replayed by an operator"
+    announce: list[HubEvent] = []
     with conn.transaction():
         if filtered:
-            params = {"status": args.status, "agent_id": args.agent, "since_s": args.since, "older_s": args.older_than}
-            wanted = {r["id"]: str(r["id"]) for r in conn.execute(query("ops/select_for_replay"), params).fetchall()}
+            wanted = {row_id: str(row_id) for row_id in store.select_for_replay(conn, _filters_of(args))}
         else:
             wanted = _resolve(conn, args.refs, report)
-        locked = conn.execute(query("ops/lock_rows"), {"ids": list(wanted)}).fetchall()
         todo: list[int] = []
-        for r in locked:
-            ref, status = wanted[r["id"]], OutboxStatus(r["status"])
-            if not status.terminal:
-                report.add(ref, Verdict.REFUSED, row_id=r["id"], job_id=r["job_id"], status=status.value,
+        for r in store.lock(conn, list(wanted)):
+            ref, status = wanted[r.id], r.status
+            if not can_replay(status):
+                report.add(ref, Verdict.REFUSED, row_id=r.id, job_id=r.job_id, status=status.value,
                            note=f"still {status.value}; only finished rows can be replayed")
-            elif not r["job_exists"]:
-                report.add(ref, Verdict.REFUSED, row_id=r["id"], job_id=r["job_id"], status=status.value,
+            elif not r.job_exists:
+                report.add(ref, Verdict.REFUSED, row_id=r.id, job_id=r.job_id, status=status.value,
                            note="the Job row was deleted by the hub")
             else:
-                todo.append(r["id"])
-                report.add(ref, Verdict.DRY_RUN if args.dry_run else Verdict.DONE, row_id=r["id"], job_id=r["job_id"],
-                           status=status.value, note=f"was {status.value}, Job {r['job_status']}")
+                todo.append(r.id)
+                report.add(ref, Verdict.DRY_RUN if args.dry_run else Verdict.DONE, row_id=r.id, job_id=r.job_id,
+                           status=status.value, note=f"was {status.value}, Job {r.job_status}")
         if todo and not args.dry_run:
-            conn.execute(query("ops/set_actor"), {"actor": who, "reason": reason})
-            done = {r["id"] for r in conn.execute(query("ops/replay"), {"ids": todo}).fetchall()}
-            if done != set(todo):  # pragma: no cover - the rows are locked, so nothing can change them meanwhile
+            store.set_actor(conn, who, reason)
+            done, announce = store.replay(conn, todo)
+            if set(done) != set(todo):  # pragma: no cover - the rows are locked, so nothing can change them meanwhile
                 raise RuntimeError("replay changed a different set of rows than it locked")
+    send_now(conn, announce)  # committed: the Jobs' QUEUED status, for the hub's live UI
     _print_report(report, args, out)
     return report.exit_code
 
@@ -275,34 +266,35 @@ def cmd_cancel(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
     report = Report("cancel")
     who = actor()
     reason = args.reason or "cancelled by an operator"
+    announce: list[HubEvent] = []
     with conn.transaction():
         wanted = _resolve(conn, args.refs, report)
-        locked = conn.execute(query("ops/lock_rows"), {"ids": list(wanted)}).fetchall()
         pending: list[int] = []
         running: list[int] = []
-        for r in locked:
-            ref, status = wanted[r["id"]], OutboxStatus(r["status"])
-            common: dict[str, Any] = {"row_id": r["id"], "job_id": r["job_id"], "status": status.value}
-            match status:
-                case OutboxStatus.PENDING:
-                    pending.append(r["id"])
+        for r in store.lock(conn, list(wanted)):
+            ref, status = wanted[r.id], r.status
+            common: dict[str, Any] = {"row_id": r.id, "job_id": r.job_id, "status": status.value}
+            match cancel_move(status, r.job_status):
+                case CancelMove.CANCEL_ROW:
+                    pending.append(r.id)
                     report.add(ref, Verdict.DONE, **common, note="cancelled before it ran")
-                case OutboxStatus.RUNNING if r["job_status"] in ("QUEUED", "PROCESSING"):
-                    running.append(r["id"])
+                case CancelMove.CANCEL_JOB:
+                    running.append(r.id)
                     report.add(ref, Verdict.DONE, **common,
                                note="Job CANCELLED; the dispatcher stops relaying at its next heartbeat")
-                case OutboxStatus.RUNNING if r["job_status"] == "CANCELLED":
+                case CancelMove.ALREADY_REQUESTED:
                     report.add(ref, Verdict.DONE, **common, note="cancel already requested; the dispatcher is stopping it")
-                case OutboxStatus.RUNNING:
-                    report.add(ref, Verdict.REFUSED, **common, note=f"its Job is {r['job_status'] or 'deleted'}")
-                case OutboxStatus.SUCCEEDED | OutboxStatus.FAILED | OutboxStatus.CANCELLED:
+                case CancelMove.REFUSED_JOB:
+                    report.add(ref, Verdict.REFUSED, **common, note=f"its Job is {r.job_status or 'deleted'}")
+                case CancelMove.REFUSED_FINISHED:
                     report.add(ref, Verdict.REFUSED, **common, note=f"already {status.value}")
         if pending or running:
-            conn.execute(query("ops/set_actor"), {"actor": who, "reason": reason})
+            store.set_actor(conn, who, reason)
         if pending:
-            conn.execute(query("ops/cancel_pending"), {"ids": pending, "actor": who})
+            announce += store.cancel_pending(conn, pending, who)
         if running:
-            conn.execute(query("ops/cancel_running"), {"ids": running, "actor": who, "reason": reason})
+            announce += store.cancel_running(conn, running, who, reason)
+    send_now(conn, announce)  # committed: the Jobs' CANCELLED status, for the hub's live UI
     _print_report(report, args, out)
     return report.exit_code
 
@@ -331,9 +323,7 @@ def cmd_prune(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("--batch must be at least 1")
     after, deleted, ready = 0, 0, 0
     while True:
-        row = conn.execute(query("ops/prune"), {"older_s": args.older_than, "batch": args.batch, "after": after,
-                                                "dry_run": args.dry_run}).fetchone()
-        assert row is not None
+        row = store.prune_batch(conn, older_s=args.older_than, batch=args.batch, after=after, dry_run=args.dry_run)
         deleted += row["rows_deleted"]
         ready += row["rows_ready"]
         if row["roots_seen"] < args.batch:

@@ -30,7 +30,7 @@ from dispatcher.piston import (
     retrying,
 )
 from dispatcher.redact import Redactor
-from dispatcher.states import Disposition, OutboxStatus, Outcome, StopReason, claim_outcome_for_job, retry_delay_s
+from dispatcher.states import Disposition, OutboxStatus, Outcome, StopReason, claim_outcome_for_job, next_attempt_delay_s
 from dispatcher.writeback import WriteBack
 
 log = structlog.get_logger("dispatcher.run")
@@ -345,7 +345,7 @@ def apply_outcome(outcome: Outcome, row: Claimed, wb: WriteBack, *, cfg: Dispatc
                 final = f"{error} (gave up after {row.attempts} attempts)"
                 ok = wb.finish(OutboxStatus.FAILED, error=final, result=result, status_message="failed", logs=[("error", final)])
                 return "failed" if ok else "lease_lost"
-            delay = retry_delay_s(row.attempts, cfg.retry_delay_s, cfg.retry_max_delay_s)
+            delay = round(next_attempt_delay_s(row.attempts, cfg.retry_delay_s, cfg.retry_max_delay_s), 3)
             wb.log("warning", f"{error}; will retry in {delay:g} s (attempt {row.attempts} of {row.max_attempts})")
             ok = wb.retry_later(delay_s=delay, error=error, status_message=f"waiting to retry: {error}")
             return "retry_later" if ok else "lease_lost"

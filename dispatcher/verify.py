@@ -22,6 +22,7 @@ from core import migrate
 from core.config import ConfigError, database_url
 from core.db import Conn
 from core.sqlfiles import query
+from core.vocabulary import JobStatus, JobType
 from dispatcher.piston import PistonClient, PistonError
 
 # Every Prisma table and column a query under sql/queries/ reads or writes (keep in step with them).
@@ -36,10 +37,10 @@ PRISMA_COLUMNS: dict[str, tuple[str, ...]] = {
             "completedAt", "userId", "agentId", "sessionId"),
     "JobLog": ("id", "level", "message", "timestamp", "jobId"),
 }
-# Enum labels our SQL casts to.
+# The Prisma enum labels our SQL casts to and compares with (core/vocabulary.py).
 PRISMA_ENUMS: dict[str, tuple[str, ...]] = {
-    "JobStatus": ("QUEUED", "PROCESSING", "SUCCEEDED", "FAILED", "CANCELLED"),
-    "JobType": ("AGENT_INVOCATION",),
+    "JobStatus": tuple(s.value for s in JobStatus),
+    "JobType": (JobType.AGENT_INVOCATION.value,),
 }
 
 

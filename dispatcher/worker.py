@@ -14,21 +14,28 @@ import structlog
 from psycopg_pool import PoolTimeout
 
 from core import metrics
-from core.db import Pool, make_pool
+from core.backoff import Backoff, Streak
+from core.db import Pool, PoolService, make_pool
+from core.lifecycle import Entry, Periodic, Services
 from core.logging import get_logger
+from core.vocabulary import JobStatus, RunLabel
 from dispatcher import claim as claims
-from dispatcher import schedule_store
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
 from dispatcher.events import EventNotifier
 from dispatcher.groupcommit import GroupCommitter
 from dispatcher.listener import Listener
+from dispatcher.maintenance.orphan_sweeper import orphan_sweeper
+from dispatcher.maintenance.schedule_firer import schedule_firer
 from dispatcher.piston import PistonClient
 from dispatcher.runner import RunControl, Runner, apply_outcome
-from dispatcher.states import JobStatus, Outcome, StopReason
+from dispatcher.states import Outcome, StopReason
 from dispatcher.writeback import WriteBack, count_retry
 
 log = get_logger("dispatcher")
+
+# Between claims while Postgres cannot be reached: 0.5 s doubling to 10 s, jittered (core/backoff.py).
+CLAIM_BACKOFF = Backoff(base_s=0.5, max_s=10.0, jitter=0.5)
 
 
 class Dispatcher:
@@ -60,7 +67,6 @@ class Dispatcher:
         self.listen = listen
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.stopped = threading.Event()
         self._lock = threading.RLock()  # re-entrant: the SIGTERM handler runs on the main thread, which may hold it
         self._running: dict[int, RunControl] = {}
         self._futures: set[Future[None]] = set()
@@ -84,7 +90,7 @@ class Dispatcher:
         wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner,
                        events=self.events, committer=self.committer)
         started = time.monotonic()
-        label = "error"
+        label: str = RunLabel.ERROR
         try:
             try:
                 outcome = self.runner.attempt(row, wb, control)
@@ -146,22 +152,30 @@ class Dispatcher:
             elif alive[row_id] == JobStatus.CANCELLED.value:
                 control.stop(StopReason.CANCELLED)
 
-    def _heartbeat_loop(self) -> None:
-        next_sweep = 0.0
-        while not self.stopped.wait(self.cfg.heartbeat_s):
-            try:
-                self.heartbeat_once()
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + self.cfg.poll_interval_s
-                    swept = claims.sweep_orphans(self.pool, self.events)
-                    if swept:
-                        log.warning("orphaned_children_failed", rows=swept)
-                    if schedule_store.fire_due(self.pool, max_attempts=self.cfg.outbox_max_attempts):
-                        self.wake.set()  # a scheduled run was queued: claim it now
-            except (psycopg.Error, PoolTimeout) as exc:
-                log.warning("heartbeat_failed", error=type(exc).__name__)
-
     # -- lifecycle -----------------------------------------------------------
+    def services(self) -> list[Entry]:
+        """The background services, in start order (core/lifecycle.py stops them in reverse). Each may use
+        those before it: the writers' last writes are announced by hub_events, and committed before it
+        stops; the heartbeat renews the leases of runs still finishing until after they have."""
+        cfg = self.cfg
+        entries = [
+            Entry(PoolService(self.pool), stop_timeout_s=5.0),
+            Entry(self.events, stop_timeout_s=5.0),  # sends what the last writes announced
+            Entry(self.committer, stop_timeout_s=65.0),  # its retry window while Postgres is away, and a bit
+        ]
+        if cfg.metrics_port:
+            entries.append(Entry(metrics.MetricsServer(self.pool, cfg.metrics_port), stop_timeout_s=2.0))
+        heartbeat = Periodic("heartbeat", cfg.heartbeat_s, self.heartbeat_once, expected=(psycopg.Error, PoolTimeout))
+        entries.append(Entry(heartbeat, stop_timeout_s=5.0))
+        entries.append(Entry(orphan_sweeper(self.pool, self.events, period_s=cfg.poll_interval_s,
+                                            first_after_s=cfg.heartbeat_s), stop_timeout_s=5.0))
+        entries.append(Entry(schedule_firer(self.pool, self.wake, max_attempts=cfg.outbox_max_attempts,
+                                            period_s=cfg.poll_interval_s, first_after_s=cfg.heartbeat_s),
+                             stop_timeout_s=5.0))
+        if self.listen:
+            entries.append(Entry(Listener(cfg.database_url, self.wake), stop_timeout_s=2.0))
+        return entries
+
     def request_stop(self, *_: object) -> None:
         if self.stopping.is_set():
             # Second signal: do not wait for the grace period.
@@ -186,41 +200,27 @@ class Dispatcher:
         # import lock for what is left).
         threading.Thread(target=importlib.import_module, args=("dispatcher.calls",), name="warm-imports",
                          daemon=True).start()
-        self.pool.open(wait=False)
-        self.events.start()
-        self.committer.start()
-        metrics_server = metrics.serve_dispatcher_metrics(self.pool, self.cfg.metrics_port) if self.cfg.metrics_port else None
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        heartbeat.start()
-        listener = Listener(self.cfg.database_url, self.wake, self.stopping) if self.listen else None
-        if listener:
-            listener.start()
+        services = Services(self.services())
+        services.start()
         log.info("dispatcher_started", owner=self.cfg.owner, concurrency=self.cfg.concurrency,
                  transport=self.cfg.piston_transport)
-        backoff = 0.5
+        streak = Streak(CLAIM_BACKOFF)
         while not self.stopping.is_set():
             try:
                 self.fill()
-                backoff = 0.5
+                streak.succeeded()
             except (psycopg.Error, PoolTimeout) as exc:
-                log.warning("claim_failed", error=type(exc).__name__, retry_in_s=backoff)
+                wait = streak.failed()
+                log.warning("claim_failed", error=type(exc).__name__, retry_in_s=round(wait, 3))
                 # Woken early by the listener's reconnect (or a stop), so claiming resumes as Postgres returns.
-                self.wake.wait(backoff)
+                self.wake.wait(wait)
                 self.wake.clear()
-                backoff = min(backoff * 2, 10.0)
                 continue
             self.wake.wait(self.cfg.poll_interval_s)
             self.wake.clear()
         self._drain()
-        self.stopped.set()
-        if listener:
-            listener.join(timeout=2)
         self._executor.shutdown(wait=True)
-        self.committer.stop()  # after the runs: their last writes are committed before the process exits
-        self.events.stop(timeout=5.0)  # send what the last writes announced before the process exits
-        if metrics_server is not None:
-            metrics_server.shutdown()
-        self.pool.close()
+        services.stop()  # in reverse: listener, maintenance, heartbeat, metrics, writers, hub_events, pool
         log.info("dispatcher_stopped", outcomes=self.outcomes)
 
     def _drain(self) -> None:

@@ -19,9 +19,9 @@ from core import metrics
 from core.db import Pool, run_with_retry
 from core.logging import get_logger
 from core.sqlfiles import query
-from dispatcher.events import EventNotifier, message_event, status_event
+from core.vocabulary import JOB_STATUS_FOR, HubEvent, OutboxStatus, message_event, status_event
+from dispatcher.events import EventNotifier
 from dispatcher.groupcommit import GroupCommitter, Row, Statement, execute_in_order
-from dispatcher.states import JOB_STATUS_FOR, OutboxStatus
 
 log = get_logger("dispatcher.writeback")
 
@@ -137,10 +137,10 @@ class WriteBack:
         }
         return self._announced(self._write([(query("dispatcher/retry_later"), params)])[0])
 
-    def announce(self, payload: dict[str, Any]) -> None:
+    def announce(self, event: HubEvent) -> None:
         """Queue a hub_events event; only after the write it announces has committed."""
         if self.events is not None:
-            self.events.emit(payload)
+            self.events.emit(event)
 
     def _announced(self, row: dict[str, Any] | None) -> bool:
         """For finish/retry_later: announce the Job's new status if the statement changed it."""

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from core.config import ConfigError, IngressConfig, LogConfig, _int
+from core.config import ConfigError, IngressConfig, LogConfig, parse_int
 from core.logging import configure, get_logger
 
 
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = IngressConfig.from_env()
         LogConfig.from_env()
-        port = int(args.port) if args.port else _int(os.environ, "PORT", 5000, minimum=1)
-        workers = _int(os.environ, "WEB_CONCURRENCY", 2, minimum=1)
-        threads = _int(os.environ, "WEB_THREADS", 4, minimum=1)
+        port = int(args.port) if args.port else parse_int(os.environ, "PORT", 5000, minimum=1)
+        workers = parse_int(os.environ, "WEB_CONCURRENCY", 2, minimum=1)
+        threads = parse_int(os.environ, "WEB_THREADS", 4, minimum=1)
         if cfg.ingress_token is None and not cfg.allow_unauthenticated and not _is_loopback(args.host):
             raise ConfigError(
                 f"INGRESS_TOKEN is not set, so anyone who can reach {args.host}:{port} could queue agent runs; "

@@ -31,9 +31,13 @@ class World:
         return f"/api/agents/{self.agent_id}/invoke"
 
     def enqueue_params(self, max_attempts: int = 5) -> dict[str, object]:
-        """The parameters of sql/queries/ingress/enqueue.sql for this invocation."""
-        return {"job_id": self.job_id, "agent_id": self.agent_id, "session_id": self.session_id,
-                "user_id": self.user_id, "prompt": self.prompt, "max_attempts": max_attempts}
+        """The parameters of sql/queries/ingress/enqueue.sql for this invocation (the ingress' own)."""
+        from ingress.enqueue import params
+        from ingress.validation import InvokeRequest
+
+        req = InvokeRequest(agent_id=self.agent_id, job_id=self.job_id, session_id=self.session_id,
+                            user_id=self.user_id, prompt=self.prompt)
+        return params(req, max_attempts=max_attempts)
 
 
 def enqueue(conn: psycopg.Connection, w: World) -> int:

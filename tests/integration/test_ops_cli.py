@@ -19,6 +19,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from core.sqlfiles import query
+from core.vocabulary import status_event
 from tests import factories
 
 REPO = Path(__file__).resolve().parents[2]
@@ -295,6 +296,31 @@ def test_cancel_of_a_running_row_cancels_the_job_and_leaves_the_row_to_its_dispa
     assert job(conn, w.job_id)["status"] == "CANCELLED"
     again = cli(db_url, "cancel", str(row_id))
     assert again.returncode == 1 and "already cancelled" in again.stdout
+
+
+# -- hub_events ---------------------------------------------------------------------------------------
+def test_replay_and_cancel_announce_each_jobs_new_status_on_hub_events_and_refusals_announce_nothing(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    w_failed, failed_id = failed_row(conn)
+    w_running, running_id = queued(conn)
+    assert claim(conn) == [running_id]
+    w_pending, pending_id = queued(conn)
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("LISTEN hub_events")
+        assert cli(db_url, "replay", str(failed_id), "--dry-run").returncode == 0
+        assert cli(db_url, "replay", str(failed_id)).returncode == 0
+        assert cli(db_url, "cancel", str(pending_id), str(running_id)).returncode == 0
+        assert cli(db_url, "cancel", str(pending_id)).returncode == 1  # already cancelled: refused
+        assert cli(db_url, "replay", str(running_id)).returncode == 1  # still running: refused
+        listener.execute("NOTIFY hub_events, 'end'")  # after the last command: nothing else came before it
+        got = [n.payload for n in listener.notifies(timeout=10, stop_after=4)]
+    assert [json.loads(p) if p != "end" else p for p in got] == [
+        status_event(w_failed.job_id, w_failed.session_id, "QUEUED"),
+        status_event(w_pending.job_id, w_pending.session_id, "CANCELLED"),
+        status_event(w_running.job_id, w_running.session_id, "CANCELLED"),
+        "end",
+    ]
 
 
 # -- usage and configuration errors ------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ingress.admission import REQUIREMENTS, expected
 from ingress.enqueue import PUBLIC_STATUS, Accepted, check
 from ingress.errors import ApiError
 from ingress.validation import InvokeRequest
@@ -158,3 +159,18 @@ def test_wrong_type_is_reported_before_a_mismatch_or_status() -> None:
     assert refused(lookup_row(job_type="AGENT_CREATE", job_user_id="x", job_status="FAILED")).code == "job_wrong_type"
     assert refused(lookup_row(job_user_id="x", job_status="FAILED")).code == "job_mismatch"
     assert refused(lookup_row(session_user_id="x", job_status="FAILED")).code == "session_mismatch"
+
+
+def contains(row: dict[str, Any], wanted: dict[str, object]) -> bool:
+    """What the enqueue statement asks of its lookup row: to_jsonb(look) @> expected."""
+    return all(key in row and row[key] == value for key, value in wanted.items())
+
+
+def test_the_statement_inserts_exactly_the_rows_check_would_insert() -> None:
+    # The statement's condition is admission.expected(); check() walks the same REQUIREMENTS.
+    assert check(REQ, lookup_row()) is None and contains(lookup_row(), expected(REQ))
+    assert not contains(queued_row(), expected(REQ))  # a repeat is answered, never inserted again
+    for requirement in REQUIREMENTS:
+        row = lookup_row(**{requirement.column: "something else"})
+        assert refused(row).code == requirement.code
+        assert not contains(row, expected(REQ)), requirement.column

@@ -2,10 +2,11 @@
 -- row and its NOTIFY, in ONE statement: one round trip, atomic on its own (run in autocommit, so no
 -- BEGIN/COMMIT round trips either), and the notification is delivered only if it commits.
 --
--- `look` returns every column ingress/enqueue.py's check() reads (missing rows come back as NULL
--- columns: LEFT JOINs on a single-row base). The INSERT's WHERE is the same rule as check() returning
--- "insert": no outbox row yet, and every refusal of check() ruled out. The tests pin that every refused
--- request leaves no row (tests/integration/test_invoke_endpoint.py).
+-- `look` returns every column ingress/admission.py's check() reads (missing rows come back as NULL
+-- columns: LEFT JOINs on a single-row base). The INSERT happens only when `look` holds every value of
+-- %(expected)s: the admission rule itself lives in ingress/admission.py (its expected(): no outbox row
+-- yet, and every requirement met), so check() and this statement cannot disagree. The tests pin that
+-- every refused request leaves no row (tests/integration/test_invoke_endpoint.py).
 -- A concurrent identical POST that commits first makes ON CONFLICT skip the insert: `id` is NULL and
 -- the caller runs this again, which then finds that row (a repeat).
 WITH look AS (
@@ -36,17 +37,7 @@ ins AS (
     INSERT INTO agent_hub.invocation_outbox (job_id, agent_id, session_id, user_id, prompt, max_attempts)
     SELECT %(job_id)s, %(agent_id)s, %(session_id)s, %(user_id)s, %(prompt)s, %(max_attempts)s
     FROM look
-    WHERE look.outbox_id IS NULL
-      AND look.agent_exists
-      AND look.job_id IS NOT NULL
-      AND look.session_id IS NOT NULL
-      AND look.job_type = 'AGENT_INVOCATION'
-      AND look.job_user_id = %(user_id)s
-      AND look.job_agent_id = %(agent_id)s
-      AND look.job_session_id = %(session_id)s
-      AND look.session_user_id = %(user_id)s
-      AND look.session_agent_id = %(agent_id)s
-      AND look.job_status = 'QUEUED'
+    WHERE to_jsonb(look) @> %(expected)s::jsonb
     ON CONFLICT (job_id) DO NOTHING
     RETURNING id, status::text AS status, created_at
 )

@@ -1,4 +1,6 @@
 -- cancel_pending: a row nobody runs yet goes straight to cancelled, with its Job.
+-- hub_events (docs/operations.md): the caller announces each Job's new status after this commits
+-- (dispatcher/events.py); job_status is NULL when the Job did not move.
 WITH done AS (
     UPDATE agent_hub.invocation_outbox
     SET status = 'cancelled',
@@ -12,8 +14,9 @@ jobs AS (
     SET "status" = 'CANCELLED', "completedAt" = now(), "statusMessage" = 'cancelled by an operator'
     FROM done
     WHERE j."id" = done.job_id AND j."status" IN ('QUEUED', 'PROCESSING')
-    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
-    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
-                                          'status', j."status")::text)
+    RETURNING j."id", j."sessionId", j."status"::text AS status
 )
-SELECT id FROM done ORDER BY id
+SELECT done.id, done.job_id, jobs."sessionId" AS session_id, jobs.status AS job_status
+FROM done
+LEFT JOIN jobs ON jobs."id" = done.job_id
+ORDER BY done.id

@@ -1,6 +1,8 @@
 -- replay: terminal rows back to pending with a fresh attempt budget, their Jobs back
 -- to QUEUED, and a NOTIFY so a dispatcher takes them at once. The previous error is
 -- kept in the event row (the trigger records it as previous_error).
+-- hub_events (docs/operations.md): the caller announces each Job's new status after this commits
+-- (dispatcher/events.py), from the job_id, session_id and job_status returned here.
 WITH back AS (
     UPDATE agent_hub.invocation_outbox
     SET status = 'pending',
@@ -23,10 +25,10 @@ jobs AS (
         "statusMessage" = 'queued again by an operator'
     FROM back
     WHERE j."id" = back.job_id
-    -- hub_events (docs/operations.md): the Job's status change, in this transaction.
-    RETURNING j."id", pg_notify('hub_events', json_build_object('kind', 'status', 'job_id', j."id", 'session_id', j."sessionId",
-                                          'status', j."status")::text)
+    RETURNING j."id", j."sessionId", j."status"::text AS status
 )
-SELECT back.id, pg_notify('invocation_outbox', back.id::text) AS notified
+SELECT back.id, back.job_id, jobs."sessionId" AS session_id, jobs.status AS job_status,
+       pg_notify('invocation_outbox', back.id::text) AS notified
 FROM back
+LEFT JOIN jobs ON jobs."id" = back.job_id
 ORDER BY back.id

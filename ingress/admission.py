@@ -1,0 +1,110 @@
+"""The admission rule: which invocations the hub's tables let us queue, and why not (pure: no I/O).
+
+The rule lives here only. ``REQUIREMENTS`` lists, in the order they are reported, what a column of
+the lookup row (sql/queries/ingress/enqueue.sql's ``look``) must hold for a request; ``check`` reads a
+lookup row with it, and ``expected`` hands the same values to the enqueue statement, which inserts
+only when the lookup row holds all of them (``to_jsonb(look) @> expected``). So the statement and
+the answer the caller gets cannot disagree about what is admitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.vocabulary import PUBLIC_STATUS, JobStatus, JobType, OutboxStatus
+from ingress.errors import ApiError
+from ingress.validation import InvokeRequest
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    created: bool  # False: this jobId was already queued (idempotent repeat)
+    invocation_id: int
+    job_id: str
+    status: str
+    created_at: datetime
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "jobId": self.job_id,
+            "invocationId": self.invocation_id,
+            "status": PUBLIC_STATUS[OutboxStatus(self.status)],
+            "queuedAt": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """``column`` of the lookup row must equal ``wanted(request)``, else the request is refused with this error."""
+
+    column: str
+    wanted: Callable[[InvokeRequest], object]
+    status: int
+    code: str
+    field: str
+    message: Callable[[InvokeRequest, Row], str]
+
+    def refusal(self, req: InvokeRequest, row: Row) -> ApiError:
+        return ApiError(self.status, self.code, self.message(req, row), field=self.field)
+
+
+def _mismatch(whose: str, field: str) -> Callable[[InvokeRequest, Row], str]:
+    return lambda req, row: f"the {whose}'s {field} does not match the request's"
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("agent_exists", lambda req: True, 404, "agent_not_found", "agentId",
+                lambda req, row: f"no agent with id {req.agent_id!r}"),
+    Requirement("job_id", lambda req: req.job_id, 404, "job_not_found", "jobId",
+                lambda req, row: f"no job with id {req.job_id!r}"),
+    Requirement("session_id", lambda req: req.session_id, 404, "session_not_found", "sessionId",
+                lambda req, row: f"no session with id {req.session_id!r}"),
+    Requirement("job_type", lambda req: JobType.AGENT_INVOCATION.value, 409, "job_wrong_type", "jobId",
+                lambda req, row: f"job is of type {row['job_type']}, not {JobType.AGENT_INVOCATION.value}"),
+    Requirement("job_user_id", lambda req: req.user_id, 409, "job_mismatch", "userId", _mismatch("job", "userId")),
+    Requirement("job_agent_id", lambda req: req.agent_id, 409, "job_mismatch", "agentId", _mismatch("job", "agentId")),
+    Requirement("job_session_id", lambda req: req.session_id, 409, "job_mismatch", "sessionId",
+                _mismatch("job", "sessionId")),
+    Requirement("session_user_id", lambda req: req.user_id, 409, "session_mismatch", "userId",
+                _mismatch("session", "userId")),
+    Requirement("session_agent_id", lambda req: req.agent_id, 409, "session_mismatch", "agentId",
+                _mismatch("session", "agentId")),
+    Requirement("job_status", lambda req: JobStatus.QUEUED.value, 409, "job_not_queued", "jobId",
+                lambda req, row: f"job is {row['job_status']}, not {JobStatus.QUEUED.value}"),
+)
+
+
+def expected(req: InvokeRequest) -> dict[str, object]:
+    """What the lookup row must hold for ``req`` to be inserted: no outbox row for its job yet, and every
+    requirement met (the enqueue statement's ``%(expected)s``)."""
+    return {"outbox_id": None, **{r.column: r.wanted(req) for r in REQUIREMENTS}}
+
+
+def check(req: InvokeRequest, row: Row) -> Accepted | None:
+    """Decide from the lookup row: an existing row to repeat, None to insert, or raise.
+
+    Pure, so every branch is unit-tested without a database.
+    """
+    if row["outbox_id"] is not None:
+        same = (
+            row["outbox_agent_id"] == req.agent_id
+            and row["outbox_session_id"] == req.session_id
+            and row["outbox_user_id"] == req.user_id
+            and row["outbox_prompt"] == req.prompt
+        )
+        if not same:
+            raise ApiError(
+                409, "job_already_queued",
+                "this jobId was already queued with a different agent, session, user or prompt",
+                field="jobId",
+            )
+        return Accepted(False, row["outbox_id"], req.job_id, row["outbox_status"], row["outbox_created_at"])
+    for requirement in REQUIREMENTS:
+        if row[requirement.column] != requirement.wanted(req):
+            raise requirement.refusal(req, row)
+    return None

@@ -1,0 +1,105 @@
+"""Configuration in sections: each section parses its own variables, the process configs are exactly their
+sections' settings, the dispatcher's defaults are the README's, and a section can be taken out of a config."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import replace
+
+import pytest
+
+from core.config import (
+    AuthSettings,
+    ConfigError,
+    IngressConfig,
+    RequestLimits,
+    Section,
+    WebDatabaseSettings,
+    parse_choice,
+    parse_float,
+    parse_int,
+    parse_text,
+)
+from dispatcher import llm
+from dispatcher.config import SECTIONS, DispatcherConfig, LLMSettings, LoopSettings, PistonSettings
+
+BASE = {"DATABASE_URL": "postgresql://u@h/d", "PISTON_URL": "http://p:1"}
+
+
+def names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize(("config", "sections"), [
+    (DispatcherConfig, SECTIONS),
+    (IngressConfig, (WebDatabaseSettings, RequestLimits, AuthSettings)),
+])
+def test_a_config_is_exactly_its_sections_each_setting_in_one_section(
+    config: type, sections: tuple[type[Section], ...]
+) -> None:
+    assert names(config) == set().union(*(names(s) for s in sections))
+    assert sum(len(names(s)) for s in sections) == len(names(config))  # no setting in two sections
+    assert all(issubclass(config, s) for s in sections)
+
+
+def test_the_dispatchers_defaults_are_the_readmes() -> None:
+    cfg = DispatcherConfig.from_env(BASE)
+    assert {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "owner"} == {
+        "database_url": "postgresql://u@h/d", "piston_url": "http://p:1", "piston_transport": "auto",
+        "piston_retry_attempts": 4, "piston_retry_base_s": 0.5, "piston_retry_max_s": 8.0,
+        "piston_max_body_bytes": 100_000, "concurrency": 4, "batch_size": 4, "poll_interval_s": 2.0, "lease_s": 30.0,
+        "heartbeat_s": 2.0, "retry_delay_s": 5.0, "retry_max_delay_s": 300.0, "shutdown_grace_s": 25.0,
+        "metrics_port": 0, "outbox_max_attempts": 5, "max_running_per_user": 0, "max_running_per_agent": 0,
+        "run_timeout_ms": 3000, "run_memory_limit": None, "history_max_messages": 500,
+        "max_messages": 200, "max_message_chars": 100_000, "max_output_chars": 2_000_000, "agent_files_root": None,
+        "agent_files_max_count": 50, "agent_files_max_bytes": 80_000, "agent_files_http_timeout_s": 10.0,
+        "gemini_api_key": None, "gemini_base_url": None, "llm_model": "gemini-2.5-flash", "llm_timeout_s": 60.0,
+        "llm_retry_attempts": 4, "llm_retry_base_s": 1.0, "llm_retry_max_s": 10.0, "max_llm_calls": 20,
+        "max_agent_depth": 3, "child_time_margin_ms": 1000,
+    }
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PISTON_URL": ""}, r"^PISTON_URL is not set"),
+    ({"PISTON_URL": "ftp://p"}, r"^PISTON_URL must start with http:// or https://, got 'ftp://p'$"),
+    ({"PISTON_TRANSPORT": "pigeon"}, r"^PISTON_TRANSPORT must be one of ws, execute, auto, got 'pigeon'$"),
+    ({"DISPATCHER_CONCURRENCY": "0"}, r"^DISPATCHER_CONCURRENCY must be >= 1, got 0$"),
+    ({"DISPATCHER_LEASE_S": "4", "DISPATCHER_HEARTBEAT_S": "3"},
+     r"^DISPATCHER_HEARTBEAT_S must be at most half of DISPATCHER_LEASE_S$"),
+    ({"AGENT_FILES_ROOT": "/no/such/folder"}, r"^AGENT_FILES_ROOT is not a directory: /no/such/folder$"),
+    ({"HUB_LLM_TIMEOUT_S": "soon"}, r"^HUB_LLM_TIMEOUT_S must be a number, got 'soon'$"),
+    ({"DATABASE_URL": ""}, r"^DATABASE_URL is not set"),
+])
+def test_a_bad_dispatcher_variable_is_named_in_one_line(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        DispatcherConfig.from_env({**BASE, **env})
+
+
+def test_each_section_parses_its_own_variables() -> None:
+    env = {**BASE, "PISTON_URL": "https://p:2/", "PISTON_TRANSPORT": "WS", "DISPATCHER_CONCURRENCY": "8",
+           "HUB_LLM_MODEL": " gemini-x ", "GEMINI_BASE_URL": " http://g:1/ "}
+    assert PistonSettings.from_env(env).piston_url == "https://p:2"
+    assert PistonSettings.from_env(env).piston_transport == "ws"
+    loop = LoopSettings.from_env(env)
+    assert (loop.concurrency, loop.batch_size) == (8, 8)
+    assert LLMSettings.from_env(env) == LLMSettings(llm_model="gemini-x", gemini_base_url="http://g:1")
+
+
+def test_a_section_taken_out_of_a_config_has_the_configs_values() -> None:
+    env = {**BASE, "GEMINI_API_KEY": "k", "HUB_LLM_RETRY_ATTEMPTS": "2", "AGENT_RUN_TIMEOUT_MS": "9000"}
+    cfg = DispatcherConfig.from_env(env)
+    assert LLMSettings.of(cfg) == LLMSettings.from_env(env)
+    assert type(LLMSettings.of(cfg)) is LLMSettings
+
+
+def test_runs_of_one_dispatcher_share_one_llm_client_whatever_their_time_budget() -> None:
+    cfg = DispatcherConfig.from_env(BASE)
+    assert llm.client_for(replace(cfg, run_timeout_ms=1234)) is llm.client_for(cfg)
+    assert llm.client_for(replace(cfg, llm_timeout_s=1.0)) is not llm.client_for(cfg)
+
+
+def test_the_parsers_are_public_and_treat_empty_as_the_default() -> None:
+    env = {"A": " 7 ", "B": "", "C": " 0.5", "D": " Execute ", "E": "  "}
+    assert (parse_int(env, "A", 1), parse_int(env, "B", 1), parse_float(env, "C", 1.0)) == (7, 1, 0.5)
+    assert parse_choice(env, "D", "auto", ("ws", "execute", "auto")) == "execute"
+    assert (parse_text(env, "E"), parse_text(env, "E", "x"), parse_text(env, "D")) == (None, "x", "Execute")
