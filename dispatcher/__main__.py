@@ -26,12 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         from dispatcher import verify
 
         return verify.run(os.environ)
-    if args.command == schedule_cli.COMMAND:
-        return schedule_cli.run(args)
-    if args.command == stats_cli.COMMAND:
-        return stats_cli.run(args)
-    if args.command in ops.COMMANDS:
-        return ops.run(args)  # operator commands need only DATABASE_URL
+    commands = {**ops.COMMANDS, schedule_cli.COMMAND: schedule_cli.cmd, stats_cli.COMMAND: stats_cli.cmd}
+    if args.command in commands:
+        return ops.run(args, commands=commands)  # operator commands need only DATABASE_URL
     try:
         from dispatcher.config import DispatcherConfig
 

@@ -17,7 +17,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -343,8 +343,11 @@ def cmd_prune(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
 COMMANDS = {"list": cmd_list, "show": cmd_show, "replay": cmd_replay, "cancel": cmd_cancel, "prune": cmd_prune}
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Run one operator command; returns the exit code."""
+Command = Callable[[Conn, argparse.Namespace, TextIO], int]
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, commands: Mapping[str, Command] | None = None) -> int:
+    """Run one operator command (``commands``: name -> function, default COMMANDS); returns the exit code."""
     try:
         url = database_url()
     except ConfigError as exc:
@@ -352,7 +355,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return EXIT_USAGE
     try:
         with connect(url, autocommit=True, application_name="agent-hub-ops") as conn:
-            return COMMANDS[args.command](conn, args, out)
+            return (COMMANDS if commands is None else commands)[args.command](conn, args, out)
     except UsageError as exc:
         print(f"dispatcher {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

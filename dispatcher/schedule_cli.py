@@ -1,6 +1,7 @@
 """``python -m dispatcher schedule add|list|pause|resume|remove``: scheduled runs, managed by an operator.
 
-Exit codes as the other operator commands: 0 done, 1 no such schedule, 2 bad arguments or no database.
+Run through the operator commands' runner (dispatcher/ops.py): exit 0 done, 1 no such schedule, 2 bad
+arguments (a bad expression, zone, interval, agent, user or session says which) or no database.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import psycopg
-
-from core.config import ConfigError, database_url
-from core.db import connect
+from core.db import Conn
 from dispatcher import schedule_store
+from dispatcher.ops import UsageError
 from dispatcher.schedules import ScheduleError, Timing, format_interval, parse_timing
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_NOT_FOUND = 0, 1
 COMMAND = "schedule"
 
 
@@ -78,43 +77,32 @@ def _print_list(rows: list[dict[str, Any]], out: TextIO, as_json: bool) -> None:
               f"runs {r['runs']}  {state}  {last}  prompt {r['prompt'][:60]!r}", file=out)
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def cmd(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
+    """``schedule <add|list|pause|resume|remove>`` (errors in the operator commands' way: dispatcher/ops.py)."""
+    sub = args.schedule_command
     try:
-        url = database_url()
-        timing = None
-        if args.schedule_command == "add":
+        if sub == "add":
             timing = parse_timing(cron=args.cron, tz=args.tz, every=args.every)
-        with connect(url, autocommit=True, application_name="agent-hub-ops") as conn:
-            cmd = args.schedule_command
-            if cmd == "add":
-                assert timing is not None
-                new = schedule_store.NewSchedule(agent_id=args.agent, user_id=args.user, prompt=args.prompt,
-                                                 timing=timing, session=args.session)
-                sid, first = schedule_store.add(conn, new)
-                if args.json:
-                    print(json.dumps({"id": sid, "next_due_at": _iso(first)}), file=out)
-                else:
-                    print(f"schedule {sid}: {timing.describe()}, first run at {_iso(first)}", file=out)
-                return EXIT_OK
-            if cmd == "list":
-                _print_list(schedule_store.list_all(conn), out, args.json)
-                return EXIT_OK
-            if cmd in ("pause", "resume"):
-                ok = schedule_store.set_paused(conn, args.id, cmd == "pause", reason="paused by an operator"
-                                               if cmd == "pause" else None)
+            new = schedule_store.NewSchedule(agent_id=args.agent, user_id=args.user, prompt=args.prompt,
+                                             timing=timing, session=args.session)
+            sid, first = schedule_store.add(conn, new)
+            if args.json:
+                print(json.dumps({"id": sid, "next_due_at": _iso(first)}), file=out)
             else:
-                ok = schedule_store.remove(conn, args.id)
-            if not ok:
-                print(f"schedule: no schedule {args.id}", file=err)
-                return EXIT_NOT_FOUND
-            print(f"schedule {args.id}: {cmd}d" if cmd != "remove" else f"schedule {args.id}: removed", file=out)
+                print(f"schedule {sid}: {timing.describe()}, first run at {_iso(first)}", file=out)
             return EXIT_OK
     except ScheduleError as exc:
-        print(f"schedule: {exc}", file=err)
-        return EXIT_USAGE
-    except ConfigError as exc:
-        print(f"schedule: {exc}", file=err)
-        return EXIT_USAGE
-    except psycopg.OperationalError as exc:
-        print(f"schedule: cannot reach the database: {str(exc).strip().splitlines()[0]}", file=err)
-        return EXIT_USAGE
+        raise UsageError(str(exc)) from None
+    if sub == "list":
+        _print_list(schedule_store.list_all(conn), out, args.json)
+        return EXIT_OK
+    if sub in ("pause", "resume"):
+        ok = schedule_store.set_paused(conn, args.id, sub == "pause",
+                                       reason="paused by an operator" if sub == "pause" else None)
+    else:
+        ok = schedule_store.remove(conn, args.id)
+    if not ok:
+        print(f"dispatcher schedule: no schedule {args.id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(f"schedule {args.id}: {sub}d" if sub != "remove" else f"schedule {args.id}: removed", file=out)
+    return EXIT_OK

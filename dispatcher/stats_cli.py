@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-import psycopg
-
-from core.config import ConfigError, database_url
-from core.db import connect
+from core.db import Conn
 from core.sqlfiles import query
 from dispatcher.ops import parse_duration
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK = 0
 COMMAND = "stats"
 TOP_REASONS = 3
 
@@ -39,7 +35,7 @@ def _rate(succeeded: int, failed: int) -> float | None:
     return round(succeeded / ended, 4) if ended else None
 
 
-def collect(conn: Any, *, since: datetime, agent_id: str | None, user_id: str | None) -> list[dict[str, Any]]:
+def collect(conn: Conn, *, since: datetime, agent_id: str | None, user_id: str | None) -> list[dict[str, Any]]:
     params = {"since": since, "agent_id": agent_id, "user_id": user_id, "top": TOP_REASONS}
     reasons: dict[str, list[dict[str, Any]]] = {}
     for r in conn.execute(query("stats/failures"), params).fetchall():
@@ -80,20 +76,12 @@ def _print(agents: list[dict[str, Any]], since: datetime, out: TextIO) -> None:
             print(f"  failed {f['count']}x: {f['reason']}", file=out)
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    try:
-        url = database_url()
-        with connect(url, autocommit=True, application_name="agent-hub-ops") as conn:
-            now_row = conn.execute("SELECT now() AS now").fetchone()
-            assert now_row is not None
-            since = (now_row["now"] - timedelta(seconds=args.since)).astimezone(UTC)
-            agents = collect(conn, since=since, agent_id=args.agent, user_id=args.user)
-    except ConfigError as exc:
-        print(f"stats: {exc}", file=err)
-        return EXIT_USAGE
-    except psycopg.OperationalError as exc:
-        print(f"stats: cannot reach the database: {str(exc).strip().splitlines()[0]}", file=err)
-        return EXIT_USAGE
+def cmd(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
+    """``stats`` (run through the operator commands' runner, dispatcher/ops.py)."""
+    now_row = conn.execute("SELECT now() AS now").fetchone()
+    assert now_row is not None
+    since = (now_row["now"] - timedelta(seconds=args.since)).astimezone(UTC)
+    agents = collect(conn, since=since, agent_id=args.agent, user_id=args.user)
     if args.json:
         print(json.dumps({"since": since.isoformat(), "agents": agents}, indent=2), file=out)
     else:

@@ -110,7 +110,7 @@ def test_a_cron_schedule_with_a_zone_is_listed_with_its_next_due_time_and_bad_on
         (("--every", "1s"), "outside 5s..366d"),
     ]:
         bad = cli(stack, "schedule", "add", "--agent", w.agent_id, "--user", w.user_id, "--prompt", "x", *args)
-        assert bad.returncode == 2 and bad.stderr.startswith("schedule: ") and message in bad.stderr, bad.stderr
+        assert bad.returncode == 2 and bad.stderr.startswith("dispatcher schedule: ") and message in bad.stderr, bad.stderr
     assert cli(stack, "schedule", "remove", "999999").returncode == 1
 
 
