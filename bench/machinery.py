@@ -33,7 +33,8 @@ from dispatcher.writeback import WriteBack
 from ingress.enqueue import enqueue
 from ingress.validation import InvokeRequest
 
-NONCE = re.compile(r'"nonce":\s*"([0-9a-f]+)"')
+# hub.py embeds the run's context as an escaped JSON string: the quotes may carry a backslash.
+NONCE = re.compile(r'\\?"nonce\\?":\s*\\?"([0-9a-f]+)')
 
 
 class NoopRunner:
@@ -91,10 +92,15 @@ def _stop(d: Dispatcher, t: threading.Thread) -> None:
     t.join(30)
 
 
-def _count_done(url: str) -> int:
+def _count_done(url: str) -> tuple[int, int]:
+    """Outbox rows succeeded, and the agent messages their sessions got (one per run)."""
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM agent_hub.invocation_outbox WHERE status = 'succeeded'").fetchone()
-    return int(row[0]) if row else 0
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE o.status = 'succeeded'), "
+            "(SELECT count(*) FROM \"ChatMessage\" m WHERE m.\"role\" = 'agent' AND m.\"sessionId\" IN "
+            "   (SELECT session_id FROM agent_hub.invocation_outbox)) "
+            "FROM agent_hub.invocation_outbox o").fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, history: int = 0) -> dict[str, Any]:
@@ -127,9 +133,10 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
             break
     elapsed = time.perf_counter() - started
     _stop(d, t)
-    done = _count_done(url) - history
-    if done < n:  # a figure for a drain that did not happen would be a lie
-        raise RuntimeError(f"only {done} of {n} rows succeeded: {d.outcomes}")
+    succeeded, messages = _count_done(url)
+    done = succeeded - history
+    if done < n or messages < n:  # a figure for a drain that did not happen would be a lie
+        raise RuntimeError(f"only {done} of {n} rows succeeded, with {messages} agent messages: {d.outcomes}")
     return {
         "jobs": n, "succeeded": done, "seconds": round(elapsed, 3), "per_s": round(done / elapsed, 1),
         "concurrency": concurrency, "batch": batch, "history_rows": history, "outcomes": dict(d.outcomes),
