@@ -29,8 +29,8 @@ STAGES = ("machinery", "wakeup", "ingress", "e2e", "saturation", "micro", "scale
 def _sizes(quick: bool) -> dict[str, int]:
     # drain: each of stage 1's drains; rounds: stage 1's interleaved rounds (ours / PgQueuer), medians of these
     if quick:
-        return {"drain": 600, "rounds": 1, "wake": 400, "poll": 60, "ingress": 600, "e2e": 12, "backlog": 16,
-                "history": 20000, "scale": 500, "scale_rounds": 1}
+        return {"drain": 500, "rounds": 1, "wake": 400, "poll": 60, "ingress": 600, "e2e": 12, "backlog": 16,
+                "history": 20000, "scale": 300, "scale_rounds": 1}
     return {"drain": 5000, "rounds": 3, "wake": 2000, "poll": 1000, "ingress": 6000, "e2e": 200, "backlog": 40,
             "history": 200000, "scale": 2000, "scale_rounds": 3}
 
