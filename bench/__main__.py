@@ -150,6 +150,10 @@ def table(r: dict[str, Any]) -> str:
             rounds = "/".join(f"{x:.2f}" for x in f[key]["ratio_rounds"])
             rows.append((label, f"{f[key]['ours']['per_s']:.0f}/s", f"{theirs} {f[key]['pgqueuer_hub_writes']['per_s']:.0f}/s",
                          f"{f[key]['ratio']:.2f}x  (>= 1.0; rounds {rounds})"))
+        cpu = "; ".join(f"{key} {f[key]['ours']['process_cpu_us_per_job']}+{f[key]['ours']['postgres_cpu_us_per_job']}"
+                        f" vs {f[key]['pgqueuer_hub_writes']['process_cpu_us_per_job']}"
+                        f"+{f[key]['pgqueuer_hub_writes']['postgres_cpu_us_per_job']}" for key in labels)
+        rows.append(("1 ... CPU us/invocation, process+Postgres", "ours vs PgQueuer + hub writes", cpu, ""))
         noop = sorted(x["per_s"] for x in m["pgqueuer_noop"])[(len(m["pgqueuer_noop"]) - 1) // 2]
         rn = m["ratio_to_noop_pgqueuer"]
         rows.append(("1 ... context: PgQueuer no-op jobs", f"{noop:.0f}/s", "ours 10 / 50 / full to it",

@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 
 from bench import seed
+from bench.measure import CpuMeter
 
 ENTRYPOINT = "hub"
 BATCH = 10  # jobs per dequeue, as our claim's DISPATCHER_BATCH_SIZE
@@ -126,13 +127,16 @@ async def _drain(url: str, invs: list[seed.Invocation], in_flight: int, context:
     pgq = PgQueuer(AsyncpgDriver(await asyncpg.connect(dsn=url)))
     pgq.entrypoint(ENTRYPOINT)(handle)  # PgQueuer is untyped here (make bench installs it): no decorator syntax
     batch = min(BATCH, in_flight // 2)  # PgQueuer requires max_concurrent_tasks >= 2 x batch
+    cpu = CpuMeter(url).start()  # blocking, before the clock starts
     started = time.perf_counter()
     try:
         await pgq.run(batch_size=batch, max_concurrent_tasks=in_flight, mode=types.QueueExecutionMode.drain)
+        # PgQueuer and its handlers (this process), and the Postgres server, while every connection is open
+        cpu_us = cpu.per_job_us(len(invs))
     finally:
         await pool.close()
     elapsed = last - started
-    return {"jobs": len(invs), "succeeded": done, "seconds": round(elapsed, 3), "per_s": round(done / elapsed, 1),
+    return {**cpu_us, "jobs": len(invs), "succeeded": done, "seconds": round(elapsed, 3), "per_s": round(done / elapsed, 1),
             "in_flight": in_flight, "queue_managers": 1, "batch": batch, "max_concurrent_tasks": in_flight,
             "peak_handlers_running": peak, "context_read": context, "driver": "asyncpg", "commits_per_job": 3}
 

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from bench import seed
+from bench.measure import CpuMeter
 from core.db import Pool, make_pool
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
@@ -125,6 +126,7 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
     d = Dispatcher(cfg, client=NoopPiston(), listen=False)  # type: ignore[arg-type]
     if not full:
         d.runner = NoopRunner()  # type: ignore[assignment]
+    cpu = CpuMeter(url).start()
     started = time.perf_counter()
     t = _start(d)
     deadline = started + 600
@@ -134,6 +136,7 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
         if sum(d.outcomes.values()) >= n:
             break
     elapsed = time.perf_counter() - started
+    cpu_us = cpu.per_job_us(n)  # before the stop: the dispatcher's backends are still there to be counted
     _stop(d, t)
     succeeded, messages = _count_done(url)
     done = succeeded - history
@@ -144,6 +147,7 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
         "concurrency": concurrency, "batch": batch, "history_rows": history, "outcomes": dict(d.outcomes),
         # writes per commit: the run slots' writes share transactions (dispatcher/groupcommit.py)
         "write_statements": d.committer.statements, "write_commits": d.committer.batches,
+        **cpu_us,  # the dispatcher's threads (this process) and the Postgres server, during the drain
     }
 
 

@@ -31,6 +31,7 @@ import psutil
 import psycopg
 
 from bench import seed
+from bench.measure import postgres_cpu_s
 
 REPO = Path(__file__).resolve().parents[1]
 SLOTS = 10
@@ -114,19 +115,6 @@ class _Worker:
 # -- the measurement ---------------------------------------------------------------------------------
 
 
-def _postgres_cpu_s(postmaster: psutil.Process) -> float:
-    """CPU time of the server's processes now running (backends, WAL writer, checkpointer, ...): the
-    dispatchers' connections live through the drain, so their backends' whole work is counted."""
-    total = 0.0
-    for p in [postmaster, *postmaster.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
-
-
 def _queue(url: str, n: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE agent_hub.invocation_outbox CASCADE")
@@ -176,7 +164,7 @@ def drain(url: str, postmaster_pid: int, n: int, processes: int) -> dict[str, An
             w.wait_ready()
         postmaster = psutil.Process(postmaster_pid)
         with psycopg.connect(url, autocommit=True) as conn:
-            pg0, d0, m0, t0 = (_postgres_cpu_s(postmaster), sum(w.cpu_s() for w in workers), psutil.cpu_times(),
+            pg0, d0, m0, t0 = (postgres_cpu_s(postmaster), sum(w.cpu_s() for w in workers), psutil.cpu_times(),
                               time.perf_counter())
             row = conn.execute("SELECT clock_timestamp()").fetchone()
             assert row is not None
@@ -193,7 +181,7 @@ def drain(url: str, postmaster_pid: int, n: int, processes: int) -> dict[str, An
                 if time.monotonic() > deadline or any(w.proc.poll() is not None for w in workers):
                     raise RuntimeError(f"scale-out drain of {n} with {processes} process(es) did not finish: "
                                        f"{left and left[0]} open; {[w.output() for w in workers]}")
-            pg1, d1, m1, t1 = (_postgres_cpu_s(postmaster), sum(w.cpu_s() for w in workers), psutil.cpu_times(),
+            pg1, d1, m1, t1 = (postgres_cpu_s(postmaster), sum(w.cpu_s() for w in workers), psutil.cpu_times(),
                               time.perf_counter())
             row = conn.execute("SELECT extract(epoch FROM max(finished_at) - %s) FROM agent_hub.invocation_outbox",
                                (go,)).fetchone()
@@ -208,7 +196,8 @@ def drain(url: str, postmaster_pid: int, n: int, processes: int) -> dict[str, An
     return {
         "processes": processes, "slots_per_process": SLOTS, "batch": BATCH, "jobs": n, "seconds": round(elapsed, 3),
         "per_s": round(n / elapsed, 1),
-        "postgres_cpu_us_per_invocation": round((pg1 - pg0) / n * 1e6),
+        "postgres_cpu_us_per_invocation": round((sum(pg1.values()) - sum(pg0.values())) / n * 1e6),
+        "postgres_cpu_us_per_invocation_by_kind": {k: round((pg1[k] - pg0[k]) / n * 1e6) for k in pg0},
         "dispatcher_cpu_us_per_invocation": round((d1 - d0) / n * 1e6),
         # the whole machine's CPU while draining (other work on the host included), in cores
         "machine_busy_cores": round(busy / (t1 - t0), 2),
