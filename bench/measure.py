@@ -95,3 +95,58 @@ class PeakRss:
                 mib = self._tree_rss(pid)
                 if mib > self.peak_mib.get(key, 0.0):
                     self.peak_mib[key] = mib
+
+
+def postgres_cpu_s(postmaster: psutil.Process) -> dict[str, float]:
+    """CPU time of the server's processes, by kind: the client backends (the statements), the WAL writer,
+    the checkpointer, autovacuum, the rest, and the processes that ended (the postmaster has reaped them:
+    closed connections, autovacuum workers)."""
+    reaped = postmaster.cpu_times()
+    out: dict[str, float] = {"backends": 0.0, "walwriter": 0.0, "checkpointer": 0.0, "autovacuum": 0.0, "other": 0.0,
+                             "ended": reaped.children_user + reaped.children_system}
+    for p in [postmaster, *postmaster.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            title = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        kind = "other"
+        for k in ("walwriter", "checkpointer", "autovacuum"):
+            if k in title:
+                kind = k
+                break
+        else:
+            if "127.0.0.1(" in title or "[local]" in title:
+                kind = "backends"
+        out[kind] += t.user + t.system
+    return out
+
+
+class CpuMeter:
+    """CPU spent during a stretch of work, per job: by this process (all its threads: the dispatcher or
+    PgQueuer under test, and the bench's own polling, which sleeps) and by the Postgres server."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        with psycopg.connect(url) as conn:  # the postmaster is the parent of any backend
+            parent = psutil.Process(conn.info.backend_pid).parent()
+        if parent is None:
+            raise RuntimeError("no postmaster above the backend")
+        self.postmaster = parent
+        self.me = psutil.Process()
+        self._pg0: dict[str, float] = {}
+        self._me0 = 0.0
+
+    def _mine(self) -> float:
+        t = self.me.cpu_times()
+        return float(t.user + t.system)
+
+    def start(self) -> CpuMeter:
+        self._pg0, self._me0 = postgres_cpu_s(self.postmaster), self._mine()
+        return self
+
+    def per_job_us(self, jobs: int) -> dict[str, int]:
+        pg1, me1 = postgres_cpu_s(self.postmaster), self._mine()
+        return {"process_cpu_us_per_job": round((me1 - self._me0) / jobs * 1e6),
+                "postgres_cpu_us_per_job": round((sum(pg1.values()) - sum(self._pg0.values())) / jobs * 1e6)}

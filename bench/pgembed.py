@@ -61,6 +61,10 @@ class EmbeddedPostgres:
     def data(self) -> Path:
         return self.root / "data"
 
+    @property
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
