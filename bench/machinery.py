@@ -25,9 +25,10 @@ from core.db import Pool, make_pool
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
-from dispatcher.piston import RunLimits, RunResult, RunStatus, Transport
-from dispatcher.runner import RunControl
-from dispatcher.states import OutboxStatus, Outcome
+from dispatcher.control import RunControl
+from dispatcher.outcome import Outcome
+from dispatcher.sandbox.port import NoStdin, RunResult, RunStatus, SandboxRequest, Transport
+from dispatcher.states import OutboxStatus
 from dispatcher.worker import Dispatcher
 from dispatcher.writeback import WriteBack
 from ingress.enqueue import enqueue
@@ -50,24 +51,17 @@ class NoopRunner:
 
 
 class NoopPiston:
-    """An in-process PistonClient: answers every run at once with one protocol message on stdout."""
+    """An in-process sandbox: answers every run at once with one protocol message on stdout."""
 
-    def resolve(self, transport: Transport) -> Transport:
-        return Transport.WS if Transport(transport) is Transport.AUTO else Transport(transport)
-
-    def prefer_execute(self) -> None:
-        pass
-
-    def run(self, files: list[dict[str, Any]], limits: RunLimits, *, transport: Transport, on_stdout: Any = None,
-            should_stop: Any = None, **_: Any) -> RunResult:
+    def run(self, request: SandboxRequest) -> RunResult:
         nonce = ""
-        for f in files:
+        for f in request.files:
             m = NONCE.search(str(f.get("content", "")))
             if m:
                 nonce = m.group(1)
                 break
-        if on_stdout is not None:
-            on_stdout("\x1ehub:" + nonce + ':{"type":"message","content":"ok"}\n', None)
+        if request.on_stdout is not None:
+            request.on_stdout("\x1ehub:" + nonce + ':{"type":"message","content":"ok"}\n', NoStdin())
         return RunResult(transport=Transport.WS, status=RunStatus.OK, code=0, signal=None, message=None, stdout="",
                          stderr_tail="", wall_ms=0.0, cpu_ms=0.0, memory_bytes=None, started=True)
 
@@ -114,7 +108,7 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
         seed.outbox_rows(conn, invs)
         conn.execute("VACUUM ANALYZE")
     cfg = dispatcher_config(url, concurrency=concurrency, batch=batch)
-    d = Dispatcher(cfg, client=NoopPiston(), listen=False)  # type: ignore[arg-type]
+    d = Dispatcher(cfg, sandbox=NoopPiston(), listen=False)
     if not full:
         d.runner = NoopRunner()  # type: ignore[assignment]
     started = time.perf_counter()

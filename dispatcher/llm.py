@@ -5,6 +5,10 @@ retry layer: exponential backoff with jitter, for 408 / 429 / 5xx / timeouts / c
 only, and never past the run's deadline. Every failure becomes an ``LLMFailure`` whose ``kind``
 is what the agent sees as ``hub.LLMError.kind``. The API key stays in this process: it is never
 logged, never put in an error message (masked if Gemini ever echoed it) and never sent to the sandbox.
+
+google-genai takes ~0.8 s to import: it is imported by the client when it first needs it (``warm``,
+which the worker calls beside start-up, or the first call), not with this module, so neither the
+dispatcher's start nor a dispatcher without a key waits for it.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 from tenacity.stop import stop_base
 
 from dispatcher.config import DispatcherConfig
 from dispatcher.redact import Redactor
+
+if TYPE_CHECKING:
+    from google import genai
+    from google.genai import errors as genai_errors
+    from google.genai import types
 
 MIN_TRY_S = 0.5  # no try is started with less time than this left before the run's deadline
 # finishReason values meaning "the answer was withheld", per Gemini's FinishReason enum.
@@ -69,16 +75,25 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Turn:
+    role: str  # Gemini's: "user" or "model"
+    text: str
+
+
+@dataclass(frozen=True)
 class LLMRequest:
     prompt: str
     system: str | None
-    history: list[types.Content]
+    history: list[Turn]
     model: str
     temperature: float | None
     max_output_tokens: int | None
 
     def contents(self) -> list[types.Content]:
-        return [*self.history, types.Content(role="user", parts=[types.Part(text=self.prompt)])]
+        from google.genai import types  # imported when first needed: see the module's docstring
+
+        turns = [*self.history, Turn("user", self.prompt)]
+        return [types.Content(role=t.role, parts=[types.Part(text=t.text)]) for t in turns]
 
 
 @dataclass(frozen=True)
@@ -102,9 +117,9 @@ class CallRecord:
     tries: int
 
 
-def history_turns(chat_history: list[dict[str, Any]]) -> tuple[list[types.Content], list[str]]:
+def history_turns(chat_history: list[dict[str, Any]]) -> tuple[list[Turn], list[str]]:
     """The session's messages as Gemini turns (user→user, agent→model); system messages come back apart."""
-    turns: list[types.Content] = []
+    turns: list[Turn] = []
     system: list[str] = []
     for message in chat_history:
         role, content = message.get("role"), message.get("content")
@@ -112,9 +127,9 @@ def history_turns(chat_history: list[dict[str, Any]]) -> tuple[list[types.Conten
             continue  # Gemini refuses a turn with no parts
         match role:
             case "user":
-                turns.append(types.Content(role="user", parts=[types.Part(text=content)]))
+                turns.append(Turn("user", content))
             case "agent":
-                turns.append(types.Content(role="model", parts=[types.Part(text=content)]))
+                turns.append(Turn("model", content))
             case "system":
                 system.append(content)
             case _:
@@ -147,7 +162,7 @@ def parse_request(params: dict[str, Any], *, chat_history: list[dict[str, Any]],
     max_tokens = params.get("max_output_tokens")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise _bad("max_output_tokens must be a positive int, or None")
-    history: list[types.Content] = []
+    history: list[Turn] = []
     if params.get("history"):
         history, system_messages = history_turns(chat_history)
         if system_messages:
@@ -245,25 +260,44 @@ class _OutOfTime(stop_base):
 
 
 class GeminiClient:
-    """One per dispatcher process (``client_for``); thread-safe (the SDK's httpx client is)."""
+    """One per dispatcher process (the worker makes it); thread-safe (the SDK's httpx client is)."""
 
     def __init__(self, cfg: DispatcherConfig) -> None:
         self.cfg = cfg
         self.redact = Redactor([cfg.gemini_api_key] if cfg.gemini_api_key else [])
         self._client: genai.Client | None = None
-        if cfg.gemini_api_key:
-            self._client = genai.Client(
-                api_key=cfg.gemini_api_key,
-                vertexai=False,
-                http_options=types.HttpOptions(
-                    base_url=cfg.gemini_base_url,  # None: Google's default endpoint
-                    timeout=int(cfg.llm_timeout_s * 1000),
-                    retry_options=types.HttpRetryOptions(attempts=1),  # ours (tenacity) are the only retries
-                ),
-            )
+        self._lock = threading.Lock()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.cfg.gemini_api_key)
+
+    def warm(self) -> None:
+        """Import google-genai and build its client now, so the first call does not wait for it."""
+        self._sdk()
+
+    def _sdk(self) -> genai.Client:
+        with self._lock:
+            if self._client is None:
+                from google import genai  # here, not at the top: see the module's docstring
+                from google.genai import types
+
+                self._client = genai.Client(
+                    api_key=self.cfg.gemini_api_key,
+                    vertexai=False,
+                    http_options=types.HttpOptions(
+                        base_url=self.cfg.gemini_base_url,  # None: Google's default endpoint
+                        timeout=int(self.cfg.llm_timeout_s * 1000),
+                        retry_options=types.HttpRetryOptions(attempts=1),  # ours (tenacity) are the only retries
+                    ),
+                )
+            return self._client
 
     def _once(self, req: LLMRequest, deadline: float) -> LLMAnswer:
-        assert self._client is not None
+        from google.genai import errors as genai_errors  # loaded by _sdk() by now
+        from google.genai import types
+
+        client = self._sdk()
         left = deadline - time.monotonic()
         if left < MIN_TRY_S:
             raise LLMFailure(LLMErrorKind.UNAVAILABLE, "no time left in the agent's run for the call", retryable=False)
@@ -275,7 +309,7 @@ class GeminiClient:
             http_options=types.HttpOptions(timeout=max(1, int(timeout_s * 1000))),
         )
         try:
-            response = self._client.models.generate_content(model=req.model, contents=req.contents(), config=config)
+            response = client.models.generate_content(model=req.model, contents=req.contents(), config=config)
         except genai_errors.APIError as exc:
             raise classify_api_error(exc) from None
         except Exception as exc:
@@ -288,7 +322,7 @@ class GeminiClient:
     def generate(self, req: LLMRequest, *, deadline: float, on_retry: Callable[[int, LLMFailure], None] | None = None
                  ) -> tuple[LLMAnswer, int]:
         """The answer and how many tries it took; raises LLMFailure (with ``.tries`` set)."""
-        if self._client is None:
+        if not self.configured:
             raise LLMFailure(LLMErrorKind.NOT_CONFIGURED, "call_llm is not configured on this hub (GEMINI_API_KEY is unset)")
 
         def before_sleep(state: RetryCallState) -> None:
@@ -313,18 +347,3 @@ class GeminiClient:
             exc.tries = tries
             raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-_clients: dict[tuple[Any, ...], GeminiClient] = {}
-_clients_lock = threading.Lock()
-
-
-def client_for(cfg: DispatcherConfig) -> GeminiClient:
-    """The process's client for these settings (a child run's config differs only in its time limit)."""
-    key = (cfg.gemini_api_key, cfg.gemini_base_url, cfg.llm_timeout_s, cfg.llm_retry_attempts,
-           cfg.llm_retry_base_s, cfg.llm_retry_max_s)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = GeminiClient(cfg)
-        return client

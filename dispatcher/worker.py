@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import signal
 import threading
 import time
@@ -17,17 +16,37 @@ from core import metrics
 from core.db import Pool, make_pool
 from core.logging import get_logger
 from dispatcher import claim as claims
+from dispatcher import leases
+from dispatcher.calls import CallRouter
+from dispatcher.children import ChildAgents
 from dispatcher.claim import Claimed
+from dispatcher.completer import apply_outcome
 from dispatcher.config import DispatcherConfig
+from dispatcher.control import RunControl, StopReason
 from dispatcher.events import EventNotifier
 from dispatcher.groupcommit import GroupCommitter
+from dispatcher.leases import HeldRows
 from dispatcher.listener import Listener
-from dispatcher.piston import PistonClient
-from dispatcher.runner import RunControl, Runner, apply_outcome
-from dispatcher.states import JobStatus, Outcome, StopReason
+from dispatcher.llm import GeminiClient
+from dispatcher.llmcalls import LlmCalls, LlmClient
+from dispatcher.outcome import Outcome
+from dispatcher.protocol import CallMethod
+from dispatcher.runner import Runner
+from dispatcher.sandbox.piston.client import PistonClient
+from dispatcher.sandbox.port import Sandbox
 from dispatcher.writeback import WriteBack, count_retry
 
 log = get_logger("dispatcher")
+
+
+def wire_runner(cfg: DispatcherConfig, pool: Pool, sandbox: Sandbox, held: HeldRows, llm: LlmClient) -> Runner:
+    """The runner with the handlers of the calls an agent makes back: call_llm asks the model, call_agent
+    runs a child through this same runner (its row held, so the heartbeat renews its lease too)."""
+    calls = CallRouter()
+    runner = Runner(cfg, pool, sandbox, calls)
+    calls.route(CallMethod.CALL_LLM, LlmCalls(cfg, llm))
+    calls.route(CallMethod.CALL_AGENT, ChildAgents(cfg, pool, held, run=runner.attempt))
+    return runner
 
 
 class Dispatcher:
@@ -36,7 +55,7 @@ class Dispatcher:
         cfg: DispatcherConfig,
         *,
         pool: Pool | None = None,
-        client: PistonClient | None = None,
+        sandbox: Sandbox | None = None,
         listen: bool = True,
     ) -> None:
         self.cfg = cfg
@@ -54,8 +73,11 @@ class Dispatcher:
             # Every use retries a dead connection (core.db.run_with_retry): no round trip per check-out.
             check=False,
         )
-        self.client = client or PistonClient(cfg.piston_url, max_output_chars=cfg.max_output_chars)
-        self.runner = Runner(cfg, self.pool, self.client)
+        self.sandbox = sandbox or PistonClient(cfg.piston_url, max_output_chars=cfg.max_output_chars,
+                                               pool_size=cfg.concurrency)
+        self.llm = GeminiClient(cfg)  # one per process
+        self.held = HeldRows()  # every row running here, call_agent children included: the heartbeat renews them
+        self.runner = wire_runner(cfg, self.pool, self.sandbox, self.held, self.llm)
         self.listen = listen
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -96,6 +118,7 @@ class Dispatcher:
             # from the heartbeat lets its lease expire, and then any dispatcher runs it again.
             log.exception("outcome_not_written")
         finally:
+            self.held.remove(row.id)
             with self._lock:
                 self._running.pop(row.id, None)
                 self.outcomes[label] = self.outcomes.get(label, 0) + 1
@@ -121,6 +144,7 @@ class Dispatcher:
                 if event is not None:
                     self.events.emit(event)
                 control = RunControl()
+                self.held.add(row.id, control)
                 with self._lock:
                     self._running[row.id] = control
                 fut = self._executor.submit(self._execute, row, control)
@@ -133,16 +157,7 @@ class Dispatcher:
 
     # -- heartbeat -----------------------------------------------------------
     def heartbeat_once(self) -> None:
-        with self._lock:
-            snapshot = dict(self._running)
-        if not snapshot:
-            return
-        alive = claims.heartbeat(self.pool, owner=self.cfg.owner, ids=list(snapshot), lease_s=self.cfg.lease_s)
-        for row_id, control in snapshot.items():
-            if row_id not in alive:
-                control.stop(StopReason.LEASE_LOST)
-            elif alive[row_id] == JobStatus.CANCELLED.value:
-                control.stop(StopReason.CANCELLED)
+        leases.beat(self.pool, self.held, owner=self.cfg.owner, lease_s=self.cfg.lease_s)
 
     def _heartbeat_loop(self) -> None:
         next_sweep = 0.0
@@ -178,10 +193,10 @@ class Dispatcher:
 
     def run_forever(self) -> None:
         # hub.call_llm's SDK (google-genai) takes ~0.8 s to import: load it beside start-up, so neither the
-        # start (failover, scale-out) nor the first run waits for it (a run that needs it first waits on the
-        # import lock for what is left).
-        threading.Thread(target=importlib.import_module, args=("dispatcher.calls",), name="warm-imports",
-                         daemon=True).start()
+        # start (failover, scale-out) nor the first call waits for it (a call that comes first waits for
+        # what is left). Without a key no call reaches the SDK: it is never loaded.
+        if self.llm.configured:
+            threading.Thread(target=self.llm.warm, name="llm-warm-up", daemon=True).start()
         self.pool.open(wait=False)
         self.events.start()
         self.committer.start()
