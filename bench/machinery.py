@@ -3,14 +3,13 @@
 Ours: the real ``Dispatcher`` (claim loop, run slots, ``apply_outcome``, ``WriteBack``, real SQL) with
 its ``Runner`` swapped for one that returns at once after writing one message: only context loading,
 bundling and Piston are skipped. ``full`` keeps the real ``Runner`` too and swaps only the Piston
-client for an in-process one that answers at once (context, bundle, JobLog lines and all).
+sandbox for an in-process one that answers at once (context, bundle, JobLog lines and all).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import threading
 import time
 import uuid
@@ -27,14 +26,12 @@ from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
 from dispatcher.control import RunControl
 from dispatcher.outcome import Outcome
-from dispatcher.sandbox.port import NoStdin, RunResult, RunStatus, SandboxRequest, Transport
+from dispatcher.sandbox.scripted import Hub, ScriptedSandbox
 from dispatcher.states import OutboxStatus
 from dispatcher.worker import Dispatcher
 from dispatcher.writeback import WriteBack
 from ingress.enqueue import enqueue
 from ingress.validation import InvokeRequest
-
-NONCE = re.compile(r'"nonce":\s*"([0-9a-f]+)"')
 
 
 class NoopRunner:
@@ -50,20 +47,9 @@ class NoopRunner:
         return Outcome.finish(OutboxStatus.SUCCEEDED, None, {"wall_ms": 0})
 
 
-class NoopPiston:
+def noop_sandbox() -> ScriptedSandbox:
     """An in-process sandbox: answers every run at once with one protocol message on stdout."""
-
-    def run(self, request: SandboxRequest) -> RunResult:
-        nonce = ""
-        for f in request.files:
-            m = NONCE.search(str(f.get("content", "")))
-            if m:
-                nonce = m.group(1)
-                break
-        if request.on_stdout is not None:
-            request.on_stdout("\x1ehub:" + nonce + ':{"type":"message","content":"ok"}\n', NoStdin())
-        return RunResult(transport=Transport.WS, status=RunStatus.OK, code=0, signal=None, message=None, stdout="",
-                         stderr_tail="", wall_ms=0.0, cpu_ms=0.0, memory_bytes=None, started=True)
+    return ScriptedSandbox(lambda box: [Hub({"type": "message", "content": "ok"})])
 
 
 def dispatcher_config(url: str, *, concurrency: int, batch: int, poll_s: float = 2.0) -> DispatcherConfig:
@@ -108,7 +94,7 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
         seed.outbox_rows(conn, invs)
         conn.execute("VACUUM ANALYZE")
     cfg = dispatcher_config(url, concurrency=concurrency, batch=batch)
-    d = Dispatcher(cfg, sandbox=NoopPiston(), listen=False)
+    d = Dispatcher(cfg, sandbox=noop_sandbox(), listen=False)
     if not full:
         d.runner = NoopRunner()  # type: ignore[assignment]
     started = time.perf_counter()
