@@ -24,10 +24,10 @@ from dispatcher.completer import apply_outcome
 from dispatcher.config import DispatcherConfig
 from dispatcher.control import RunControl, StopReason
 from dispatcher.events import EventNotifier
+from dispatcher.gemini import GeminiClient
 from dispatcher.groupcommit import GroupCommitter
 from dispatcher.leases import HeldRows
 from dispatcher.listener import Listener
-from dispatcher.llm import GeminiClient
 from dispatcher.llmcalls import LlmCalls, LlmClient
 from dispatcher.outcome import Outcome
 from dispatcher.protocol import CallMethod

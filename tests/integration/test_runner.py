@@ -25,8 +25,8 @@ from dispatcher import leases
 from dispatcher.completer import apply_outcome
 from dispatcher.config import DispatcherConfig
 from dispatcher.control import RunControl, StopReason
+from dispatcher.gemini import GeminiClient
 from dispatcher.leases import HeldRows
-from dispatcher.llm import GeminiClient
 from dispatcher.outcome import Outcome
 from dispatcher.runner import FALLBACK_LOG
 from dispatcher.sandbox.port import RunStatus, SandboxRefused, SandboxTransient, Transport
