@@ -49,7 +49,7 @@ class NoopRunner:
 
 def noop_sandbox() -> ScriptedSandbox:
     """An in-process sandbox: answers every run at once with one protocol message on stdout."""
-    return ScriptedSandbox(lambda box: [Hub({"type": "message", "content": "ok"})])
+    return ScriptedSandbox(lambda box: [Hub({"type": "message", "content": "ok"})], record=False)
 
 
 def dispatcher_config(url: str, *, concurrency: int, batch: int, poll_s: float = 2.0) -> DispatcherConfig:

@@ -117,12 +117,15 @@ Script: TypeAlias = Callable[[Box], Steps]
 
 
 class ScriptedSandbox:
-    """The port's in-process adapter. ``runs``: every run it played, in order (thread-safe)."""
+    """The port's in-process adapter. ``runs``: every run it played, in order (thread-safe; with
+    ``record=False`` none are kept, for long runs such as the bench's)."""
 
-    def __init__(self, script: Script, *, websocket: bool = True) -> None:
+    def __init__(self, script: Script, *, websocket: bool = True, record: bool = True) -> None:
         self.script = script
         self.websocket = websocket
+        self.record = record
         self.runs: list[Box] = []
+        self._count = 0
         self._lock = threading.Lock()
 
     def run(self, request: SandboxRequest) -> RunResult:
@@ -133,9 +136,11 @@ class ScriptedSandbox:
         context: dict[str, Any] = next(
             (json.loads(f["content"]) for f in request.files if f.get("name") == CONTEXT_NAME), {})
         with self._lock:
-            box = Box(context=context, transport=request.transport, files=list(request.files), limits=request.limits,
-                      number=len(self.runs) + 1)
-            self.runs.append(box)
+            self._count += 1
+            box = Box(context=context, transport=request.transport, files=request.files, limits=request.limits,
+                      number=self._count)
+            if self.record:
+                self.runs.append(box)
         box.result = _Play(box, request).play(self.script(box))
         return box.result
 
