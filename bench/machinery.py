@@ -3,14 +3,13 @@
 Ours: the real ``Dispatcher`` (claim loop, run slots, ``apply_outcome``, ``WriteBack``, real SQL) with
 its ``Runner`` swapped for one that returns at once after writing one message: only context loading,
 bundling and Piston are skipped. ``full`` keeps the real ``Runner`` too and swaps only the Piston
-client for an in-process one that answers at once (context, bundle, JobLog lines and all).
+sandbox for an in-process one that answers at once (context, bundle, JobLog lines and all).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import threading
 import time
 import uuid
@@ -26,16 +25,14 @@ from core.db import Pool, make_pool
 from dispatcher import claim as claims
 from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
-from dispatcher.piston import RunLimits, RunResult, RunStatus, Transport
-from dispatcher.runner import RunControl
-from dispatcher.states import OutboxStatus, Outcome
+from dispatcher.control import RunControl
+from dispatcher.outcome import Outcome
+from dispatcher.sandbox.scripted import Hub, ScriptedSandbox
+from dispatcher.states import OutboxStatus
 from dispatcher.worker import Dispatcher
 from dispatcher.writeback import WriteBack
 from ingress.enqueue import enqueue
 from ingress.validation import InvokeRequest
-
-# hub.py embeds the run's context as an escaped JSON string: the quotes may carry a backslash.
-NONCE = re.compile(r'\\?"nonce\\?":\s*\\?"([0-9a-f]+)')
 
 
 class NoopRunner:
@@ -51,29 +48,9 @@ class NoopRunner:
         return Outcome.finish(OutboxStatus.SUCCEEDED, None, {"wall_ms": 0})
 
 
-class NoopPiston:
-    """An in-process PistonClient: answers every run at once with one protocol message on stdout."""
-
-    def resolve(self, transport: Transport) -> Transport:
-        return Transport.WS if Transport(transport) is Transport.AUTO else Transport(transport)
-
-    def prefer_execute(self) -> None:
-        pass
-
-    def run(self, files: list[dict[str, Any]], limits: RunLimits, *, transport: Transport, on_stdout: Any = None,
-            should_stop: Any = None, **_: Any) -> RunResult:
-        nonce = ""
-        for f in files:
-            content = str(f.get("content", ""))
-            at = content.find("nonce")  # a C scan to the spot: a regex over every file cost this stub 6 % of its GIL time
-            m = NONCE.search(content, max(at - 2, 0)) if at >= 0 else None
-            if m:
-                nonce = m.group(1)
-                break
-        if on_stdout is not None:
-            on_stdout("\x1ehub:" + nonce + ':{"type":"message","content":"ok"}\n', None)
-        return RunResult(transport=Transport.WS, status=RunStatus.OK, code=0, signal=None, message=None, stdout="",
-                         stderr_tail="", wall_ms=0.0, cpu_ms=0.0, memory_bytes=None, started=True)
+def noop_sandbox() -> ScriptedSandbox:
+    """An in-process sandbox: answers every run at once with one protocol message on stdout."""
+    return ScriptedSandbox(lambda box: [Hub({"type": "message", "content": "ok"})], record=False)
 
 
 def dispatcher_config(url: str, *, concurrency: int, batch: int, poll_s: float = 2.0) -> DispatcherConfig:
@@ -123,7 +100,7 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
         seed.outbox_rows(conn, invs)
         conn.execute("VACUUM ANALYZE")
     cfg = dispatcher_config(url, concurrency=concurrency, batch=batch)
-    d = Dispatcher(cfg, client=NoopPiston(), listen=False)  # type: ignore[arg-type]
+    d = Dispatcher(cfg, sandbox=noop_sandbox(), listen=False)
     if not full:
         d.runner = NoopRunner()  # type: ignore[assignment]
     cpu = CpuMeter(url).start()

@@ -1,7 +1,7 @@
 """Scale-out: 1, 2 and 4 dispatcher processes on one database draining one backlog (issue 18).
 
 Each process is the real ``Dispatcher`` (claim loop, LISTEN, heartbeat, run slots, the real ``Runner``,
-group commit) with only the Piston client swapped for the in-process no-op one (``machinery.NoopPiston``):
+group commit) with only the Piston client swapped for the in-process no-op one (``machinery.noop_sandbox``):
 a no-op sandbox. Every process has its own 10 slots (batch 10), as a deployment adds dispatchers.
 The backlog is queued before the processes are told to go; the drain is timed from that moment (the
 database's clock) to the last row's ``finished_at``.
@@ -43,17 +43,13 @@ BATCH = 10
 
 def worker(url: str) -> int:
     """Build a Dispatcher, say ``ready``, run from ``go`` until ``stop``, then print its counts as JSON."""
-    import importlib
-
-    from bench.machinery import NoopPiston, dispatcher_config
+    from bench.machinery import dispatcher_config, noop_sandbox
     from core.config import LogConfig
     from core.logging import configure
     from dispatcher.worker import Dispatcher
 
     configure(LogConfig(fmt="json", level="warning"))
-    # run_forever warms this import in a thread; done here, it does not compete with the timed drain.
-    importlib.import_module("dispatcher.calls")
-    d = Dispatcher(dispatcher_config(url, concurrency=SLOTS, batch=BATCH), client=NoopPiston(), listen=True)  # type: ignore[arg-type]
+    d = Dispatcher(dispatcher_config(url, concurrency=SLOTS, batch=BATCH), sandbox=noop_sandbox(), listen=True)
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return 1

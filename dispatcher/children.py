@@ -2,8 +2,11 @@
 
 The child gets its own Job (visible on the hub, with its own JobLogs and final status) and its
 own outbox row (``parent_id``, ``depth``, ``agent_chain``), inserted already running and leased
-to this dispatcher, and is run by the same code as any invocation (``Runner.attempt`` then
-``apply_outcome``) in the calling thread, while the caller waits for its reply.
+to this dispatcher (dispatcher/childrows.py), and is run by the same runner as any invocation, in
+the calling thread, while the caller waits for its reply; its outcome is written by the same
+completer. While it runs it is one of the dispatcher's held rows (dispatcher/leases.py): the
+heartbeat renews its lease and stops it when its own Job is cancelled; it also stops when its caller
+stops, for the same reason (dispatcher/control.py).
 
 Depth: a top-level invocation has depth 0, the agent it calls depth 1, and so on; a call that
 would create a child deeper than ``HUB_MAX_AGENT_DEPTH`` (default 3: A→B→C→D) is refused, as is
@@ -18,87 +21,35 @@ own caller and both time out. Size Piston's concurrency for the call depth you a
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
-import psycopg
 import structlog
-from psycopg_pool import PoolTimeout
 
-from core.db import Conn, Pool, run_with_retry
-from core.sqlfiles import query
-from dispatcher import claim as claims
+from core.db import Pool
+from dispatcher import childrows, protocol
+from dispatcher.calls import CallScope, error_reply
 from dispatcher.claim import Claimed
+from dispatcher.completer import apply_outcome
 from dispatcher.config import DispatcherConfig
+from dispatcher.control import RunControl
 from dispatcher.events import status_event
-from dispatcher.runner import RunControl, Runner, apply_outcome
-from dispatcher.states import Disposition, JobStatus, OutboxStatus, Outcome, StopReason
+from dispatcher.leases import HeldRows
+from dispatcher.outcome import Disposition, Outcome
+from dispatcher.states import JobStatus, OutboxStatus
 from dispatcher.writeback import WriteBack
 
 log = structlog.get_logger("dispatcher.children")
 
 MIN_CHILD_MS = 1000           # a child is not started with less time than this
-PISTON_WAIT_MARGIN_S = 30.0   # the Piston client may wait this long past the run's limit (its execute margin)
 REPLY_MAX_CHARS = 1_000_000   # the child's messages returned to the caller, newest kept
 
 
-@dataclass(frozen=True)
-class Lineage:
-    depth: int
-    chain: list[str]  # agent ids from the top-level invocation down to this run's agent
+class RunAttempt(Protocol):
+    """The runner's ``attempt`` (dispatcher/runner.py), which the worker hands to this handler."""
 
-
-def lineage(pool: Pool, outbox_id: int, agent_id: str) -> Lineage:
-    row = run_with_retry(pool, lambda c: c.execute(query("dispatcher/lineage"), {"id": outbox_id}).fetchone(), retry_s=60.0)
-    if row is None:
-        return Lineage(0, [agent_id])
-    return Lineage(int(row["depth"]), list(row["agent_chain"]) or [agent_id])
-
-
-@dataclass
-class ChildControl(RunControl):
-    """A child stops when its caller stops (cancelled, lease lost, shutdown), for the same reason."""
-
-    parent: RunControl | None = None
-
-    def should_stop(self) -> bool:
-        if self.parent is not None and self.reason is None and self.parent.should_stop():
-            assert self.parent.reason is not None
-            self.stop(self.parent.reason)
-        return self.reason is not None
-
-
-class ChildWatch:
-    """The dispatcher's heartbeat covers top-level runs only: this renews a child's lease and
-    stops the child when its own Job is cancelled on the hub, while the child runs."""
-
-    def __init__(self, pool: Pool, cfg: DispatcherConfig, row_id: int, control: RunControl, lease_s: float) -> None:
-        self.pool, self.cfg, self.row_id, self.control, self.lease_s = pool, cfg, row_id, control, lease_s
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"child-{row_id}", daemon=True)
-
-    def __enter__(self) -> ChildWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._done.wait(self.cfg.heartbeat_s):
-            try:
-                alive = claims.heartbeat(self.pool, owner=self.cfg.owner, ids=[self.row_id], lease_s=self.lease_s)
-            except (psycopg.Error, PoolTimeout) as exc:
-                log.warning("child_heartbeat_failed", error=type(exc).__name__)
-                continue
-            if self.row_id not in alive:
-                self.control.stop(StopReason.LEASE_LOST)
-            elif alive[self.row_id] == JobStatus.CANCELLED.value:
-                self.control.stop(StopReason.CANCELLED)
+    def __call__(self, row: Claimed, wb: WriteBack, control: RunControl, *, time_limit_ms: int | None = None) -> Outcome: ...
 
 
 class CollectingWriteBack(WriteBack):
@@ -125,20 +76,6 @@ def child_prompt(input_data: Any) -> str:
     return input_data if isinstance(input_data, str) else json.dumps(input_data, ensure_ascii=False)
 
 
-@dataclass
-class Caller:
-    """What a child needs from the run that calls it."""
-
-    runner: Runner
-    outbox_id: int
-    job_id: str
-    agent_id: str
-    user_id: str
-    control: RunControl
-    deadline: float  # time.monotonic() at which the caller's run ends
-    children: list[str] = field(default_factory=list)  # child job ids, in call order
-
-
 def _final(outcome: Outcome) -> Outcome:
     """Children are never retried or released (the caller is waiting now): every end is final."""
     match outcome.disposition:
@@ -152,87 +89,6 @@ def _final(outcome: Outcome) -> Outcome:
             return Outcome.finish(OutboxStatus.FAILED, "the run lost its lease (another dispatcher took it over)", outcome.result)
 
 
-def run_child(caller: Caller, agent_id: str, input_data: Any, caller_wb: WriteBack) -> dict[str, Any]:
-    """Run ``agent_id`` as a child of ``caller``; always returns the result dict (refusals included)."""
-    cfg = caller.runner.cfg
-    pool = caller.runner.pool
-    here = lineage(pool, caller.outbox_id, caller.agent_id)
-    depth = here.depth + 1
-    if agent_id in here.chain:
-        path = " → ".join([*here.chain, agent_id])
-        return refused(f"call_agent refused: agent {agent_id} is already in the call chain ({path}); cycles are not allowed")
-    if depth > cfg.max_agent_depth:
-        return refused(f"call_agent refused: the child would be at depth {depth}, over HUB_MAX_AGENT_DEPTH "
-                       f"({cfg.max_agent_depth})")
-    left_ms = int((caller.deadline - time.monotonic()) * 1000) - cfg.child_time_margin_ms
-    if left_ms < MIN_CHILD_MS:
-        return refused(f"call_agent refused: not enough of the caller's run time left ({max(left_ms, 0)} ms after the "
-                       f"{cfg.child_time_margin_ms} ms margin; at least {MIN_CHILD_MS} ms needed)")
-    prompt = child_prompt(input_data)
-    job_id = str(uuid.uuid4())
-    # Long enough for the whole child (the Piston client may wait past its limit); renewed by ChildWatch.
-    lease_s = left_ms / 1000 + PISTON_WAIT_MARGIN_S + cfg.lease_s
-    params = {
-        "agent_id": agent_id,
-        "job_id": job_id,
-        "user_id": caller.user_id,
-        "prompt": prompt,
-        "status_message": "running (called by another agent)",
-        "owner": cfg.owner,
-        "lease_s": lease_s,
-        "parent_id": caller.outbox_id,
-        "depth": depth,
-        "chain": [*here.chain, agent_id],
-    }
-    actor = {"actor": "dispatcher", "reason": f"call_agent from outbox row {caller.outbox_id}"}
-
-    def insert(conn: Conn) -> dict[str, Any] | None:
-        with conn.transaction():  # the actor setting is local to this transaction (0003's trigger reads it)
-            conn.execute(query("ops/set_actor"), actor)
-            return conn.execute(query("dispatcher/insert_child"), params).fetchone()
-
-    # Retried on a lost connection like every dispatcher use of the pool. Should a commit succeed and its
-    # answer be lost, the retry makes a second child; the first, never run, is failed by sweep_orphans.
-    row = run_with_retry(pool, insert, retry_s=60.0)
-    if row is None:
-        return refused(f"call_agent failed: agent {agent_id} does not exist")
-    child = Claimed(**row, job_started=True, job_status_before="QUEUED")
-    caller_wb.announce(status_event(child.job_id, None, JobStatus.PROCESSING.value))  # committed: the pool's block ended
-    caller.children.append(child.job_id)
-    caller_wb.log("info", f"call_agent: running agent {agent_id} as child job {child.job_id} (depth {depth}, "
-                          f"time limit {left_ms} ms)")
-    child_cfg = replace(cfg, run_timeout_ms=left_ms)
-    wb = CollectingWriteBack(pool, outbox_id=child.id, job_id=child.job_id, session_id=None, owner=cfg.owner,
-                             events=caller_wb.events, committer=caller_wb.committer)
-    control = ChildControl(parent=caller.control)
-    with (structlog.contextvars.bound_contextvars(child_job_id=child.job_id, child_outbox_id=child.id, child_agent_id=agent_id),
-          ChildWatch(pool, cfg, child.id, control, lease_s)):
-        wb.log("info", f"called by agent {caller.agent_id} (job {caller.job_id}) at depth {depth}")
-        try:
-            outcome = Runner(child_cfg, pool, caller.runner.client).attempt(child, wb, control)
-        except Exception as exc:  # a bug or a lasting DB outage: the child still gets a final status
-            log.exception("child_run_crashed")
-            outcome = Outcome.finish(OutboxStatus.FAILED, f"internal dispatcher error: {type(exc).__name__}")
-        outcome = _final(outcome)
-        label = apply_outcome(outcome, child, wb, cfg=child_cfg, pool=pool)
-        log.info("child_run_done", outcome=label)
-    assert outcome.status is not None
-    messages, dropped = _newest(wb.messages)
-    result: dict[str, Any] = {
-        "status": outcome.status.value,
-        "job_id": child.job_id,
-        "messages": messages,
-        "output": messages[-1] if messages else None,
-    }
-    if dropped:
-        result["messages_dropped"] = dropped
-    if outcome.error:
-        result["error"] = outcome.error
-    caller_wb.log("info", f"call_agent: child job {child.job_id} finished {outcome.status.value} with "
-                          f"{len(wb.messages)} message(s)")
-    return result
-
-
 def _newest(messages: list[str]) -> tuple[list[str], int]:
     """The newest messages totalling at most REPLY_MAX_CHARS, and how many older ones were left out."""
     kept: list[str] = []
@@ -244,3 +100,86 @@ def _newest(messages: list[str]) -> tuple[list[str], int]:
         used += len(text)
     kept.reverse()
     return kept, len(messages) - len(kept)
+
+
+class ChildAgents:
+    """The call_agent handler."""
+
+    def __init__(self, cfg: DispatcherConfig, pool: Pool, held: HeldRows, run: RunAttempt) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.held = held
+        self.run = run
+
+    def __call__(self, call: protocol.Call, scope: CallScope) -> str:
+        agent_id = call.params.get("agent_id")
+        if not isinstance(agent_id, str) or not agent_id:
+            return error_reply(call.id, "bad_request", "agent_id must be a non-empty str")
+        if "input" not in call.params:
+            return error_reply(call.id, "bad_request", "input is missing")
+        prompt = child_prompt(call.params["input"])
+        if len(prompt) > self.cfg.max_message_chars:
+            return error_reply(call.id, "bad_request",
+                               f"input is {len(prompt)} characters as text, over the limit of {self.cfg.max_message_chars}")
+        scope.stats.agent_calls += 1
+        result = self.run_child(scope, agent_id, prompt)
+        if "job_id" not in result:  # refused before a child existed: say so in the caller's log
+            scope.wb.log("warning", result["error"])
+        return protocol.encode_reply(call.id, True, result=result)
+
+    def run_child(self, scope: CallScope, agent_id: str, prompt: str) -> dict[str, Any]:
+        """Run ``agent_id`` as a child of the scope's run; always returns the result dict (refusals included)."""
+        cfg = self.cfg
+        caller = scope.row
+        here = childrows.lineage(self.pool, caller.id, caller.agent_id)
+        depth = here.depth + 1
+        if agent_id in here.chain:
+            path = " → ".join([*here.chain, agent_id])
+            return refused(f"call_agent refused: agent {agent_id} is already in the call chain ({path}); cycles are not allowed")
+        if depth > cfg.max_agent_depth:
+            return refused(f"call_agent refused: the child would be at depth {depth}, over HUB_MAX_AGENT_DEPTH "
+                           f"({cfg.max_agent_depth})")
+        left_ms = int((scope.deadline - time.monotonic()) * 1000) - cfg.child_time_margin_ms
+        if left_ms < MIN_CHILD_MS:
+            return refused(f"call_agent refused: not enough of the caller's run time left ({max(left_ms, 0)} ms after the "
+                           f"{cfg.child_time_margin_ms} ms margin; at least {MIN_CHILD_MS} ms needed)")
+        new = childrows.NewChild(agent_id=agent_id, job_id=str(uuid.uuid4()), user_id=caller.user_id, prompt=prompt,
+                                 parent_id=caller.id, depth=depth, chain=[*here.chain, agent_id])
+        # Renewed by the dispatcher's heartbeat from here on, like the caller's own lease.
+        child = childrows.insert_child(self.pool, new, owner=cfg.owner, lease_s=cfg.lease_s)
+        if child is None:
+            return refused(f"call_agent failed: agent {agent_id} does not exist")
+        caller_wb = scope.wb
+        caller_wb.announce(status_event(child.job_id, None, JobStatus.PROCESSING.value))  # committed: the insert returned
+        caller_wb.log("info", f"call_agent: running agent {agent_id} as child job {child.job_id} (depth {depth}, "
+                              f"time limit {left_ms} ms)")
+        wb = CollectingWriteBack(self.pool, outbox_id=child.id, job_id=child.job_id, session_id=None, owner=cfg.owner,
+                                 events=caller_wb.events, committer=caller_wb.committer)
+        control = scope.control.child()
+        with (structlog.contextvars.bound_contextvars(child_job_id=child.job_id, child_outbox_id=child.id,
+                                                      child_agent_id=agent_id),
+              self.held.holding(child.id, control)):
+            wb.log("info", f"called by agent {caller.agent_id} (job {caller.job_id}) at depth {depth}")
+            try:
+                outcome = self.run(child, wb, control, time_limit_ms=left_ms)
+            except Exception as exc:  # a bug or a lasting DB outage: the child still gets a final status
+                log.exception("child_run_crashed")
+                outcome = Outcome.finish(OutboxStatus.FAILED, f"internal dispatcher error: {type(exc).__name__}")
+            outcome = _final(outcome)
+            label = apply_outcome(outcome, child, wb, cfg=cfg, pool=self.pool)
+            log.info("child_run_done", outcome=label)
+        assert outcome.status is not None
+        messages, dropped = _newest(wb.messages)
+        result: dict[str, Any] = {
+            "status": outcome.status.value,
+            "job_id": child.job_id,
+            "messages": messages,
+            "output": messages[-1] if messages else None,
+        }
+        if dropped:
+            result["messages_dropped"] = dropped
+        if outcome.error:
+            result["error"] = outcome.error
+        caller_wb.log("info", f"call_agent: child job {child.job_id} finished {outcome.status.value} with "
+                              f"{len(wb.messages)} message(s)")
+        return result

@@ -62,3 +62,10 @@ def load(pool: Pool, row: Claimed, *, transport: str, history_limit: int, retry_
     }
     files = [AgentFileRow(filename=f["filename"], filepath=f["filepath"], filesize=f["filesize"]) for f in data["files"]]
     return AgentContext(context=context, files=files, history_total=int(data["history_total"]))
+
+
+def job_status(pool: Pool, job_id: str, *, retry_s: float = 60.0) -> str | None:
+    """The Job's status now (None: the hub deleted it): a claim that could not move it is checked with this."""
+    row = run_with_retry(pool, lambda c: c.execute(query("dispatcher/job_status"), {"job_id": job_id}).fetchone(),
+                         retry_s=retry_s)
+    return row["status"] if row else None

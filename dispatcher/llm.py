@@ -1,36 +1,16 @@
-"""``hub.call_llm``: one Gemini generateContent call through the google-genai SDK, with our own retries.
-
-The SDK's own retries are off (``HttpRetryOptions(attempts=1)``), so tenacity here is the only
-retry layer: exponential backoff with jitter, for 408 / 429 / 5xx / timeouts / connection errors
-only, and never past the run's deadline. Every failure becomes an ``LLMFailure`` whose ``kind``
-is what the agent sees as ``hub.LLMError.kind``. The API key stays in this process: it is never
-logged, never put in an error message (masked if Gemini ever echoed it) and never sent to the sandbox.
+"""``hub.call_llm``'s values: the failure kinds the agent sees, the request checked from the call's
+params, the answer and what it cost. The call itself goes to Gemini in ``dispatcher/gemini.py``.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tenacity.stop import stop_base
+if TYPE_CHECKING:
+    from google.genai import types
 
-from core.backoff import Backoff, tenacity_wait
-from dispatcher.config import LLMSettings
-from dispatcher.redact import Redactor
-
-MIN_TRY_S = 0.5  # no try is started with less time than this left before the run's deadline
-# finishReason values meaning "the answer was withheld", per Gemini's FinishReason enum.
-BLOCK_FINISH_REASONS = frozenset({
-    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT",
-})
 MAX_SYSTEM_CHARS = 100_000
 
 
@@ -70,16 +50,25 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Turn:
+    role: str  # Gemini's: "user" or "model"
+    text: str
+
+
+@dataclass(frozen=True)
 class LLMRequest:
     prompt: str
     system: str | None
-    history: list[types.Content]
+    history: list[Turn]
     model: str
     temperature: float | None
     max_output_tokens: int | None
 
     def contents(self) -> list[types.Content]:
-        return [*self.history, types.Content(role="user", parts=[types.Part(text=self.prompt)])]
+        from google.genai import types  # imported when first needed: see dispatcher/gemini.py
+
+        turns = [*self.history, Turn("user", self.prompt)]
+        return [types.Content(role=t.role, parts=[types.Part(text=t.text)]) for t in turns]
 
 
 @dataclass(frozen=True)
@@ -103,9 +92,9 @@ class CallRecord:
     tries: int
 
 
-def history_turns(chat_history: list[dict[str, Any]]) -> tuple[list[types.Content], list[str]]:
+def history_turns(chat_history: list[dict[str, Any]]) -> tuple[list[Turn], list[str]]:
     """The session's messages as Gemini turns (user→user, agent→model); system messages come back apart."""
-    turns: list[types.Content] = []
+    turns: list[Turn] = []
     system: list[str] = []
     for message in chat_history:
         role, content = message.get("role"), message.get("content")
@@ -113,9 +102,9 @@ def history_turns(chat_history: list[dict[str, Any]]) -> tuple[list[types.Conten
             continue  # Gemini refuses a turn with no parts
         match role:
             case "user":
-                turns.append(types.Content(role="user", parts=[types.Part(text=content)]))
+                turns.append(Turn("user", content))
             case "agent":
-                turns.append(types.Content(role="model", parts=[types.Part(text=content)]))
+                turns.append(Turn("model", content))
             case "system":
                 system.append(content)
             case _:
@@ -148,7 +137,7 @@ def parse_request(params: dict[str, Any], *, chat_history: list[dict[str, Any]],
     max_tokens = params.get("max_output_tokens")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise _bad("max_output_tokens must be a positive int, or None")
-    history: list[types.Content] = []
+    history: list[Turn] = []
     if params.get("history"):
         history, system_messages = history_turns(chat_history)
         if system_messages:
@@ -161,170 +150,3 @@ def parse_request(params: dict[str, Any], *, chat_history: list[dict[str, Any]],
         temperature=None if temperature is None else float(temperature),
         max_output_tokens=max_tokens,
     )
-
-
-def _usage(response: types.GenerateContentResponse) -> Usage:
-    meta = response.usage_metadata
-    if meta is None:
-        return Usage()
-    prompt = meta.prompt_token_count or 0
-    output = meta.candidates_token_count or 0
-    return Usage(prompt, output, meta.total_token_count or prompt + output)
-
-
-def _error_reason(details: Any) -> str | None:
-    """The google.rpc.ErrorInfo reason of an error body (API_KEY_INVALID for a bad key)."""
-    error = details.get("error") if isinstance(details, dict) else None
-    for item in (error or {}).get("details") or []:
-        if isinstance(item, dict) and isinstance(item.get("reason"), str):
-            return str(item["reason"])
-    return None
-
-
-def classify_api_error(exc: genai_errors.APIError) -> LLMFailure:
-    code = int(exc.code or 0)
-    what = f"Gemini answered HTTP {code}" + (f" {exc.status}" if exc.status else "")
-    text = f"{what}: {exc.message}" if exc.message else what
-    if code == 400 and _error_reason(exc.details) == "API_KEY_INVALID":
-        return LLMFailure(LLMErrorKind.AUTH, text + " (check the dispatcher's GEMINI_API_KEY)", status=code)
-    if code in (401, 403):
-        return LLMFailure(LLMErrorKind.AUTH, text, status=code)
-    if code == 429:
-        return LLMFailure(LLMErrorKind.RATE_LIMITED, text, status=code)
-    if code == 408 or code >= 500:
-        return LLMFailure(LLMErrorKind.UNAVAILABLE, text, status=code)
-    return LLMFailure(LLMErrorKind.BAD_REQUEST, text, status=code)
-
-
-def transport_failure(exc: Exception, timeout_s: float) -> LLMFailure | None:
-    """A timeout or connection error of the SDK's HTTP client, else None (a bug: let it propagate).
-
-    Matched by class name: the SDK uses httpx or its fork httpx2, whose classes share names, not types.
-    """
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if "TimeoutException" in names:
-        return LLMFailure(LLMErrorKind.UNAVAILABLE, f"Gemini did not answer within {timeout_s:.1f} s")
-    if "TransportError" in names:
-        return LLMFailure(LLMErrorKind.UNAVAILABLE, f"cannot reach Gemini ({type(exc).__name__})")
-    return None
-
-
-def read_answer(response: types.GenerateContentResponse, model: str) -> LLMAnswer:
-    """The answer's text, or the LLMFailure a 200 response can still mean (block, MAX_TOKENS, empty)."""
-    usage = _usage(response)
-    feedback = response.prompt_feedback
-    candidate = response.candidates[0] if response.candidates else None
-    finish = candidate.finish_reason.value if candidate is not None and candidate.finish_reason else None
-    text = ""
-    if candidate is not None and candidate.content is not None:
-        text = "".join(p.text for p in candidate.content.parts or [] if p.text and not p.thought)
-    failure: LLMFailure | None = None
-    if feedback is not None and feedback.block_reason is not None:
-        failure = LLMFailure(LLMErrorKind.BLOCKED, f"the prompt was blocked ({feedback.block_reason.value})")
-    elif not text and finish in BLOCK_FINISH_REASONS:
-        failure = LLMFailure(LLMErrorKind.BLOCKED, f"the answer was blocked (finishReason {finish})")
-    elif not text and finish == "MAX_TOKENS":
-        failure = LLMFailure(LLMErrorKind.MAX_TOKENS, "the model reached max_output_tokens before writing any text")
-    elif not text:
-        failure = LLMFailure(LLMErrorKind.UNAVAILABLE, f"Gemini returned no text (finishReason {finish or 'none'})",
-                             retryable=False)
-    if failure is not None:
-        failure.usage = usage
-        raise failure
-    return LLMAnswer(text=text, model=model, model_version=response.model_version or model, usage=usage,
-                     finish_reason=finish)
-
-
-class _OutOfTime(stop_base):
-    """Tenacity stop condition: sleeping and then trying again must still fit before the run's deadline."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-
-    def __call__(self, state: RetryCallState) -> bool:
-        return time.monotonic() + (state.upcoming_sleep or 0.0) + MIN_TRY_S > self.deadline
-
-
-class GeminiClient:
-    """One per dispatcher process (``client_for``); thread-safe (the SDK's httpx client is)."""
-
-    def __init__(self, cfg: LLMSettings) -> None:
-        self.cfg = cfg
-        self.redact = Redactor([cfg.gemini_api_key] if cfg.gemini_api_key else [])
-        self._client: genai.Client | None = None
-        if cfg.gemini_api_key:
-            self._client = genai.Client(
-                api_key=cfg.gemini_api_key,
-                vertexai=False,
-                http_options=types.HttpOptions(
-                    base_url=cfg.gemini_base_url,  # None: Google's default endpoint
-                    timeout=int(cfg.llm_timeout_s * 1000),
-                    retry_options=types.HttpRetryOptions(attempts=1),  # ours (tenacity) are the only retries
-                ),
-            )
-
-    def _once(self, req: LLMRequest, deadline: float) -> LLMAnswer:
-        assert self._client is not None
-        left = deadline - time.monotonic()
-        if left < MIN_TRY_S:
-            raise LLMFailure(LLMErrorKind.UNAVAILABLE, "no time left in the agent's run for the call", retryable=False)
-        timeout_s = min(self.cfg.llm_timeout_s, left)
-        config = types.GenerateContentConfig(
-            system_instruction=req.system,
-            temperature=req.temperature,
-            max_output_tokens=req.max_output_tokens,
-            http_options=types.HttpOptions(timeout=max(1, int(timeout_s * 1000))),
-        )
-        try:
-            response = self._client.models.generate_content(model=req.model, contents=req.contents(), config=config)
-        except genai_errors.APIError as exc:
-            raise classify_api_error(exc) from None
-        except Exception as exc:
-            failure = transport_failure(exc, timeout_s)
-            if failure is None:
-                raise
-            raise failure from None
-        return read_answer(response, req.model)
-
-    def generate(self, req: LLMRequest, *, deadline: float, on_retry: Callable[[int, LLMFailure], None] | None = None
-                 ) -> tuple[LLMAnswer, int]:
-        """The answer and how many tries it took; raises LLMFailure (with ``.tries`` set)."""
-        if self._client is None:
-            raise LLMFailure(LLMErrorKind.NOT_CONFIGURED, "call_llm is not configured on this hub (GEMINI_API_KEY is unset)")
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            if on_retry is not None and isinstance(exc, LLMFailure):
-                on_retry(state.attempt_number, exc)
-
-        tries = 0
-        try:
-            for attempt in Retrying(
-                retry=retry_if_exception(lambda e: isinstance(e, LLMFailure) and e.retryable),
-                wait=tenacity_wait(Backoff(self.cfg.llm_retry_base_s, self.cfg.llm_retry_max_s)),  # full jitter
-                stop=stop_after_attempt(self.cfg.llm_retry_attempts) | _OutOfTime(deadline),
-                before_sleep=before_sleep,
-                reraise=True,
-            ):
-                with attempt:
-                    tries = attempt.retry_state.attempt_number
-                    return self._once(req, deadline), tries
-        except LLMFailure as exc:
-            exc.message = self.redact(exc.message)
-            exc.tries = tries
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-_clients: dict[LLMSettings, GeminiClient] = {}
-_clients_lock = threading.Lock()
-
-
-def client_for(cfg: LLMSettings) -> GeminiClient:
-    """The process's client for these LLM settings (the same for every run of a dispatcher)."""
-    settings = LLMSettings.of(cfg)
-    with _clients_lock:
-        client = _clients.get(settings)
-        if client is None:
-            client = _clients[settings] = GeminiClient(settings)
-        return client

@@ -23,7 +23,8 @@ from core.config import ConfigError, database_url
 from core.db import Conn
 from core.sqlfiles import query
 from core.vocabulary import JobStatus, JobType
-from dispatcher.piston import PistonClient, PistonError
+from dispatcher.sandbox.piston.client import PistonClient
+from dispatcher.sandbox.port import SandboxError
 
 # Every Prisma table and column a query under sql/queries/ reads or writes (keep in step with them).
 PRISMA_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -121,7 +122,7 @@ def check_piston(url: str) -> Check:
     try:
         client = PistonClient(url, connect_timeout_s=3.0)
         runtimes = client.runtimes()
-    except (PistonError, OSError) as exc:
+    except (SandboxError, OSError) as exc:
         return Check("piston", False, f"{url}: not reachable or not Piston ({exc})")
     pythons = [f"{rt.get('language')} {rt.get('version')}" for rt in runtimes
                if rt.get("language") == "python" or "python" in (rt.get("aliases") or [])]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import signal
 import threading
 import time
@@ -18,18 +17,28 @@ from core.backoff import Backoff, Streak
 from core.db import Pool, PoolService, make_pool
 from core.lifecycle import Entry, Periodic, Services
 from core.logging import get_logger
-from core.vocabulary import JobStatus, RunLabel
+from core.vocabulary import RunLabel
 from dispatcher import claim as claims
+from dispatcher import leases
+from dispatcher.calls import CallRouter
+from dispatcher.children import ChildAgents
 from dispatcher.claim import Claimed
+from dispatcher.completer import apply_outcome
 from dispatcher.config import DispatcherConfig
+from dispatcher.control import RunControl, StopReason
 from dispatcher.events import EventNotifier
+from dispatcher.gemini import GeminiClient
 from dispatcher.groupcommit import GroupCommitter
+from dispatcher.leases import HeldRows
 from dispatcher.listener import Listener
+from dispatcher.llmcalls import LlmCalls, LlmClient
 from dispatcher.maintenance.orphan_sweeper import orphan_sweeper
 from dispatcher.maintenance.schedule_firer import schedule_firer
-from dispatcher.piston import PistonClient
-from dispatcher.runner import RunControl, Runner, apply_outcome
-from dispatcher.states import Outcome, StopReason
+from dispatcher.outcome import Outcome
+from dispatcher.protocol import CallMethod
+from dispatcher.runner import Runner
+from dispatcher.sandbox.piston.client import PistonClient
+from dispatcher.sandbox.port import Sandbox
 from dispatcher.writeback import WriteBack, count_retry
 
 log = get_logger("dispatcher")
@@ -38,13 +47,23 @@ log = get_logger("dispatcher")
 CLAIM_BACKOFF = Backoff(base_s=0.5, max_s=10.0, jitter=0.5)
 
 
+def wire_runner(cfg: DispatcherConfig, pool: Pool, sandbox: Sandbox, held: HeldRows, llm: LlmClient) -> Runner:
+    """The runner with the handlers of the calls an agent makes back: call_llm asks the model, call_agent
+    runs a child through this same runner (its row held, so the heartbeat renews its lease too)."""
+    calls = CallRouter()
+    runner = Runner(cfg, pool, sandbox, calls)
+    calls.route(CallMethod.CALL_LLM, LlmCalls(cfg, llm))
+    calls.route(CallMethod.CALL_AGENT, ChildAgents(cfg, pool, held, run=runner.attempt))
+    return runner
+
+
 class Dispatcher:
     def __init__(
         self,
         cfg: DispatcherConfig,
         *,
         pool: Pool | None = None,
-        client: PistonClient | None = None,
+        sandbox: Sandbox | None = None,
         listen: bool = True,
     ) -> None:
         self.cfg = cfg
@@ -62,8 +81,11 @@ class Dispatcher:
             # Every use retries a dead connection (core.db.run_with_retry): no round trip per check-out.
             check=False,
         )
-        self.client = client or PistonClient(cfg.piston_url, max_output_chars=cfg.max_output_chars)
-        self.runner = Runner(cfg, self.pool, self.client)
+        self.sandbox = sandbox or PistonClient(cfg.piston_url, max_output_chars=cfg.max_output_chars,
+                                               pool_size=cfg.concurrency)
+        self.llm = GeminiClient(cfg)  # one per process
+        self.held = HeldRows()  # every row running here, call_agent children included: the heartbeat renews them
+        self.runner = wire_runner(cfg, self.pool, self.sandbox, self.held, self.llm)
         self.listen = listen
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -103,6 +125,7 @@ class Dispatcher:
             # from the heartbeat lets its lease expire, and then any dispatcher runs it again.
             log.exception("outcome_not_written")
         finally:
+            self.held.remove(row.id)
             with self._lock:
                 self._running.pop(row.id, None)
                 self.outcomes[label] = self.outcomes.get(label, 0) + 1
@@ -129,6 +152,7 @@ class Dispatcher:
                 if event is not None:
                     self.events.emit(event)
                 control = RunControl()
+                self.held.add(row.id, control)
                 with self._lock:
                     self._running[row.id] = control
                 fut = self._executor.submit(self._execute, row, control)
@@ -141,16 +165,7 @@ class Dispatcher:
 
     # -- heartbeat -----------------------------------------------------------
     def heartbeat_once(self) -> None:
-        with self._lock:
-            snapshot = dict(self._running)
-        if not snapshot:
-            return
-        alive = claims.heartbeat(self.pool, owner=self.cfg.owner, ids=list(snapshot), lease_s=self.cfg.lease_s)
-        for row_id, control in snapshot.items():
-            if row_id not in alive:
-                control.stop(StopReason.LEASE_LOST)
-            elif alive[row_id] == JobStatus.CANCELLED.value:
-                control.stop(StopReason.CANCELLED)
+        leases.beat(self.pool, self.held, owner=self.cfg.owner, lease_s=self.cfg.lease_s)
 
     # -- lifecycle -----------------------------------------------------------
     def services(self) -> list[Entry]:
@@ -196,10 +211,10 @@ class Dispatcher:
 
     def run_forever(self) -> None:
         # hub.call_llm's SDK (google-genai) takes ~0.8 s to import: load it beside start-up, so neither the
-        # start (failover, scale-out) nor the first run waits for it (a run that needs it first waits on the
-        # import lock for what is left).
-        threading.Thread(target=importlib.import_module, args=("dispatcher.calls",), name="warm-imports",
-                         daemon=True).start()
+        # start (failover, scale-out) nor the first call waits for it (a call that comes first waits for
+        # what is left). Without a key no call reaches the SDK: it is never loaded.
+        if self.llm.configured:
+            threading.Thread(target=self.llm.warm, name="llm-warm-up", daemon=True).start()
         services = Services(self.services())
         services.start()
         log.info("dispatcher_started", owner=self.cfg.owner, concurrency=self.cfg.concurrency,

@@ -7,8 +7,9 @@
     hub.send_message("Hello from the agent!")
     answer = hub.call_llm("Summarise: " + hub.get_prompt())
 
-The dispatcher ships this file into the Piston sandbox as ``hub.py`` with the run's context
-embedded, next to a small launcher that calls ``hub._bootstrap()`` and then runs the agent.
+The dispatcher ships this file into the Piston sandbox as ``hub.py``, unchanged, with the run's
+context beside it as data (``_hub_context.json``) and a small launcher that calls
+``hub._bootstrap()`` and then runs the agent.
 The sandbox has no network, so everything the agent tells the hub travels as protocol lines on
 stdout, and answers to ``call_llm`` / ``call_agent`` come back as lines on stdin (WebSocket
 transport only). The wire format is documented in ``dispatcher/protocol.py``; both sides must agree.
@@ -24,6 +25,7 @@ import copy
 import itertools
 import json
 import math
+import os
 import sys
 import threading
 from typing import IO, Any
@@ -46,7 +48,7 @@ __all__ = [
     "set_user_var",
 ]
 
-_EMBEDDED_CONTEXT: str | None = None  # replaced by the dispatcher with the run's context (JSON text)
+_CONTEXT_FILE = "_hub_context.json"  # the run's context, written by the dispatcher beside this file
 
 # Must match dispatcher/protocol.py: a protocol line is MARKER + nonce + ":" + JSON + "\n".
 _MARKER = "\x1ehub:"
@@ -139,12 +141,17 @@ def _init(
 
 
 def _bootstrap() -> None:
-    """Load the embedded context and wrap sys.stdout; the launcher calls this before the agent runs."""
-    if _EMBEDDED_CONTEXT is None:
-        raise HubError("hub._bootstrap() needs the context embedded by the dispatcher; use hub._init(context) instead")
+    """Load the run's context and wrap sys.stdout; the launcher calls this before the agent runs."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), _CONTEXT_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:  # UTF-8 whatever the sandbox's locale
+            context = json.load(f)
+    except FileNotFoundError:
+        raise HubError(f"hub._bootstrap() needs the run's context, which the hub ships beside hub.py as {_CONTEXT_FILE}; "
+                       "outside the sandbox use hub._init(context) instead") from None
     tracked = _LineTrackingStdout(sys.stdout)
     sys.stdout = tracked
-    _init(json.loads(_EMBEDDED_CONTEXT), stdout=tracked, stdin=sys.stdin)
+    _init(context, stdout=tracked, stdin=sys.stdin)
 
 
 def _flush() -> None:

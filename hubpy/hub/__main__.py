@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from hub._local import main
+from ._local import main
 
 if __name__ == "__main__":
     sys.exit(main())

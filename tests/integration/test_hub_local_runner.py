@@ -113,4 +113,6 @@ def test_local_runner_refuses_an_agent_without_entrypoint(tmp_path: Path) -> Non
 
 def test_local_launcher_is_the_dispatchers_launcher() -> None:
     assert _local.launcher_source("pkg/main.py") == bundle.launcher_source("pkg/main.py")
-    assert _local.SENTINEL == bundle.SENTINEL
+    # The same box around it: hub.py as it is, the context as a JSON file of the same name beside it.
+    assert (_local.HUB_NAME, _local.CONTEXT_NAME) == (bundle.HUB_NAME, bundle.CONTEXT_NAME)
+    assert _local.hub_source() == bundle.hub_source()

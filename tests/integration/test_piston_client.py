@@ -1,4 +1,5 @@
-"""dispatcher.piston against a real localpiston subprocess: both transports, statuses, caps, errors, retries."""
+"""The Piston sandbox (dispatcher/sandbox/piston/) against a real localpiston subprocess: both transports,
+statuses, caps, errors, retries, and auto's fallback (dispatcher/sandbox/auto.py)."""
 
 from __future__ import annotations
 
@@ -17,19 +18,24 @@ import requests
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
-from dispatcher.piston import (
-    PistonClient,
-    PistonError,
-    PistonRefused,
-    PistonTransient,
-    PistonUnsupported,
+from dispatcher.sandbox.auto import AutoTransport
+from dispatcher.sandbox.piston.client import PistonClient
+from dispatcher.sandbox.port import (
     RunLimits,
+    RunResult,
     RunStatus,
+    Sandbox,
+    SandboxError,
+    SandboxRefused,
+    SandboxRequest,
+    SandboxTransient,
+    SandboxUnsupported,
     StdinWriter,
     Transport,
-    retrying,
 )
+from dispatcher.sandbox.retry import retrying
 from tests.integration.localpiston_proc import LocalPiston, free_port, start_localpiston
+from tests.waiting import wait_until
 
 LIMITS = RunLimits(run_timeout_ms=3000)
 # On `own_piston`: a run that outlasts every step of its test, so "it is still running" can be checked.
@@ -39,6 +45,11 @@ BOTH = [Transport.WS, Transport.EXECUTE]
 
 def program(source: str) -> list[dict]:
     return [{"name": "main.py", "content": textwrap.dedent(source)}]
+
+
+def run(sandbox: Sandbox | AutoTransport, files: list[dict], limits: RunLimits, **request: object) -> RunResult:
+    """One run through the sandbox port: everything about it in one request."""
+    return sandbox.run(SandboxRequest(files, limits, **request))
 
 
 def running(marker: str) -> bool:
@@ -113,7 +124,7 @@ def test_ws_streams_stdout_chunks_as_they_arrive_and_reports_ok(client: PistonCl
         for _ in lines.feed(chunk):
             writer.write("next\n")
 
-    result = client.run(program(src), LIMITS, transport=Transport.WS, on_stdout=on_stdout)
+    result = run(client, program(src), LIMITS, transport=Transport.WS, on_stdout=on_stdout)
     assert result.status is RunStatus.OK
     assert (result.transport, result.code, result.signal, result.started) == (Transport.WS, 0, None, True)
     assert result.stdout == ""
@@ -138,7 +149,7 @@ def test_ws_stdin_written_from_inside_on_stdout_reaches_the_program(client: Pist
         for line in lines.feed(chunk):
             writer.write(replies[line])
 
-    result = client.run(program(src), LIMITS, transport=Transport.WS, on_stdout=on_stdout)
+    result = run(client, program(src), LIMITS, transport=Transport.WS, on_stdout=on_stdout)
     assert result.status is RunStatus.OK
     assert lines.lines == ["ready", "echo:a", "echo:b"]
 
@@ -149,7 +160,7 @@ def test_ws_initial_stdin_is_held_until_stage_run_and_then_delivered(client: Pis
         print("got:" + sys.stdin.readline().strip(), flush=True)
     """
     lines = Lines()
-    result = client.run(program(src), LIMITS, transport=Transport.WS, stdin="hello\n", on_stdout=lambda c, _w: lines.feed(c))
+    result = run(client, program(src), LIMITS, transport=Transport.WS, stdin="hello\n", on_stdout=lambda c, _w: lines.feed(c))
     assert result.status is RunStatus.OK
     assert lines.lines == ["got:hello"]
 
@@ -161,7 +172,7 @@ def test_ws_streams_stderr_to_on_stderr_and_keeps_its_tail(piston: LocalPiston) 
         sys.stderr.write("0123456789abcdefghij\\n")
     """
     chunks: list[str] = []
-    result = client.run(program(src), LIMITS, transport=Transport.WS, on_stderr=chunks.append)
+    result = run(client, program(src), LIMITS, transport=Transport.WS, on_stderr=chunks.append)
     assert "".join(chunks) == "0123456789abcdefghij\n"
     assert result.stderr_tail == "bcdefghij\n"
 
@@ -170,7 +181,7 @@ def test_ws_streams_stderr_to_on_stderr_and_keeps_its_tail(piston: LocalPiston) 
 
 
 def test_ws_exit_code_3_is_re_with_pistons_wording(client: PistonClient) -> None:
-    result = client.run(program("raise SystemExit(3)"), LIMITS, transport=Transport.WS)
+    result = run(client, program("raise SystemExit(3)"), LIMITS, transport=Transport.WS)
     assert (result.status, result.code, result.signal) == (RunStatus.RE, 3, None)
     assert result.message == "Exited with error status 3"
 
@@ -181,7 +192,7 @@ def test_ws_sigkill_at_the_time_limit_is_derived_as_to(client: PistonClient) -> 
         while True:
             time.sleep(0.05)
     """
-    result = client.run(program(src), RunLimits(run_timeout_ms=800), transport=Transport.WS)
+    result = run(client, program(src), RunLimits(run_timeout_ms=800), transport=Transport.WS)
     assert (result.status, result.code, result.signal) == (RunStatus.TO, None, "SIGKILL")
     assert result.message == "Time limit exceeded"
     assert result.wall_ms >= 700
@@ -193,7 +204,7 @@ def test_ws_early_sigkill_is_derived_as_sg_not_to(client: PistonClient) -> None:
         import os, signal
         os.kill(os.getppid(), signal.SIGKILL)
     """
-    result = client.run(program(src), LIMITS, transport=Transport.WS)
+    result = run(client, program(src), LIMITS, transport=Transport.WS)
     assert (result.status, result.code, result.signal) == (RunStatus.SG, None, "SIGKILL")
     assert result.message == "Caught fatal signal 9"  # isolate's wording, as /execute reports it
 
@@ -209,7 +220,7 @@ def test_ws_output_past_max_output_chars_is_capped_and_reading_stops(own_piston:
         sys.stdin.readline()  # never answered: runs on until its limit
     """
     received: list[str] = []
-    result = client.run(program(src), LONG, transport=Transport.WS, args=[marker],
+    result = run(client, program(src), LONG, transport=Transport.WS, args=[marker],
                         on_stdout=lambda c, _w: received.append(c))
     assert result.status is RunStatus.CAPPED
     assert result.started
@@ -234,7 +245,8 @@ def test_ws_should_stop_ends_the_run_as_stopped_without_waiting_for_it(own_pisto
         polls_after_output += bool(seen)
         return polls_after_output >= 3
 
-    result = PistonClient(own_piston.url).run(
+    result = run(
+        PistonClient(own_piston.url),
         program(src),
         LONG,
         transport=Transport.WS,
@@ -259,14 +271,14 @@ def test_execute_returns_whole_stdout_and_calls_on_stdout_once_with_a_refusing_w
         calls.append(chunk)
         try:
             writer.write("x\n")
-        except PistonError as err:
+        except SandboxError as err:
             refusals.append(str(err))
 
     src = """
         import sys
         print("a"); print("b"); print("in:" + sys.stdin.read().strip())
     """
-    result = client.run(program(src), LIMITS, transport=Transport.EXECUTE, stdin="hi", on_stdout=on_stdout)
+    result = run(client, program(src), LIMITS, transport=Transport.EXECUTE, stdin="hi", on_stdout=on_stdout)
     assert (result.status, result.transport, result.code, result.started) == (RunStatus.OK, Transport.EXECUTE, 0, True)
     assert result.stdout == "a\nb\nin:hi\n"
     assert calls == ["a\nb\nin:hi\n"]
@@ -274,26 +286,27 @@ def test_execute_returns_whole_stdout_and_calls_on_stdout_once_with_a_refusing_w
 
 
 def test_execute_non_zero_exit_is_re_with_pistons_message(client: PistonClient) -> None:
-    result = client.run(program("raise SystemExit(3)"), LIMITS, transport=Transport.EXECUTE)
+    result = run(client, program("raise SystemExit(3)"), LIMITS, transport=Transport.EXECUTE)
     assert (result.status, result.code) == (RunStatus.RE, 3)
     assert result.message == "Exited with error status 3"
 
 
 def test_execute_time_limit_is_to(client: PistonClient) -> None:
-    result = client.run(program("while True: pass"), RunLimits(run_timeout_ms=500), transport=Transport.EXECUTE)
+    result = run(client, program("while True: pass"), RunLimits(run_timeout_ms=500), transport=Transport.EXECUTE)
     assert (result.status, result.signal, result.code) == (RunStatus.TO, "SIGKILL", None)
     assert result.message.startswith("Time limit exceeded")  # isolate adds " (wall clock)" for wall time-outs
 
 
 def test_execute_stdout_over_the_servers_1024_char_cap_is_ol_not_ok(client: PistonClient) -> None:
-    result = client.run(program("print('x' * 5000)"), LIMITS, transport=Transport.EXECUTE)
+    result = run(client, program("print('x' * 5000)"), LIMITS, transport=Transport.EXECUTE)
     assert result.status is RunStatus.OL
     assert result.signal == "SIGKILL"
 
 
 def test_execute_should_stop_abandons_the_request_as_stopped(own_piston: LocalPiston) -> None:
     marker = f"abandoned-{uuid.uuid4().hex}"
-    result = PistonClient(own_piston.url).run(
+    result = run(
+        PistonClient(own_piston.url),
         program("import time; time.sleep(60)"),
         LONG,
         transport=Transport.EXECUTE,
@@ -304,27 +317,49 @@ def test_execute_should_stop_abandons_the_request_as_stopped(own_piston: LocalPi
     assert running(marker)  # the request was abandoned, not waited for
 
 
+def test_execute_stop_cuts_the_request_short_and_leaves_no_thread_waiting_for_it(own_piston: LocalPiston) -> None:
+    marker = f"cut-{uuid.uuid4().hex}"
+    client = PistonClient(own_piston.url)
+    result = run(client, program("import time; time.sleep(60)"), LONG, transport=Transport.EXECUTE, args=[marker],
+                 should_stop=lambda: running(marker))
+    assert result.status is RunStatus.STOPPED
+    assert running(marker)  # the program goes on server-side, but nothing here waits for its answer any more
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("piston-")],
+               what="no thread left waiting for the stopped request", details=threading.enumerate)
+    # The cut connection is dropped, not handed to the next run: that one is answered normally.
+    after = run(client, program("print('next')"), LIMITS, transport=Transport.EXECUTE)
+    assert (after.status, after.stdout) == (RunStatus.OK, "next\n")
+
+
+def test_execute_runs_share_one_pooled_keep_alive_connection(client: PistonClient) -> None:
+    for i in range(3):
+        assert run(client, program(f"print({i})"), LIMITS, transport=Transport.EXECUTE).stdout == f"{i}\n"
+    pools = client.http.session.get_adapter(client.endpoint.api).poolmanager.pools
+    # keys(): urllib3's pool container refuses plain iteration.
+    assert [(pools[key].num_requests, pools[key].num_connections) for key in pools.keys()] == [(3, 1)]  # noqa: SIM118
+
+
 # ---- refusals ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("transport", BOTH)
 def test_run_timeout_above_the_servers_limit_is_refused_with_pistons_message(client: PistonClient, transport: Transport) -> None:
-    with pytest.raises(PistonRefused) as caught:
-        client.run(program("print(1)"), RunLimits(run_timeout_ms=5000), transport=transport)
+    with pytest.raises(SandboxRefused) as caught:
+        run(client, program("print(1)"), RunLimits(run_timeout_ms=5000), transport=transport)
     assert caught.value.message == "run_timeout cannot exceed the configured limit of 3000"
 
 
 @pytest.mark.parametrize("transport", BOTH)
 def test_unknown_runtime_version_is_refused(piston: LocalPiston, transport: Transport) -> None:
     client = PistonClient(piston.url, version="9")
-    with pytest.raises(PistonRefused, match="python-9 runtime is unknown"):
-        client.run(program("print(1)"), LIMITS, transport=transport)
+    with pytest.raises(SandboxRefused, match="python-9 runtime is unknown"):
+        run(client, program("print(1)"), LIMITS, transport=transport)
 
 
 def test_execute_body_over_100kb_is_refused_naming_payload_too_large(client: PistonClient) -> None:
     big = "# " + "x" * 120_000 + "\nprint(1)\n"
-    with pytest.raises(PistonRefused, match="Piston rejected the request body: PayloadTooLargeError"):
-        client.run(program(big), LIMITS, transport=Transport.EXECUTE)
+    with pytest.raises(SandboxRefused, match="Piston rejected the request body: PayloadTooLargeError"):
+        run(client, program(big), LIMITS, transport=Transport.EXECUTE)
 
 
 # ---- transient failures and retries ----------------------------------------------------------------
@@ -333,16 +368,16 @@ def test_execute_body_over_100kb_is_refused_naming_payload_too_large(client: Pis
 @pytest.mark.parametrize("transport", BOTH)
 def test_connection_refused_is_transient_and_not_started(transport: Transport) -> None:
     client = PistonClient(f"http://127.0.0.1:{free_port()}", connect_timeout_s=2)
-    with pytest.raises(PistonTransient) as caught:
-        client.run(program("print(1)"), LIMITS, transport=transport)
+    with pytest.raises(SandboxTransient) as caught:
+        run(client, program("print(1)"), LIMITS, transport=transport)
     assert caught.value.started is False
 
 
 def test_execute_empty_500_is_transient(client: PistonClient) -> None:
     # Piston answers a file name escaping the box (or a sandbox failure) with 500 and an empty body.
     files = [{"name": "../escape.py", "content": "print(1)"}]
-    with pytest.raises(PistonTransient, match="HTTP 500"):
-        client.run(files, LIMITS, transport=Transport.EXECUTE)
+    with pytest.raises(SandboxTransient, match="HTTP 500"):
+        run(client, files, LIMITS, transport=Transport.EXECUTE)
 
 
 def test_ws_server_that_never_answers_is_transient_once_the_deadline_passes() -> None:
@@ -356,8 +391,8 @@ def test_ws_server_that_never_answers_is_transient_once_the_deadline_passes() ->
         port = server.socket.getsockname()[1]
         client = PistonClient(f"http://127.0.0.1:{port}", connect_timeout_s=0.5, execute_margin_s=0.5)
         t0 = time.monotonic()
-        with pytest.raises(PistonTransient) as caught:
-            client.run(program("print(1)"), LIMITS, transport=Transport.WS)
+        with pytest.raises(SandboxTransient) as caught:
+            run(client, program("print(1)"), LIMITS, transport=Transport.WS)
         elapsed = time.monotonic() - t0
         server.shutdown()
     assert caught.value.started is False
@@ -380,8 +415,8 @@ def test_server_killed_during_a_ws_run_is_transient_with_started_true(own_piston
             stopper[0].start()
 
     try:
-        with pytest.raises(PistonTransient) as caught:
-            client.run(program(src), LONG, transport=Transport.WS, on_stdout=on_stdout)
+        with pytest.raises(SandboxTransient) as caught:
+            run(client, program(src), LONG, transport=Transport.WS, on_stdout=on_stdout)
     finally:
         for thread in stopper:
             thread.join()
@@ -397,29 +432,29 @@ def test_retrying_retries_a_transient_failure_until_the_server_is_back(own_pisto
             attempts += 1
             if attempts == 3:  # two tries met the stopped server; it is back (start() waits until it answers)
                 own_piston.start()
-            result = client.run(program("print('back')"), LIMITS, transport=Transport.WS)
+            result = run(client, program("print('back')"), LIMITS, transport=Transport.WS)
     assert result.status is RunStatus.OK
     assert attempts == 3
 
 
 def test_retrying_does_not_retry_a_refusal(client: PistonClient) -> None:
     attempts = 0
-    with pytest.raises(PistonRefused):
+    with pytest.raises(SandboxRefused):
         for attempt in retrying(attempts=5, base_s=0.01, max_s=0.02):
             with attempt:
                 attempts += 1
-                client.run(program("print(1)"), RunLimits(run_timeout_ms=5000), transport=Transport.EXECUTE)
+                run(client, program("print(1)"), RunLimits(run_timeout_ms=5000), transport=Transport.EXECUTE)
     assert attempts == 1
 
 
 def test_retrying_gives_up_after_the_given_attempts_and_reraises() -> None:
     client = PistonClient(f"http://127.0.0.1:{free_port()}", connect_timeout_s=1)
     attempts = 0
-    with pytest.raises(PistonTransient):
+    with pytest.raises(SandboxTransient):
         for attempt in retrying(attempts=3, base_s=0.01, max_s=0.02):
             with attempt:
                 attempts += 1
-                client.run(program("print(1)"), LIMITS, transport=Transport.EXECUTE)
+                run(client, program("print(1)"), LIMITS, transport=Transport.EXECUTE)
     assert attempts == 3
 
 
@@ -480,19 +515,19 @@ def no_ws_proxy(piston: LocalPiston) -> Iterator[NoWebSocketProxy]:
 
 
 def test_ws_transport_without_a_websocket_endpoint_raises_unsupported(no_ws_proxy: NoWebSocketProxy) -> None:
-    with pytest.raises(PistonUnsupported):
-        PistonClient(no_ws_proxy.url).run(program("print(1)"), LIMITS, transport=Transport.WS)
+    with pytest.raises(SandboxUnsupported):
+        run(PistonClient(no_ws_proxy.url), program("print(1)"), LIMITS, transport=Transport.WS)
 
 
 def test_auto_falls_back_to_execute_without_a_websocket_endpoint_and_remembers_it(no_ws_proxy: NoWebSocketProxy) -> None:
-    client = PistonClient(no_ws_proxy.url)
-    first = client.run(program("print('one')"), LIMITS, transport=Transport.AUTO)
-    second = client.run(program("print('two')"), LIMITS, transport=Transport.AUTO)
+    client = AutoTransport(PistonClient(no_ws_proxy.url))
+    first = run(client, program("print('one')"), LIMITS, transport=Transport.AUTO)
+    second = run(client, program("print('two')"), LIMITS, transport=Transport.AUTO)
     assert (first.transport, first.status, first.stdout) == (Transport.EXECUTE, RunStatus.OK, "one\n")
     assert (second.transport, second.stdout) == (Transport.EXECUTE, "two\n")
     assert no_ws_proxy.hits == {"/api/v2/connect": 1, "/api/v2/execute": 2}
 
 
 def test_auto_uses_the_websocket_when_the_server_has_it(client: PistonClient) -> None:
-    result = client.run(program("print('ws')"), LIMITS, transport=Transport.AUTO)
+    result = run(AutoTransport(client), program("print('ws')"), LIMITS, transport=Transport.AUTO)
     assert result.transport is Transport.WS

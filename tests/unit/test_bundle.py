@@ -1,8 +1,7 @@
-"""Building Piston's files list: entrypoint choice, name checks, hub rendering, history windowing."""
+"""Building Piston's files list: entrypoint choice, name checks, hub.py and the context file, history windowing."""
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from typing import Any
@@ -10,7 +9,15 @@ from typing import Any
 import pytest
 
 from dispatcher import bundle
-from dispatcher.bundle import LAUNCHER_NAME, AgentSource, BundleError, build_files, choose_entrypoint, render_hub
+from dispatcher.bundle import (
+    CONTEXT_NAME,
+    HUB_SOURCE_PATH,
+    LAUNCHER_NAME,
+    AgentSource,
+    BundleError,
+    build_files,
+    choose_entrypoint,
+)
 
 
 def make_context(history: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
@@ -37,12 +44,8 @@ def msg(i: int, size: int = 100, char: str = "x") -> dict[str, str]:
 
 
 def embedded_context(files: list[dict[str, str]]) -> dict[str, Any]:
-    hub_src = next(f["content"] for f in files if f["name"] == "hub.py")
-    namespace: dict[str, Any] = {}
-    for node in ast.parse(hub_src).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_EMBEDDED_CONTEXT" for t in node.targets):
-            exec(compile(ast.Module([node], []), "hub.py", "exec"), namespace)
-    return json.loads(namespace["_EMBEDDED_CONTEXT"])
+    """The context as the hub in the box reads it: the JSON file beside hub.py."""
+    return json.loads(next(f["content"] for f in files if f["name"] == CONTEXT_NAME))
 
 
 MAIN = [AgentSource("main.py", "import hub\nhub.send_message('hi')\n")]
@@ -70,7 +73,7 @@ def test_nested_main_py_is_not_the_top_level_main() -> None:
 def test_files_are_launcher_then_hub_then_agent_files_unchanged() -> None:
     sources = [*MAIN, AgentSource("data.bin", "AAEC", "base64"), AgentSource("lib/util.py", "X = 1\n")]
     built = build_files(make_context(), sources)
-    assert [f["name"] for f in built.files] == [LAUNCHER_NAME, "hub.py", "main.py", "data.bin", "lib/util.py"]
+    assert [f["name"] for f in built.files] == [LAUNCHER_NAME, "hub.py", "main.py", "data.bin", "lib/util.py", CONTEXT_NAME]
     assert built.files[2] == {"name": "main.py", "content": MAIN[0].content}
     assert built.files[3] == {"name": "data.bin", "content": "AAEC", "encoding": "base64"}
     assert "encoding" not in built.files[0] and "encoding" not in built.files[1]
@@ -78,7 +81,7 @@ def test_files_are_launcher_then_hub_then_agent_files_unchanged() -> None:
     assert 'ENTRY = "main.py"' in built.files[0]["content"]
 
 
-@pytest.mark.parametrize("name", ["hub.py", "_hub_launcher.py"])
+@pytest.mark.parametrize("name", ["hub.py", "_hub_launcher.py", "_hub_context.json"])
 def test_agent_file_that_would_shadow_the_hub_is_refused(name: str) -> None:
     with pytest.raises(BundleError, match="shadow"):
         build_files(make_context(), [*MAIN, AgentSource(name, "x = 1\n")])
@@ -103,21 +106,21 @@ def test_duplicate_names_are_refused() -> None:
 TRICKY = "quote\" apostrophe' backslash\\ newline\n tab\t nul-less é 日本 😀 \u2028 \u2029 \x7f }\"'''\"\"\" {x}"
 
 
-def test_rendered_hub_compiles_and_round_trips_tricky_text() -> None:
+def test_shipped_context_round_trips_tricky_text_and_hub_py_compiles() -> None:
     ctx = make_context([msg(1)], prompt=TRICKY, env_vars={TRICKY: TRICKY})
-    source = render_hub(ctx)
-    compile(source, "hub.py", "exec")
-    assert source.count("_EMBEDDED_CONTEXT = ") == 1
-    assert embedded_context([{"name": "hub.py", "content": source}]) == ctx
+    built = build_files(ctx, MAIN)
+    compile(next(f["content"] for f in built.files if f["name"] == "hub.py"), "hub.py", "exec")
+    assert embedded_context(built.files) == ctx
 
 
-def test_render_hub_refuses_a_template_without_the_sentinel() -> None:
-    with pytest.raises(RuntimeError, match="sentinel"):
-        render_hub(make_context(), template="x = 1\n")
-
-
-def test_hub_template_has_the_sentinel_exactly_once() -> None:
-    assert bundle.hub_template().count(bundle.SENTINEL) == 1
+def test_hub_py_is_the_hub_packages_own_source_byte_for_byte_whatever_the_context() -> None:
+    one = build_files(make_context([msg(1)], nonce="n1", env_vars={"API_KEY": "secret-one"}), MAIN)
+    two = build_files(make_context([msg(i) for i in range(50)], nonce="n2", prompt=TRICKY, transport="execute",
+                                   env_vars={"API_KEY": "secret-two", "OTHER": "x"}), MAIN)
+    hub_one, hub_two = (next(f["content"] for f in b.files if f["name"] == "hub.py") for b in (one, two))
+    assert hub_one.encode() == hub_two.encode() == HUB_SOURCE_PATH.read_bytes()
+    assert "secret-one" not in hub_one  # the context travels as data, beside it
+    assert embedded_context(one.files)["env_vars"] == {"API_KEY": "secret-one"}
 
 
 def test_small_history_is_embedded_whole() -> None:
@@ -140,7 +143,7 @@ def test_large_history_keeps_the_newest_messages_that_fit_the_body_limit(char: s
     assert ctx["history_cut"] == built.history_cut
     # One more message would not have fitted: the window is as large as it can be.
     bigger = make_context(history[-(built.history_kept + 1) :], history_cut=built.history_cut - 1)
-    too_big = bundle._files(bigger, MAIN, "main.py", bundle.hub_template())
+    too_big = bundle._files(bigger, MAIN, "main.py")
     assert len(json.dumps(too_big).encode()) + 2048 > 60_000
 
 

@@ -4,7 +4,6 @@ sections' settings, the dispatcher's defaults are the README's, and a section ca
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import replace
 
 import pytest
 
@@ -20,7 +19,6 @@ from core.config import (
     parse_int,
     parse_text,
 )
-from dispatcher import llm
 from dispatcher.config import SECTIONS, DispatcherConfig, LLMSettings, LoopSettings, PistonSettings
 
 BASE = {"DATABASE_URL": "postgresql://u@h/d", "PISTON_URL": "http://p:1"}
@@ -90,12 +88,6 @@ def test_a_section_taken_out_of_a_config_has_the_configs_values() -> None:
     cfg = DispatcherConfig.from_env(env)
     assert LLMSettings.of(cfg) == LLMSettings.from_env(env)
     assert type(LLMSettings.of(cfg)) is LLMSettings
-
-
-def test_runs_of_one_dispatcher_share_one_llm_client_whatever_their_time_budget() -> None:
-    cfg = DispatcherConfig.from_env(BASE)
-    assert llm.client_for(replace(cfg, run_timeout_ms=1234)) is llm.client_for(cfg)
-    assert llm.client_for(replace(cfg, llm_timeout_s=1.0)) is not llm.client_for(cfg)
 
 
 def test_the_parsers_are_public_and_treat_empty_as_the_default() -> None:

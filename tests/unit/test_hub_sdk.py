@@ -388,7 +388,7 @@ def test_hub_imports_outside_the_sandbox_with_an_empty_context() -> None:
     assert hub.get_session_id() is None
     with pytest.raises(hub.HubError, match="WebSocket transport"):
         hub.call_llm("hi")
-    with pytest.raises(hub.HubError, match="embedded"):
+    with pytest.raises(hub.HubError, match=r"_hub_context\.json"):  # the run's context, shipped beside hub.py
         hub._bootstrap()
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from google.genai import types
 
-from dispatcher import children, llm
+from dispatcher import children, gemini, llm
 from dispatcher.llm import LLMErrorKind
 from fakegemini import answers
 
@@ -47,7 +47,7 @@ def test_read_answer_joins_text_parts_and_skips_thoughts() -> None:
                                                                          {"text": "Hel"}, {"text": "lo"}]},
                                   "finishReason": "STOP"}],
                   "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 9}})
-    answer = llm.read_answer(r, "gemini-2.5-flash")
+    answer = gemini.read_answer(r, "gemini-2.5-flash")
     assert answer.text == "Hello" and answer.usage == llm.Usage(3, 2, 9)
 
 
@@ -64,7 +64,7 @@ def test_read_answer_joins_text_parts_and_skips_thoughts() -> None:
 )
 def test_a_200_without_text_is_a_failure_of_the_right_kind_never_retried(body: dict[str, Any], kind: LLMErrorKind) -> None:
     with pytest.raises(llm.LLMFailure) as info:
-        llm.read_answer(response(body), "m")
+        gemini.read_answer(response(body), "m")
     assert info.value.kind is kind and not info.value.retryable
 
 

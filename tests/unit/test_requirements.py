@@ -37,10 +37,10 @@ for module in ("core.migrate", "ingress.__main__", "ingress.app", "gunicorn.app.
                "gunicorn.glogging", "dispatcher.__main__", "dispatcher.ops", "dispatcher.verify", "dispatcher.worker",
                "dispatcher.calls", "core.metrics"):
     importlib.import_module(module)
-from dispatcher import llm
+from dispatcher import gemini
 from dispatcher.config import DispatcherConfig
-llm.client_for(DispatcherConfig.from_env({"DATABASE_URL": "postgresql://probe@127.0.0.1:9/probe",
-    "PISTON_URL": "http://127.0.0.1:9", "GEMINI_API_KEY": "probe-key", "GEMINI_BASE_URL": "http://127.0.0.1:9"}))
+gemini.GeminiClient(DispatcherConfig.from_env({"DATABASE_URL": "postgresql://probe@127.0.0.1:9/probe",
+    "PISTON_URL": "http://127.0.0.1:9", "GEMINI_API_KEY": "probe-key", "GEMINI_BASE_URL": "http://127.0.0.1:9"})).warm()
 loaded = {name.partition(".")[0] for name in set(sys.modules) - before}
 print(json.dumps({top: sorted(norm(d) for d in owners[top]) for top in sorted(loaded) if top in owners}))
 """

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.states import (
-    JOB_STATUS_FOR,
-    Disposition,
-    JobStatus,
-    OutboxStatus,
-    Outcome,
-    claim_outcome_for_job,
-    retry_delay_s,
-)
+from dispatcher.outcome import Disposition, Outcome, claim_outcome_for_job
+from dispatcher.states import JOB_STATUS_FOR, JobStatus, OutboxStatus, retry_delay_s
 
 
 @pytest.mark.parametrize("status", ["QUEUED", "PROCESSING"])

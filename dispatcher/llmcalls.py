@@ -1,0 +1,84 @@
+"""``hub.call_llm``: the call handler that checks a call, asks the model and records what it cost.
+
+At most ``HUB_MAX_LLM_CALLS`` per run; each call is one JobLog line (model, outcome, tokens, latency,
+tries), one metric and one entry of the outbox row's ``result["llm"]``. No prompt text is logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from core import metrics
+from dispatcher import llm, protocol
+from dispatcher.calls import CallScope, error_reply
+from dispatcher.config import DispatcherConfig
+
+log = structlog.get_logger("dispatcher.calls")
+
+
+class LlmClient(Protocol):
+    def generate(self, req: llm.LLMRequest, *, deadline: float,
+                 on_retry: Callable[[int, llm.LLMFailure], None] | None = None) -> tuple[llm.LLMAnswer, int]: ...
+
+
+class LlmCalls:
+    def __init__(self, cfg: DispatcherConfig, client: LlmClient) -> None:
+        self.cfg = cfg
+        self.client = client
+
+    def __call__(self, call: protocol.Call, scope: CallScope) -> str:
+        cfg = self.cfg
+        scope.stats.llm_requests += 1
+        n = scope.stats.llm_requests
+        if n > cfg.max_llm_calls:
+            if n == cfg.max_llm_calls + 1:
+                scope.wb.log("warning", f"llm call refused: over HUB_MAX_LLM_CALLS ({cfg.max_llm_calls}) for this run")
+            return error_reply(call.id, llm.LLMErrorKind.LIMIT.value,
+                               f"this run may make at most {cfg.max_llm_calls} call_llm calls (HUB_MAX_LLM_CALLS)")
+        try:
+            req = llm.parse_request(call.params, chat_history=list(scope.context.get("chat_history") or []),
+                                    default_model=cfg.llm_model, max_prompt_chars=cfg.max_message_chars)
+        except llm.LLMFailure as exc:
+            return error_reply(call.id, exc.kind.value, exc.message)
+
+        def on_retry(tries: int, exc: llm.LLMFailure) -> None:
+            scope.wb.log("warning", f"llm call {n}: {exc.kind.value} ({scope.redact.head(exc.message, 200)}); retrying "
+                                    f"(try {tries + 1} of at most {cfg.llm_retry_attempts})")
+
+        started = time.monotonic()
+        try:
+            answer, tries = self.client.generate(req, deadline=scope.deadline, on_retry=on_retry)
+        except llm.LLMFailure as exc:
+            latency = int((time.monotonic() - started) * 1000)
+            self._record(scope, llm.CallRecord(req.model, False, exc.kind.value, exc.usage or llm.Usage(), latency, exc.tries))
+            log.info("llm_call", ok=False, kind=exc.kind.value, model=req.model, tries=exc.tries, latency_ms=latency)
+            return error_reply(call.id, exc.kind.value, exc.message)
+        latency = int((time.monotonic() - started) * 1000)
+        self._record(scope, llm.CallRecord(req.model, True, None, answer.usage, latency, tries))
+        log.info("llm_call", ok=True, model=req.model, tries=tries, latency_ms=latency,
+                 prompt_tokens=answer.usage.prompt_tokens, output_tokens=answer.usage.output_tokens)
+        result = {
+            "text": answer.text,
+            "model": answer.model_version,
+            "finish_reason": answer.finish_reason,
+            "usage": {"prompt_tokens": answer.usage.prompt_tokens, "output_tokens": answer.usage.output_tokens,
+                      "total_tokens": answer.usage.total_tokens},
+        }
+        return protocol.encode_reply(call.id, True, result=result)
+
+    @staticmethod
+    def _record(scope: CallScope, record: llm.CallRecord) -> None:
+        metrics.llm_call(record.model, "ok" if record.ok else str(record.kind),
+                         prompt_tokens=record.usage.prompt_tokens, output_tokens=record.usage.output_tokens)
+        usage = scope.stats.llm_usage()
+        usage.add(record)
+        u = record.usage
+        outcome = "ok" if record.ok else f"failed ({record.kind})"
+        scope.wb.log("info" if record.ok else "warning",
+                     f"llm call {usage.calls}: {record.model} {outcome}, tokens {u.prompt_tokens} prompt + "
+                     f"{u.output_tokens} output = {u.total_tokens}, {record.latency_ms} ms, {record.tries} "
+                     f"tr{'y' if record.tries == 1 else 'ies'}")

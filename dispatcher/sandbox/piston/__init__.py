@@ -1,0 +1,1 @@
+"""Piston behind the sandbox port, split by transport: client.py (the adapter), ws.py, execute.py, http.py, status.py."""
