@@ -1,9 +1,10 @@
 """Real local HTTP(S) servers for the brokered-HTTP tests (stdlib http.server in threads, loopback only).
 
 Paths: /echo (the request back as JSON, Authorization also in X-Echo-Authorization), /redirect?to=URL&status=N,
-/status?code=N, /big?bytes=N[&length=0] (N bytes streamed; records whether all were sent), /declared?bytes=N
-(headers say N bytes, the body waits for ``release``), /hang (waits for ``release``), /drip?seconds=S (a byte
-every 0.1 s for S seconds), /gzip?bytes=N (N zero bytes, gzip-encoded), anything else: 200 "ok".
+/loop (redirects to itself), /status?code=N, /big?bytes=N[&length=0] (N bytes streamed; records whether all
+were sent), /declared?bytes=N (headers say N bytes, the body waits for ``release``), /hang (waits for
+``release``), /drip?seconds=S (a byte every 0.1 s for S seconds), /gzip?bytes=N (N zero bytes, gzip-encoded),
+/cookie (sets one), anything else: 200 "ok".
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
+    client_port: int
 
 
 @dataclass
@@ -38,6 +40,7 @@ class ServerState:
     requests: list[Seen] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     big_finished: list[bool] = field(default_factory=list)  # one entry per /big response: all bytes sent?
+    sni: list[str | None] = field(default_factory=list)     # TLS: the server names clients asked for
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -45,14 +48,15 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _record(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         with self.server.state.lock:
-            self.server.state.requests.append(Seen(self.command, self.path, dict(self.headers.items()), body))
+            self.server.state.requests.append(Seen(self.command, self.path, dict(self.headers.items()), body,
+                                                   int(self.client_address[1])))
         return body
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
@@ -101,6 +105,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if not self._write_quietly(b"."):
                     break
                 time.sleep(0.1)
+        elif url.path == "/loop":
+            self._send(302, b"", {"Location": "/loop"})
+        elif url.path == "/cookie":
+            self._send(200, b"cookie set", {"Set-Cookie": "session=agent-a-cookie; Path=/"})
         elif url.path == "/gzip":
             self._send(200, gzip.compress(b"\0" * int(q["bytes"])), {"Content-Encoding": "gzip"})
         else:
@@ -153,6 +161,7 @@ class LocalServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._server = _Server(host, self.state, family)
         if tls is not None:
+            tls.sni_callback = lambda _sock, name, _ctx: self.state.sni.append(name)
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = int(self._server.server_address[1])
         self.host = host

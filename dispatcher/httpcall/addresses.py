@@ -50,7 +50,7 @@ _TABLE = [
     *_nets(AddressClass.UNSPECIFIED, "0.0.0.0/32", "::/128"),
     *_nets(AddressClass.LOOPBACK, "127.0.0.0/8", "::1/128"),
     *_nets(AddressClass.LINK_LOCAL, "169.254.0.0/16", "fe80::/10"),
-    *_nets(AddressClass.MULTICAST, "224.0.0.0/4", "ff00::/8", "255.255.255.255/32"),
+    *_nets(AddressClass.MULTICAST, "224.0.0.0/4", "ff00::/8"),
     *_nets(AddressClass.PRIVATE, "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7",
            "fec0::/10"),
     *_nets(AddressClass.RESERVED,
@@ -59,7 +59,7 @@ _TABLE = [
            "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # documentation
            "192.88.99.0/24",     # 6to4 relay anycast
            "198.18.0.0/15",      # benchmarking
-           "240.0.0.0/4",        # future use
+           "240.0.0.0/4",        # future use, and 255.255.255.255 (broadcast)
            "100::/64",           # discard-only
            "2001::/23",          # IETF protocol assignments (Teredo, ORCHID, ...)
            "2001:db8::/32", "3fff::/20",  # documentation
@@ -94,8 +94,8 @@ def classify(ip: IPAddress) -> AddressClass | None:
             inner_class = classify(inner)
             if inner_class is not None:
                 return inner_class
-            if ip.ipv4_mapped is not None:
-                return None  # ::ffff:a.b.c.d is a.b.c.d
+            if ip.ipv4_mapped is not None or ip in _NAT64:
+                return None  # ::ffff:a.b.c.d is a.b.c.d; NAT64 reaches it through a gateway
         if ip.scope_id:
             return AddressClass.LINK_LOCAL
     for net, kind in _TABLE:

@@ -264,8 +264,8 @@ class HttpBroker:
                 return self.adapter.send(prepared, stream=True, timeout=(min(left, CONNECT_TIMEOUT_S), left),
                                          verify=self.verify)
             except requests.ConnectionError as exc:
-                not_connected = any(isinstance(e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
-                                    for e in _causes(exc))
+                # NewConnectionError is a ConnectTimeoutError: either way nothing was sent.
+                not_connected = any(isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in _causes(exc))
                 if not_connected and i + 1 < len(tried) and not guard.expired:
                     continue  # nothing was sent: the name's next address
                 raise
@@ -293,8 +293,13 @@ class HttpBroker:
     def _failure(exc: BaseException, guard: Guard, host: str, within: str) -> HttpCallError:
         """An exception of requests/urllib3 as an HttpCallError; never its text (it quotes the URL)."""
         chain = list(_causes(exc))
-        if guard.expired or any(isinstance(e, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError)
-                                for e in chain):
+        if guard.expired:
+            return _timeout(f"{host} did not answer within {within}")
+        for e in chain:
+            if isinstance(e, urllib3.exceptions.NewConnectionError):  # a subclass of ConnectTimeoutError, but a refusal
+                reason = next((c.strerror for c in chain if isinstance(c, OSError) and c.strerror), "refused")
+                return _unavailable(f"cannot connect to {host} ({reason})")
+        if any(isinstance(e, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError) for e in chain):
             return _timeout(f"{host} did not answer within {within}")
         for e in chain:
             if isinstance(e, ssl.SSLCertVerificationError):
@@ -303,12 +308,8 @@ class HttpBroker:
                 return _unavailable(f"TLS with {host} failed ({e.reason or type(e).__name__})")
             if isinstance(e, CertificateError):
                 return _unavailable(f"TLS with {host} failed: the certificate is not for {host}")
-        for e in chain:
             if isinstance(e, requests.exceptions.ContentDecodingError):
                 return _unavailable(f"the response from {host} could not be decoded (its Content-Encoding)")
-            if isinstance(e, urllib3.exceptions.NewConnectionError):
-                reason = next((c.strerror for c in chain if isinstance(c, OSError) and c.strerror), "refused")
-                return _unavailable(f"cannot connect to {host} ({reason})")
         return _unavailable(f"the connection to {host} failed ({type(chain[-1]).__name__})")
 
 
