@@ -20,7 +20,7 @@ SECRET_PREFIX = "SECRET_"
 # Only SECRET_-prefixed names are placeholders: "{{name}}" elsewhere (templates in a body) is left alone.
 PLACEHOLDER_RE = re.compile(r"\{\{\s*(SECRET_[A-Za-z0-9_]*)\s*\}\}")
 
-__all__ = ["MASK", "SECRET_PREFIX", "SecretBox", "UnknownSecret", "is_secret_name", "withhold"]
+__all__ = ["MASK", "SECRET_PREFIX", "SecretBox", "SecretTooShort", "UnknownSecret", "is_secret_name", "withhold"]
 
 
 def is_secret_name(name: str) -> bool:
@@ -58,20 +58,31 @@ def wire_forms(value: str) -> set[str]:
     return {f for f in forms if len(f) >= MIN_SECRET_CHARS}
 
 
+class SecretTooShort(Exception):
+    """A secret too short to be masked reliably is never put into a request (it could come back readable)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"secret {name} is shorter than {MIN_SECRET_CHARS} characters: too short to be masked in "
+                         "what comes back, so the hub does not use it")
+        self.name = name
+
+
 class SecretBox:
     """One run's secrets: substitution into a request, masking of everything that leaves the dispatcher.
 
-    ``also_mask`` are further values to mask in text (the agent's other env values, as in every JobLog
-    line) that are not placeholders.
+    ``mask`` hides the secrets (what goes back to the sandbox: a response); ``mask_for_log`` also hides
+    ``also_mask`` (the agent's other env values, which every JobLog line masks) and is for log lines and
+    error messages.
     """
 
     def __init__(self, secrets: Mapping[str, str], *, also_mask: Iterable[str] = ()) -> None:
         self._values = {k: v for k, v in secrets.items() if is_secret_name(k) and isinstance(v, str)}
-        forms = set(also_mask)
+        forms: set[str] = set()
         for value in self._values.values():
             forms.add(value)
             forms |= wire_forms(value)
         self.redactor = Redactor(forms)
+        self.log_redactor = Redactor(forms | set(also_mask))
 
     @property
     def names(self) -> frozenset[str]:
@@ -84,18 +95,25 @@ class SecretBox:
         return PLACEHOLDER_RE.findall(text)
 
     def substitute(self, text: str, where: str) -> str:
-        """``text`` with every ``{{SECRET_NAME}}`` replaced by its value; UnknownSecret for a name it lacks."""
+        """``text`` with every ``{{SECRET_NAME}}`` replaced by its value; UnknownSecret for a name it lacks,
+        SecretTooShort for a value too short to mask."""
         def value_of(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in self._values:
                 raise UnknownSecret(name, where)
-            return self._values[name]
+            value = self._values[name]
+            if len(value) < MIN_SECRET_CHARS:
+                raise SecretTooShort(name)
+            return value
 
         return PLACEHOLDER_RE.sub(value_of, text)
 
     def mask(self, text: str) -> str:
         return self.redactor(text)
 
+    def mask_for_log(self, text: str) -> str:
+        return self.log_redactor(text)
+
     def head(self, text: str, limit: int) -> str:
-        """The first ``limit`` characters, masked, with no piece of a secret at the cut."""
-        return self.redactor.head(text, limit)
+        """The first ``limit`` characters, masked for a log, with no piece of a secret at the cut."""
+        return self.log_redactor.head(text, limit)

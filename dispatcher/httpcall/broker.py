@@ -11,6 +11,7 @@ import codecs
 import email.message
 import http.client
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -314,11 +315,13 @@ class HttpBroker:
 
 
 _brokers: dict[HttpSettings, HttpBroker] = {}
+_brokers_lock = threading.Lock()
 
 
 def broker_for(settings: HttpSettings) -> HttpBroker:
     """The process's broker (and its connection pools) for these settings."""
-    broker = _brokers.get(settings)
-    if broker is None:
-        broker = _brokers.setdefault(settings, HttpBroker(settings))
-    return broker
+    with _brokers_lock:
+        broker = _brokers.get(settings)
+        if broker is None:
+            broker = _brokers[settings] = HttpBroker(settings)
+        return broker

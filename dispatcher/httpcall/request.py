@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import requests
 
 from dispatcher.httpcall.errors import bad_request
-from dispatcher.secrets import SecretBox, UnknownSecret
+from dispatcher.secrets import SecretBox, SecretTooShort, UnknownSecret
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 ARGUMENTS = frozenset({"method", "url", "headers", "params", "json", "data", "timeout", "follow_redirects"})
@@ -80,7 +80,7 @@ def _text(value: Any, what: str) -> str:
 def _substituted(box: SecretBox, text: str, where: str) -> str:
     try:
         return box.substitute(text, where)
-    except UnknownSecret as exc:
+    except (UnknownSecret, SecretTooShort) as exc:
         raise bad_request(str(exc)) from None
 
 

@@ -64,7 +64,8 @@ class RunHttp:
                  also_mask: Iterable[str] = ()) -> None:
         """``env_vars``: the agent's visible env vars (for HUB_HTTP_ALLOW); ``secrets``: its SECRET_* ones;
         ``deadline``: time.monotonic() at which the run's time is up; ``also_mask``: more values to keep out of
-        replies and logs (e.g. the visible env values, as every JobLog line does)."""
+        log lines and error messages (the visible env values, as every JobLog line does); a response is masked
+        of the secrets only."""
         self.broker = broker
         self.settings = broker.settings
         self.deadline = deadline
@@ -113,7 +114,7 @@ class RunHttp:
         return self.broker.perform(request, agent_allow=self.agent_allow, deadline=self.deadline)
 
     def _masked(self, text: str) -> str:
-        return self.box.mask(text)
+        return self.box.mask_for_log(text)
 
     def reply(self, response: HttpResponse) -> dict[str, Any]:
         """The result the sandbox gets: every secret masked (an API that echoes the request must not hand it back)."""

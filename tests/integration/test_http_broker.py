@@ -96,13 +96,15 @@ def make() -> Iterator[Callable[..., RunHttp]]:
     brokers: list[HttpBroker] = []
 
     def factory(*, hosts: str = "*", agent: str | None = "*", private: bool = True, secrets: dict[str, str] | None = None,
-                dns: FakeDNS | None = None, deadline_s: float = 20.0, verify: bool | str = True, **limits: Any) -> RunHttp:
+                dns: FakeDNS | None = None, deadline_s: float = 20.0, verify: bool | str = True,
+                also_mask: tuple[str, ...] = (), **limits: Any) -> RunHttp:
         settings = HttpSettings(allow_hosts=HostPatterns.parse(hosts, "HUB_HTTP_ALLOW_HOSTS"), allow_private=private,
                                 **limits)
         broker = HttpBroker(settings, resolver=dns or FakeDNS(), verify=verify)
         brokers.append(broker)
         env = {} if agent is None else {"HUB_HTTP_ALLOW": agent}
-        return RunHttp(broker, env_vars=env, secrets=secrets or {}, deadline=time.monotonic() + deadline_s)
+        return RunHttp(broker, env_vars=env, secrets=secrets or {}, deadline=time.monotonic() + deadline_s,
+                       also_mask=also_mask)
 
     yield factory
     for b in brokers:
@@ -331,6 +333,15 @@ def test_a_secret_in_the_path_is_logged_as_its_placeholder(make: Callable[..., R
     assert outcome.ok and server.requests[0].path == "/bot123456:bot-token-value/echo"
     assert "GET 127.0.0.1/bot{{SECRET_BOT}}/echo -> 200" in (outcome.log_line or "")
     assert "bot-token-value" not in json.dumps([outcome.result, run.stats])
+
+
+def test_a_visible_env_value_is_masked_in_the_log_but_not_in_the_response(
+        make: Callable[..., RunHttp], server: LocalServer) -> None:
+    run = make(agent="127.0.0.1", also_mask=("visible-value",))
+    echoed = ok(run, url=server.url("/echo?v=visible-value"))
+    assert "/echo?v=visible-value" in echoed["text"]
+    outcome = run.call({"method": "GET", "url": server.url("/files/visible-value")})
+    assert f"GET 127.0.0.1/files/{MASK} -> 200" in (outcome.log_line or "")
 
 
 def test_bad_input_is_refused_and_nothing_is_sent(make: Callable[..., RunHttp], server: LocalServer) -> None:

@@ -12,7 +12,7 @@ from dispatcher.httpcall.request import build_request
 from dispatcher.secrets import SecretBox
 
 TOKEN = "tok-4f1c2d9e8b7a"
-BOX = SecretBox({"SECRET_TOKEN": TOKEN, "SECRET_NEWLINE": "line1\r\nX-Injected: yes"})
+BOX = SecretBox({"SECRET_TOKEN": TOKEN, "SECRET_NEWLINE": "line1\r\nX-Injected: yes", "SECRET_PIN": "123"})
 
 
 def build(max_request_bytes: int = 1 << 20, **params: Any) -> Any:
@@ -69,6 +69,7 @@ def refused(**params: Any) -> str:
     ({"params": {"k": "{{SECRET_NOPE}}"}}, "unknown secret {{SECRET_NOPE}} in params['k']"),
     ({"json": {"k": ["{{SECRET_NOPE}}"]}}, "unknown secret {{SECRET_NOPE}} in json"),
     ({"data": "k={{SECRET_NOPE}}"}, "unknown secret {{SECRET_NOPE}} in data"),
+    ({"params": {"pin": "{{SECRET_PIN}}"}}, "secret SECRET_PIN is shorter than 4 characters"),
 ])
 def test_bad_input_is_a_bad_request_saying_what_is_wrong(params: dict[str, Any], says: str) -> None:
     assert says in refused(**params)

@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from dispatcher.secrets import MASK, SecretBox, UnknownSecret, is_secret_name, withhold
+from dispatcher.secrets import MASK, SecretBox, SecretTooShort, UnknownSecret, is_secret_name, withhold
 
 TOKEN = "tok/en+a&b=c d\"e'9f"  # characters that every encoding changes
 
@@ -52,9 +52,15 @@ def test_a_secret_is_masked_in_every_form_an_echo_may_return_it(form: str) -> No
     assert masked == f"<<{MASK}>>", masked
 
 
-def test_other_values_given_to_mask_are_masked_too() -> None:
+def test_other_env_values_are_masked_in_logs_but_not_in_what_goes_back_to_the_agent() -> None:
     box = SecretBox({"SECRET_T": "secret-value"}, also_mask=["visible-env-value"])
-    assert box.mask("secret-value visible-env-value") == f"{MASK} {MASK}"
+    assert box.mask_for_log("secret-value visible-env-value") == f"{MASK} {MASK}"
+    assert box.mask("secret-value visible-env-value") == f"{MASK} visible-env-value"
+
+
+def test_a_secret_too_short_to_mask_is_never_put_in() -> None:
+    with pytest.raises(SecretTooShort, match="SECRET_PIN is shorter than 4 characters"):
+        SecretBox({"SECRET_PIN": "123"}).substitute("pin={{SECRET_PIN}}", "url")
 
 
 def test_head_leaves_no_piece_of_a_secret_at_the_cut() -> None:
