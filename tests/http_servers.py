@@ -193,14 +193,14 @@ def serve(host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> Iterato
 
 
 @dataclass(frozen=True)
-class TestCA:
+class ThrowawayCA:
     """A throwaway CA and a server certificate for ``names``, as files under ``folder``."""
 
     ca_file: Path
     context: ssl.SSLContext  # the server's
 
 
-def make_ca(folder: Path, names: list[str]) -> TestCA:
+def make_ca(folder: Path, names: list[str]) -> ThrowawayCA:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -239,4 +239,4 @@ def make_ca(folder: Path, names: list[str]) -> TestCA:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file)
-    return TestCA(ca_file, context)
+    return ThrowawayCA(ca_file, context)
