@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 # A fresh interpreter in which every installed distribution that requirements.txt does not pin is missing
 # (its modules raise ModuleNotFoundError, as in production, so optional imports take their fallback), then
 # what the Procfile's processes import: release (core.migrate), web (ingress and the gunicorn parts it loads
-# at serve time), dispatcher (run and the operator commands), and the google-genai client a run builds.
+# at serve time), dispatcher (run and the operator commands), and the google-genai and openai clients and the
+# hub.http broker a run builds.
 # Prints {top-level module: [distributions]} for every module a distribution provides that got imported.
 PROBE = r"""
 import importlib, importlib.abc, importlib.metadata as md, json, re, sys
@@ -35,12 +36,18 @@ before = set(sys.modules)
 sys.meta_path.insert(0, OnlyPinned())
 for module in ("core.migrate", "ingress.__main__", "ingress.app", "gunicorn.app.base", "gunicorn.workers.gthread",
                "gunicorn.glogging", "dispatcher.__main__", "dispatcher.ops", "dispatcher.verify", "dispatcher.worker",
-               "dispatcher.calls", "core.metrics"):
+               "dispatcher.calls", "core.metrics",
+               # issue 15's call_llm provider and hub.http broker, which dispatcher.calls is to import once wired
+               "dispatcher.llm_openai", "dispatcher.httpcall.run"):
     importlib.import_module(module)
-from dispatcher import gemini
+from dispatcher import gemini, llm_openai
+from dispatcher.httpcall import broker as httpcall
 from dispatcher.config import DispatcherConfig
 gemini.GeminiClient(DispatcherConfig.from_env({"DATABASE_URL": "postgresql://probe@127.0.0.1:9/probe",
     "PISTON_URL": "http://127.0.0.1:9", "GEMINI_API_KEY": "probe-key", "GEMINI_BASE_URL": "http://127.0.0.1:9"})).warm()
+llm_openai.client_for(llm_openai.OpenAISettings.from_env({"OPENAI_API_KEY": "probe-key",
+    "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}))
+httpcall.broker_for(httpcall.HttpSettings.from_env({"HUB_HTTP_ALLOW_HOSTS": "*"}))
 loaded = {name.partition(".")[0] for name in set(sys.modules) - before}
 print(json.dumps({top: sorted(norm(d) for d in owners[top]) for top in sorted(loaded) if top in owners}))
 """

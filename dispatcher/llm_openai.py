@@ -1,0 +1,250 @@
+"""``call_llm`` with ``model="openai:<name>"``: one chat completion through the official ``openai`` SDK, against
+OpenAI or any OpenAI-compatible endpoint (``OPENAI_BASE_URL``: Groq, OpenRouter, Together, Ollama, vLLM, ...).
+
+It takes the same ``LLMRequest`` and gives the same ``LLMAnswer`` / ``LLMFailure`` (with the same kinds) as the
+Gemini client in dispatcher/llm.py, with the same retry rules: the SDK's own retries are off
+(``max_retries=0``), tenacity retries 408 / 409 / 429 / 5xx / timeouts / connection errors only, with
+exponential backoff and jitter, and never past the run's deadline. The key stays in this process: never
+logged, never in an error message (masked if the endpoint echoes it), never sent to the sandbox.
+
+Streaming is to come: ``_create_kwargs`` builds the request for both, a ``stream()`` method would add
+``stream=True`` and ``stream_options={"include_usage": True}`` and map the same errors.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletion
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity.stop import stop_base
+
+from core.config import ConfigError, parse_choice, parse_float, parse_int
+from dispatcher.llm import LLMAnswer, LLMErrorKind, LLMFailure, LLMRequest, Usage
+from dispatcher.redact import Redactor
+
+MIN_TRY_S = 0.5  # as dispatcher/llm.py: no try is started with less time than this left
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# OpenAI's finish reasons in the names call_llm reports for Gemini, so an agent reads one vocabulary.
+FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY", "tool_calls": "TOOL_CALLS",
+                  "function_call": "TOOL_CALLS"}
+ENDPOINT = "the OpenAI-compatible endpoint"
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    api_key: str | None = field(default=None, repr=False)  # OPENAI_API_KEY; None: openai: models are not configured
+    base_url: str | None = None                            # OPENAI_BASE_URL; None: OpenAI's
+    timeout_s: float = 60.0                                # HUB_LLM_TIMEOUT_S (shared with Gemini)
+    retry_attempts: int = 4                                # HUB_LLM_RETRY_ATTEMPTS
+    retry_base_s: float = 1.0                              # HUB_LLM_RETRY_BASE_S
+    retry_max_s: float = 10.0                              # HUB_LLM_RETRY_MAX_S
+    max_tokens_field: str = "max_completion_tokens"        # OPENAI_MAX_TOKENS_FIELD: or max_tokens (older servers)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OpenAISettings:
+        env = os.environ if env is None else env
+        base_url = (env.get("OPENAI_BASE_URL") or "").strip().rstrip("/") or None
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"OPENAI_BASE_URL must start with http:// or https://, got {base_url!r}")
+        return cls(
+            api_key=(env.get("OPENAI_API_KEY") or "").strip() or None,
+            base_url=base_url,
+            timeout_s=parse_float(env, "HUB_LLM_TIMEOUT_S", 60.0, minimum=0.1),
+            retry_attempts=parse_int(env, "HUB_LLM_RETRY_ATTEMPTS", 4, minimum=1),
+            retry_base_s=parse_float(env, "HUB_LLM_RETRY_BASE_S", 1.0, minimum=0.0),
+            retry_max_s=parse_float(env, "HUB_LLM_RETRY_MAX_S", 10.0, minimum=0.0),
+            max_tokens_field=parse_choice(env, "OPENAI_MAX_TOKENS_FIELD", "max_completion_tokens",
+                                     ("max_completion_tokens", "max_tokens")),
+        )
+
+
+def messages_of(req: LLMRequest) -> list[dict[str, str]]:
+    """The request as chat messages: system first, the history's turns (Gemini's ``model`` is ``assistant``),
+    then the prompt."""
+    messages: list[dict[str, str]] = []
+    if req.system:
+        messages.append({"role": "system", "content": req.system})
+    for turn in req.history:
+        if turn.text:
+            messages.append({"role": "assistant" if turn.role == "model" else "user", "content": turn.text})
+    messages.append({"role": "user", "content": req.prompt})
+    return messages
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])[:500]
+    return ""
+
+
+def classify_status_error(exc: openai.APIStatusError) -> LLMFailure:
+    code = exc.status_code
+    detail = _error_message(exc)
+    text = f"{ENDPOINT} answered HTTP {code}" + (f": {detail}" if detail else "")
+    error_code = exc.code or ""
+    if code in (401, 403):
+        return LLMFailure(LLMErrorKind.AUTH, text + " (check the dispatcher's OPENAI_API_KEY)", status=code)
+    if code == 429:
+        # "insufficient_quota" is a billing limit: trying again in a second does not help.
+        return LLMFailure(LLMErrorKind.RATE_LIMITED, text, status=code, retryable=error_code != "insufficient_quota")
+    if code in (408, 409) or code >= 500:
+        return LLMFailure(LLMErrorKind.UNAVAILABLE, text, status=code)
+    if error_code == "content_filter" or error_code == "content_policy_violation":
+        return LLMFailure(LLMErrorKind.BLOCKED, text, status=code)
+    return LLMFailure(LLMErrorKind.BAD_REQUEST, text, status=code)
+
+
+def classify_error(exc: openai.OpenAIError, timeout_s: float) -> LLMFailure | None:
+    """The LLMFailure an SDK error means, or None for one that is a bug here (let it propagate)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMFailure(LLMErrorKind.UNAVAILABLE, f"{ENDPOINT} did not answer within {timeout_s:.1f} s")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMFailure(LLMErrorKind.UNAVAILABLE, f"cannot reach {ENDPOINT} ({type(exc.__cause__ or exc).__name__})")
+    if isinstance(exc, openai.APIStatusError):
+        return classify_status_error(exc)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return LLMFailure(LLMErrorKind.UNAVAILABLE, f"{ENDPOINT} sent a response that is not a chat completion",
+                          retryable=False)
+    return None
+
+
+def _usage(completion: ChatCompletion) -> Usage:
+    u = completion.usage
+    if u is None:
+        return Usage()
+    prompt, output = u.prompt_tokens or 0, u.completion_tokens or 0
+    return Usage(prompt, output, u.total_tokens or prompt + output)
+
+
+def read_answer(completion: ChatCompletion, model: str) -> LLMAnswer:
+    """The answer's text, or the LLMFailure a 200 can still mean (refusal, content filter, length, empty)."""
+    usage = _usage(completion)
+    choice = completion.choices[0] if completion.choices else None
+    raw_finish = choice.finish_reason if choice is not None else None
+    finish = FINISH_REASONS.get(str(raw_finish), str(raw_finish).upper()) if raw_finish else None
+    message = choice.message if choice is not None else None
+    text = (message.content or "") if message is not None else ""
+    failure: LLMFailure | None = None
+    if not text and message is not None and message.refusal:
+        failure = LLMFailure(LLMErrorKind.BLOCKED, f"the model refused: {message.refusal[:300]}")
+    elif not text and raw_finish == "content_filter":
+        failure = LLMFailure(LLMErrorKind.BLOCKED, "the answer was blocked (finish_reason content_filter)")
+    elif not text and raw_finish == "length":
+        failure = LLMFailure(LLMErrorKind.MAX_TOKENS, "the model reached max_output_tokens before writing any text")
+    elif not text:
+        failure = LLMFailure(LLMErrorKind.UNAVAILABLE, f"{ENDPOINT} returned no text (finish_reason {raw_finish or 'none'})",
+                             retryable=False)
+    if failure is not None:
+        failure.usage = usage
+        raise failure
+    return LLMAnswer(text=text, model=model, model_version=completion.model or model, usage=usage, finish_reason=finish)
+
+
+class _OutOfTime(stop_base):
+    """Tenacity stop condition: sleeping and then trying again must still fit before the run's deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return time.monotonic() + (state.upcoming_sleep or 0.0) + MIN_TRY_S > self.deadline
+
+
+class OpenAIClient:
+    """One per dispatcher process (``client_for``); thread-safe (the SDK's HTTP client is, and pools)."""
+
+    def __init__(self, settings: OpenAISettings) -> None:
+        self.settings = settings
+        self.redact = Redactor([settings.api_key] if settings.api_key else [])
+        self._client: openai.OpenAI | None = None
+        if settings.api_key:
+            self._client = openai.OpenAI(
+                api_key=settings.api_key,
+                base_url=settings.base_url or DEFAULT_BASE_URL,
+                timeout=settings.timeout_s,
+                max_retries=0,  # ours (tenacity) are the only retries
+            )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def _create_kwargs(self, req: LLMRequest, model: str, timeout_s: float) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": model, "messages": messages_of(req), "timeout": timeout_s}
+        if req.temperature is not None:
+            kwargs["temperature"] = req.temperature
+        if req.max_output_tokens is not None:
+            kwargs[self.settings.max_tokens_field] = req.max_output_tokens
+        return kwargs
+
+    def _once(self, req: LLMRequest, model: str, deadline: float) -> LLMAnswer:
+        assert self._client is not None
+        left = deadline - time.monotonic()
+        if left < MIN_TRY_S:
+            raise LLMFailure(LLMErrorKind.UNAVAILABLE, "no time left in the agent's run for the call", retryable=False)
+        timeout_s = min(self.settings.timeout_s, left)
+        try:
+            completion = self._client.chat.completions.create(**self._create_kwargs(req, model, timeout_s))
+        except openai.OpenAIError as exc:
+            failure = classify_error(exc, timeout_s)
+            if failure is None:
+                raise
+            raise failure from None
+        return read_answer(completion, req.model)
+
+    def generate(self, req: LLMRequest, *, model: str | None = None, deadline: float,
+                 on_retry: Callable[[int, LLMFailure], None] | None = None) -> tuple[LLMAnswer, int]:
+        """The answer and how many tries it took; raises LLMFailure (with ``.tries`` set).
+
+        ``model`` is the name the endpoint knows (without ``openai:``); by default ``req.model`` without it.
+        """
+        name = model or req.model.removeprefix("openai:")
+        if self._client is None:
+            raise LLMFailure(LLMErrorKind.NOT_CONFIGURED,
+                             "openai: models are not configured on this hub (OPENAI_API_KEY is unset)")
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if on_retry is not None and isinstance(exc, LLMFailure):
+                on_retry(state.attempt_number, exc)
+
+        tries = 0
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception(lambda e: isinstance(e, LLMFailure) and e.retryable),
+                wait=wait_random_exponential(multiplier=self.settings.retry_base_s, max=self.settings.retry_max_s),
+                stop=stop_after_attempt(self.settings.retry_attempts) | _OutOfTime(deadline),
+                before_sleep=before_sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    tries = attempt.retry_state.attempt_number
+                    return self._once(req, name, deadline), tries
+        except LLMFailure as exc:
+            exc.message = self.redact(exc.message)
+            exc.tries = tries
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+_clients: dict[OpenAISettings, OpenAIClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(settings: OpenAISettings) -> OpenAIClient:
+    """The process's client for these settings."""
+    with _clients_lock:
+        client = _clients.get(settings)
+        if client is None:
+            client = _clients[settings] = OpenAIClient(settings)
+        return client
