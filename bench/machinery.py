@@ -160,11 +160,12 @@ def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
             for i in range(0, len(rows), per_txn):
                 with conn.pipeline(), conn.transaction():
                     for r in rows[i:i + per_txn]:
+                        fence = {"outbox_id": r["id"], "owner": "floor", "attempt": r["attempts"]}
                         conn.execute(query("dispatcher/insert_message"), {
-                            "id": message_id(r["job_id"], 1), "content": "ok", "session_id": r["session_id"],
+                            **fence, "id": message_id(r["job_id"], 1), "content": "ok", "session_id": r["session_id"],
                             "job_id": r["job_id"]})
                         conn.execute(query("dispatcher/finish"), {
-                            "id": r["id"], "owner": "floor", "status": "succeeded", "job_status": "SUCCEEDED",
+                            **fence, "status": "succeeded", "job_status": "SUCCEEDED",
                             "result": Jsonb({"wall_ms": 0}), "error": None, "status_message": "completed",
                             "job_id": r["job_id"], "log_ids": [str(uuid.uuid4())], "log_levels": ["info"],
                             "log_messages": ["run finished: succeeded"]})

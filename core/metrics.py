@@ -52,6 +52,15 @@ WRITE_STATEMENTS = Counter("agenthub_dispatcher_write_statements", "Statements c
 WRITE_FAILURES = Counter("agenthub_dispatcher_write_failures",
                          "Writes that failed in the group-commit writers, by whether a run was waiting for them",
                          ["awaited"], registry=REGISTRY)
+# Lease fencing (docs/runbook.md, "Leases and fencing"): a run's write refused because the run no longer held
+# its row; runs this dispatcher stopped itself because it could not renew their leases in time.
+FENCED_WRITES = Counter("agenthub_dispatcher_fenced_runs", "Runs whose write was refused by the lease fence",
+                        registry=REGISTRY)
+SELF_FENCED = Counter("agenthub_dispatcher_self_fenced_runs",
+                      "Runs stopped by this dispatcher before their lease could expire unrenewed", registry=REGISTRY)
+OUTCOMES_DROPPED = Counter("agenthub_dispatcher_outcomes_dropped",
+                           "Finished runs whose outcome was not written: the row had been claimed by another dispatcher",
+                           registry=REGISTRY)
 LLM_CALLS = Counter("agenthub_llm_calls", "hub.call_llm calls by model and outcome (ok or the LLMError kind)",
                     ["model", "outcome"], registry=REGISTRY)
 LLM_TOKENS = Counter("agenthub_llm_tokens", "Gemini tokens used by hub.call_llm, by model and kind (prompt, output)",

@@ -33,7 +33,7 @@ from dispatcher.calls import CallScope, error_reply
 from dispatcher.claim import Claimed
 from dispatcher.completer import apply_outcome
 from dispatcher.config import DispatcherConfig
-from dispatcher.control import RunControl
+from dispatcher.control import RunControl, StopReason
 from dispatcher.events import status_event
 from dispatcher.leases import HeldRows
 from dispatcher.outcome import Disposition, Outcome
@@ -146,19 +146,24 @@ class ChildAgents:
         new = childrows.NewChild(agent_id=agent_id, job_id=str(uuid.uuid4()), user_id=caller.user_id, prompt=prompt,
                                  parent_id=caller.id, depth=depth, chain=[*here.chain, agent_id])
         # Renewed by the dispatcher's heartbeat from here on, like the caller's own lease.
-        child = childrows.insert_child(self.pool, new, owner=cfg.owner, lease_s=cfg.lease_s)
+        # The insert is fenced by the caller's row: a caller that lost its lease starts no child.
+        lease_set_at = self.held.clock()
+        child = childrows.insert_child(self.pool, new, owner=cfg.owner, lease_s=cfg.lease_s, caller_attempt=caller.attempts)
         if child is None:
+            if scope.control.should_stop():
+                return refused("call_agent refused: the calling run is being stopped")
             return refused(f"call_agent failed: agent {agent_id} does not exist")
         caller_wb = scope.wb
         caller_wb.announce(status_event(child.job_id, None, JobStatus.PROCESSING.value))  # committed: the insert returned
         caller_wb.log("info", f"call_agent: running agent {agent_id} as child job {child.job_id} (depth {depth}, "
                               f"time limit {left_ms} ms)")
-        wb = CollectingWriteBack(self.pool, outbox_id=child.id, job_id=child.job_id, session_id=None, owner=cfg.owner,
-                                 events=caller_wb.events, committer=caller_wb.committer)
         control = scope.control.child()
+        wb = CollectingWriteBack(self.pool, outbox_id=child.id, job_id=child.job_id, session_id=None, owner=cfg.owner,
+                                 attempt=child.attempts, events=caller_wb.events, committer=caller_wb.committer,
+                                 on_lost=lambda: control.stop(StopReason.LEASE_LOST))
         with (structlog.contextvars.bound_contextvars(child_job_id=child.job_id, child_outbox_id=child.id,
                                                       child_agent_id=agent_id),
-              self.held.holding(child.id, control)):
+              self.held.holding(child.id, control, lease_set_at=lease_set_at)):
             wb.log("info", f"called by agent {caller.agent_id} (job {caller.job_id}) at depth {depth}")
             try:
                 outcome = self.run(child, wb, control, time_limit_ms=left_ms)

@@ -37,10 +37,13 @@ class NewChild:
     chain: list[str]
 
 
-def insert_child(pool: Pool, child: NewChild, *, owner: str, lease_s: float) -> Claimed | None:
+def insert_child(pool: Pool, child: NewChild, *, owner: str, lease_s: float, caller_attempt: int) -> Claimed | None:
     """The child's Job and outbox row, inserted already running and leased to ``owner``, as a claimed row
-    (None: the agent does not exist). The Job's PROCESSING event is the caller's to announce."""
+    (None: the agent does not exist, or the caller's run no longer holds its row: the insert is fenced by the
+    caller's row and ``caller_attempt``). The Job's PROCESSING event is the caller's to announce."""
     params = {
+        "outbox_id": child.parent_id,
+        "attempt": caller_attempt,
         "agent_id": child.agent_id,
         "job_id": child.job_id,
         "user_id": child.user_id,

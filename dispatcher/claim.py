@@ -64,25 +64,33 @@ def claim(pool: Pool, *, owner: str, batch: int, lease_s: float, running: Sequen
     return [Claimed(**row) for row in rows]
 
 
-def heartbeat(pool: Pool, *, owner: str, ids: list[int], lease_s: float) -> dict[int, str | None]:
-    """Renew leases; returns {row id: Job status} for the rows still ours (a missing id: lease lost)."""
+def heartbeat(pool: Pool, *, owner: str, ids: list[int], lease_s: float,
+              renewed: set[int] | None = None) -> dict[int, str | None]:
+    """Renew leases; returns {row id: Job status} for the rows still ours (a missing id: lease lost).
+    ``renewed`` receives the ids whose lease this beat really moved (a row locked by a commit in flight is
+    still ours but keeps its previous expiry)."""
     if not ids:
         return {}
     rows = _one_statement(pool, query("dispatcher/heartbeat"), {"owner": owner, "ids": ids, "lease_s": lease_s})
+    if renewed is not None:
+        renewed.update(row["id"] for row in rows if row["renewed"])
     return {row["id"]: row["job_status"] for row in rows}
 
 
-def release(pool: Pool, *, owner: str, ids: list[int], events: EventNotifier | None = None) -> list[int]:
-    """Give rows back (shutdown); they are claimable again at once. The Jobs' QUEUED status goes to
-    ``events`` once this has committed."""
-    if not ids:
+def release(pool: Pool, *, owner: str, rows: Sequence[tuple[int, int]],
+            events: EventNotifier | None = None) -> list[int]:
+    """Give rows back (shutdown, a self-fenced run): ``rows`` are (id, attempt) pairs, released only while
+    still leased to ``owner`` in that attempt; they are claimable again at once. The Jobs' QUEUED status goes
+    to ``events`` once this has committed."""
+    if not rows:
         return []
-    rows = _one_statement(pool, query("dispatcher/release"), {"owner": owner, "ids": ids})
+    params = {"owner": owner, "ids": [r[0] for r in rows], "attempts": [r[1] for r in rows]}
+    rows_out = _one_statement(pool, query("dispatcher/release"), params)
     if events is not None:
-        for r in rows:
+        for r in rows_out:
             if r["job_status"] is not None:
                 events.emit(status_event(r["job_id"], r["session_id"], r["job_status"]))
-    return [row["id"] for row in rows]
+    return [row["id"] for row in rows_out]
 
 
 def sweep_orphans(pool: Pool, events: EventNotifier | None = None) -> list[int]:

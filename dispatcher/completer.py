@@ -45,8 +45,8 @@ def apply_outcome(outcome: Outcome, row: Claimed, wb: WriteBack, *, cfg: Dispatc
             ok = wb.retry_later(delay_s=delay, error=error, status_message=f"waiting to retry: {error}")
             return RunLabel.RETRY_LATER if ok else RunLabel.LEASE_LOST
         case Disposition.RELEASE:
-            wb.log("warning", "run interrupted by dispatcher shutdown; released for another dispatcher")
-            release(pool, owner=cfg.owner, ids=[row.id], events=wb.events)
+            wb.log("warning", f"{outcome.error}; released for another dispatcher")
+            release(pool, owner=cfg.owner, rows=[(row.id, row.attempts)], events=wb.events)
             return RunLabel.RELEASED
         case Disposition.ABANDON:
             return RunLabel.LEASE_LOST

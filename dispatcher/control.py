@@ -10,7 +10,8 @@ class StopReason(StrEnum):
     """Why a run was stopped before the agent finished."""
 
     CANCELLED = "cancelled"        # the Job became CANCELLED
-    LEASE_LOST = "lease_lost"      # our lease expired and the row was reclaimed
+    LEASE_LOST = "lease_lost"      # the row is no longer ours (reclaimed, or a write's fence refused it)
+    LEASE_EXPIRING = "lease_expiring"  # we could not renew the lease: stopped before it can expire (self-fenced)
     SHUTDOWN = "shutdown"          # SIGTERM and the grace period ran out
     MESSAGE_CAP = "message_cap"    # the agent sent more messages than allowed
 

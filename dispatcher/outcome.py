@@ -42,8 +42,9 @@ class Outcome:
         return cls(Disposition.RETRY_LATER, None, error)
 
     @classmethod
-    def release(cls) -> Outcome:
-        return cls(Disposition.RELEASE)
+    def release(cls, why: str = "run interrupted by dispatcher shutdown") -> Outcome:
+        """Back to pending without using an attempt; ``why`` goes to the JobLog."""
+        return cls(Disposition.RELEASE, None, why)
 
     @classmethod
     def abandon(cls) -> Outcome:

@@ -190,6 +190,9 @@ class Runner:
                 return Outcome.finish(OutboxStatus.CANCELLED, None, summary)
             case StopReason.LEASE_LOST:
                 return Outcome.abandon()
+            case StopReason.LEASE_EXPIRING:
+                # Stopped by us before the lease could lapse: give the row back (fenced: only if still ours).
+                return Outcome.release("run stopped: this dispatcher could not renew its lease in time (self-fenced)")
             case StopReason.SHUTDOWN:
                 return Outcome.release()
             case StopReason.MESSAGE_CAP:

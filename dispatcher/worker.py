@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -34,7 +35,7 @@ from dispatcher.listener import Listener
 from dispatcher.llmcalls import LlmCalls, LlmClient
 from dispatcher.maintenance.orphan_sweeper import orphan_sweeper
 from dispatcher.maintenance.schedule_firer import schedule_firer
-from dispatcher.outcome import Outcome
+from dispatcher.outcome import Disposition, Outcome
 from dispatcher.protocol import CallMethod
 from dispatcher.runner import Runner
 from dispatcher.sandbox.piston.client import PistonClient
@@ -45,6 +46,8 @@ log = get_logger("dispatcher")
 
 # Between claims while Postgres cannot be reached: 0.5 s doubling to 10 s, jittered (core/backoff.py).
 CLAIM_BACKOFF = Backoff(base_s=0.5, max_s=10.0, jitter=0.5)
+# Between tries of an outcome's write while Postgres cannot be reached (beyond the writers' own 60 s).
+OUTCOME_BACKOFF = Backoff(base_s=0.5, max_s=5.0, jitter=0.5)
 
 
 def wire_runner(cfg: DispatcherConfig, pool: Pool, sandbox: Sandbox, held: HeldRows, llm: LlmClient) -> Runner:
@@ -94,6 +97,7 @@ class Dispatcher:
         self._futures: set[Future[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="run")
         self.outcomes: dict[str, int] = {}
+        self._grace_deadline = math.inf  # set when draining starts: until then an outcome's write waits on
 
     # -- slots ---------------------------------------------------------------
     def free_slots(self) -> int:
@@ -110,7 +114,8 @@ class Dispatcher:
             job_id=row.job_id, outbox_id=row.id, agent_id=row.agent_id, attempt=row.attempts
         )
         wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner,
-                       events=self.events, committer=self.committer)
+                       attempt=row.attempts, events=self.events, committer=self.committer,
+                       on_lost=lambda: control.stop(StopReason.LEASE_LOST))
         started = time.monotonic()
         label: str = RunLabel.ERROR
         try:
@@ -119,11 +124,7 @@ class Dispatcher:
             except Exception as exc:  # a bug or a lasting DB outage: never leave the row stuck
                 log.exception("run_crashed")
                 outcome = Outcome.retry_later(f"internal dispatcher error: {type(exc).__name__}")
-            label = apply_outcome(outcome, row, wb, cfg=self.cfg, pool=self.pool)
-        except Exception:
-            # The outcome could not be written (database gone for too long). Dropping the row
-            # from the heartbeat lets its lease expire, and then any dispatcher runs it again.
-            log.exception("outcome_not_written")
+            label = self._complete(outcome, row, wb)
         finally:
             self.held.remove(row.id)
             with self._lock:
@@ -134,6 +135,29 @@ class Dispatcher:
             structlog.contextvars.clear_contextvars()
             self.wake.set()  # a slot is free: claim the backlog now, not at the next poll
 
+    def _complete(self, outcome: Outcome, row: Claimed, wb: WriteBack) -> RunLabel:
+        """Write the outcome, however long Postgres is away: the agent's work is done, and the write is fenced,
+        so it lands if the row is still ours when the database is back (the row stays held meanwhile, so the
+        heartbeat renews its lease then) and changes nothing if another dispatcher took it. Gives up only when
+        this dispatcher is shutting down past its grace: the row's lease then runs out and it runs again."""
+        streak = Streak(OUTCOME_BACKOFF)
+        while True:
+            try:
+                label = apply_outcome(outcome, row, wb, cfg=self.cfg, pool=self.pool)
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                if self.stopping.is_set() and time.monotonic() > self._grace_deadline:
+                    log.error("outcome_not_written", error=type(exc).__name__, disposition=str(outcome.disposition))
+                    return RunLabel.ERROR
+                wait = streak.failed()
+                log.warning("outcome_write_waiting", error=type(exc).__name__, retry_in_s=round(wait, 3))
+                time.sleep(wait)
+                continue
+            if label is RunLabel.LEASE_LOST and outcome.disposition is not Disposition.ABANDON:
+                metrics.OUTCOMES_DROPPED.inc()
+                log.warning("outcome_dropped", reason="the row is no longer this run's (claimed by another dispatcher)",
+                            disposition=str(outcome.disposition))
+            return label
+
     def fill(self) -> int:
         """Claim rows for the free slots; returns how many were started."""
         started = 0
@@ -141,6 +165,7 @@ class Dispatcher:
             free = self.free_slots()
             if free <= 0:
                 break
+            sent_at = self.held.clock()  # the leases below were set no earlier than this
             rows = claims.claim(self.pool, owner=self.cfg.owner, batch=min(free, self.cfg.batch_size), lease_s=self.cfg.lease_s,
                                 running=self.running_ids(), max_per_user=self.cfg.max_running_per_user,
                                 max_per_agent=self.cfg.max_running_per_agent)
@@ -152,7 +177,7 @@ class Dispatcher:
                 if event is not None:
                     self.events.emit(event)
                 control = RunControl()
-                self.held.add(row.id, control)
+                self.held.add(row.id, control, lease_set_at=sent_at)
                 with self._lock:
                     self._running[row.id] = control
                 fut = self._executor.submit(self._execute, row, control)
@@ -182,6 +207,8 @@ class Dispatcher:
             entries.append(Entry(metrics.MetricsServer(self.pool, cfg.metrics_port), stop_timeout_s=2.0))
         heartbeat = Periodic("heartbeat", cfg.heartbeat_s, self.heartbeat_once, expected=(psycopg.Error, PoolTimeout))
         entries.append(Entry(heartbeat, stop_timeout_s=5.0))
+        entries.append(Entry(leases.lease_watch(self.held, lease_s=cfg.lease_s, heartbeat_s=cfg.heartbeat_s),
+                             stop_timeout_s=2.0))
         entries.append(Entry(orphan_sweeper(self.pool, self.events, period_s=cfg.poll_interval_s,
                                             first_after_s=cfg.heartbeat_s), stop_timeout_s=5.0))
         entries.append(Entry(schedule_firer(self.pool, self.wake, max_attempts=cfg.outbox_max_attempts,
@@ -240,7 +267,7 @@ class Dispatcher:
 
     def _drain(self) -> None:
         """Stop claiming; let runs finish within the grace; then release the rest."""
-        deadline = time.monotonic() + self.cfg.shutdown_grace_s
+        deadline = self._grace_deadline = time.monotonic() + self.cfg.shutdown_grace_s
         log.info("draining", running=len(self.running_ids()), grace_s=self.cfg.shutdown_grace_s)
         while self.running_ids() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -10,7 +10,7 @@ them (message ids derive from the job id and the message's sequence number).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -38,7 +38,9 @@ def message_id(job_id: str, seq: int) -> str:
 
 
 class WriteBack:
-    """Writes for one claimed outbox row (and its Job)."""
+    """Writes for one claimed outbox row (and its Job), each fenced by the run's lease: the row's owner and
+    attempt (sql/queries/dispatcher/run_fence.sql). A write the fence refused changed nothing; the first one
+    calls ``on_lost`` (the worker stops the run) and ``lost`` stays true."""
 
     def __init__(
         self,
@@ -48,15 +50,20 @@ class WriteBack:
         job_id: str,
         session_id: str | None,
         owner: str,
+        attempt: int,
         db_retry_s: float = 60.0,
         events: EventNotifier | None = None,
         committer: GroupCommitter | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.pool = pool
         self.outbox_id = outbox_id
         self.job_id = job_id
         self.session_id = session_id
         self.owner = owner
+        self.attempt = attempt
+        self.on_lost = on_lost
+        self.lost = False
         self.db_retry_s = db_retry_s
         self.events = events  # hub_events, emitted after each write commits (None: not announced)
         # The dispatcher's shared writer (dispatcher/groupcommit.py); None: each write on its own pooled connection.
@@ -73,13 +80,29 @@ class WriteBack:
         return run_with_retry(self.pool, lambda c: execute_in_order(c, statements), retry_s=self.db_retry_s,
                               on_retry=count_retry)
 
+    def _fenced(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The write's parameters with the run's fencing token."""
+        return {**params, "outbox_id": self.outbox_id, "owner": self.owner, "attempt": self.attempt}
+
+    def _held(self, row: Row) -> bool:
+        """Whether the fence let the write through; the first refusal calls ``on_lost``."""
+        if row is not None and row["held"]:
+            return True
+        if not self.lost:
+            self.lost = True
+            log.warning("write_fenced", outbox_id=self.outbox_id, attempt=self.attempt)
+            metrics.FENCED_WRITES.inc()
+            if self.on_lost is not None:
+                self.on_lost()
+        return False
+
     def message(self, seq: int, content: str) -> bool:
         """Write the agent's seq-th message; False if it was already written by an earlier attempt."""
         if self.session_id is None:
             return False  # child invocations have no session: messages are returned to the caller
         params = {"id": message_id(self.job_id, seq), "content": content, "session_id": self.session_id, "job_id": self.job_id}
-        row = self._write([(query("dispatcher/insert_message"), params)])[0]
-        if row is None:
+        row = self._write([(query("dispatcher/insert_message"), self._fenced(params))])[0]
+        if not self._held(row) or row is None or row["id"] is None:
             return False
         self.announce(message_event(self.job_id, row["sessionId"], row["id"]))
         return True
@@ -88,17 +111,18 @@ class WriteBack:
         if self.session_id is None:
             return False
         params = {"id": str(uuid.uuid4()), "key": key, "value": value, "session_id": self.session_id}
-        self._write([(query("dispatcher/upsert_user_var"), params)])
+        self._held(self._write([(query("dispatcher/upsert_user_var"), self._fenced(params))])[0])
         return True
 
     def progress(self, percent: float, message: str | None) -> None:
         params = {"percent": float(percent), "message": message, "job_id": self.job_id}
-        self._write([(query("dispatcher/set_progress"), params)])
+        self._held(self._write([(query("dispatcher/set_progress"), self._fenced(params))])[0])
 
     def log(self, level: str, message: str) -> None:
         params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
-        # Not awaited: a JobLog line gates nothing, and the run's next write commits after it anyway.
-        self._write([(query("dispatcher/job_log"), params)], wait=False)
+        # Not awaited: a JobLog line gates nothing, and the run's next write commits after it anyway (and its
+        # fence tells the run whether it still holds its row).
+        self._write([(query("dispatcher/job_log"), self._fenced(params))], wait=False)
 
     def finish(
         self,
@@ -112,8 +136,6 @@ class WriteBack:
         """Final row + Job state in one statement, with the run's last JobLog lines (level, message)
         written before it in the same statement. False if the lease was lost meanwhile."""
         params: dict[str, Any] = {
-            "id": self.outbox_id,
-            "owner": self.owner,
             "status": status.value,
             "job_status": JOB_STATUS_FOR[status].value,
             "result": Jsonb(result),
@@ -125,17 +147,15 @@ class WriteBack:
         params["log_ids"] = [str(uuid.uuid4()) for _ in logs]
         params["log_levels"] = [level for level, _ in logs]
         params["log_messages"] = [message for _, message in logs]
-        return self._announced(self._write([(query("dispatcher/finish"), params)])[0])
+        return self._announced(self._write([(query("dispatcher/finish"), self._fenced(params))])[0])
 
     def retry_later(self, *, delay_s: float, error: str, status_message: str) -> bool:
         params = {
-            "id": self.outbox_id,
-            "owner": self.owner,
             "delay_s": delay_s,
             "error": error,
             "status_message": status_message,
         }
-        return self._announced(self._write([(query("dispatcher/retry_later"), params)])[0])
+        return self._announced(self._write([(query("dispatcher/retry_later"), self._fenced(params))])[0])
 
     def announce(self, event: HubEvent) -> None:
         """Queue a hub_events event; only after the write it announces has committed."""

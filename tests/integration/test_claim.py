@@ -66,7 +66,7 @@ def test_one_run_per_session_in_queue_order(conn: psycopg.Connection, pool: Conn
     ida1, ida2, idb1 = enqueue(conn, a1), enqueue(conn, a2), enqueue(conn, b1)
     assert claim_ids(pool) == [ida1, idb1]
     assert claim_ids(pool) == []  # a2 waits while a1 runs
-    wb = WriteBack(pool, outbox_id=ida1, job_id=a1.job_id, session_id=a1.session_id, owner=OWNER)
+    wb = WriteBack(pool, outbox_id=ida1, job_id=a1.job_id, session_id=a1.session_id, owner=OWNER, attempt=1)
     assert wb.finish(OutboxStatus.SUCCEEDED, error=None, result={}, status_message="completed")
     assert claim_ids(pool) == [ida2]
 
@@ -118,10 +118,10 @@ def test_finish_by_a_dispatcher_that_lost_its_lease_changes_nothing(conn: psycop
     w = factories.world(conn)
     rid = enqueue(conn, w)
     claim_ids(pool, owner="new-owner")
-    stale = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="old-owner")
+    stale = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="old-owner", attempt=1)
     assert not stale.finish(OutboxStatus.FAILED, error="late", result={}, status_message="failed")
     assert conn.execute("SELECT status::text FROM agent_hub.invocation_outbox").fetchone() == {"status": "running"}
-    owner = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="new-owner")
+    owner = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="new-owner", attempt=1)
     assert owner.finish(OutboxStatus.SUCCEEDED, error=None, result={"messages": 0}, status_message="completed")
     row = conn.execute("SELECT status::text, finished_at, lease_owner, result FROM agent_hub.invocation_outbox").fetchone()
     assert row is not None and row["status"] == "succeeded" and row["finished_at"] and row["lease_owner"] is None
@@ -151,7 +151,7 @@ def test_release_gives_the_row_back_without_counting_the_attempt(conn: psycopg.C
     w = factories.world(conn)
     rid = enqueue(conn, w)
     claim_ids(pool)
-    assert claims.release(pool, owner=OWNER, ids=[rid]) == [rid]
+    assert claims.release(pool, owner=OWNER, rows=[(rid, 1)]) == [rid]
     row = conn.execute("SELECT status::text, attempts, lease_owner FROM agent_hub.invocation_outbox").fetchone()
     assert row == {"status": "pending", "attempts": 0, "lease_owner": None}
     assert conn.execute('SELECT "status"::text FROM "Job"').fetchone() == {"status": "QUEUED"}
@@ -162,7 +162,7 @@ def test_retry_later_reschedules_the_row_and_requeues_the_job(conn: psycopg.Conn
     w = factories.world(conn)
     rid = enqueue(conn, w)
     claim_ids(pool)
-    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
+    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
     assert wb.retry_later(delay_s=60, error="Piston unavailable", status_message="waiting to retry")
     row = conn.execute(
         "SELECT status::text, attempts, last_error, next_attempt_at > now() AS later FROM agent_hub.invocation_outbox"
@@ -194,7 +194,8 @@ def test_messages_written_twice_are_stored_once_with_increasing_timestamps(
 ) -> None:
     w = factories.world(conn)
     rid = enqueue(conn, w)
-    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
+    claim_ids(pool)
+    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
     assert [wb.message(i, f"m{i}") for i in range(1, 21)] == [True] * 20
     assert [wb.message(i, f"again {i}") for i in range(1, 21)] == [False] * 20  # a re-run repeats seq numbers
     rows = conn.execute(
@@ -210,7 +211,7 @@ def test_result_json_is_stored_on_the_row(conn: psycopg.Connection, pool: Connec
     w = factories.world(conn)
     rid = enqueue(conn, w)
     claim_ids(pool)
-    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
+    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
     wb.finish(OutboxStatus.FAILED, error="agent exited with status 3", result={"exit_code": 3}, status_message="failed")
     row = conn.execute("SELECT result, last_error FROM agent_hub.invocation_outbox").fetchone()
     assert row == {"result": {"exit_code": 3}, "last_error": "agent exited with status 3"}
@@ -277,7 +278,7 @@ def test_finish_writes_the_runs_last_log_lines_with_the_final_state(
     w = factories.world(conn)
     rid = enqueue(conn, w)
     claim_ids(pool)
-    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER)
+    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
     assert wb.finish(OutboxStatus.FAILED, error="boom", result={}, status_message="failed",
                      logs=[("error", "boom"), ("info", "run finished: failed")])
     logs = conn.execute('SELECT "level", "message" FROM "JobLog" WHERE "jobId" = %s', (w.job_id,)).fetchall()
@@ -285,17 +286,17 @@ def test_finish_writes_the_runs_last_log_lines_with_the_final_state(
     assert conn.execute('SELECT "status"::text FROM "Job" WHERE "id" = %s', (w.job_id,)).fetchone() == {"status": "FAILED"}
 
 
-def test_finish_after_a_lost_lease_still_writes_its_log_lines_but_changes_no_state(
+def test_finish_after_a_lost_lease_writes_nothing_not_even_its_log_lines(
     conn: psycopg.Connection, pool: ConnectionPool
 ) -> None:
     w = factories.world(conn)
     rid = enqueue(conn, w)
     claim_ids(pool, owner="new-owner")
-    stale = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="old-owner")
+    stale = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner="old-owner", attempt=1)
     assert not stale.finish(OutboxStatus.SUCCEEDED, error=None, result={}, status_message="completed",
                             logs=[("info", "run finished: succeeded")])
     assert conn.execute('SELECT count(*) AS n FROM "JobLog" WHERE "jobId" = %s AND "message" = %s',
-                        (w.job_id, "run finished: succeeded")).fetchone() == {"n": 1}
+                        (w.job_id, "run finished: succeeded")).fetchone() == {"n": 0}
     assert conn.execute("SELECT status::text FROM agent_hub.invocation_outbox").fetchone() == {"status": "running"}
 
 

@@ -55,10 +55,16 @@ def claim(conn: psycopg.Connection, owner: str = OWNER, lease_s: float = 30) -> 
 def finish(conn: psycopg.Connection, row_id: int, status: str, error: str | None = None, owner: str = OWNER) -> None:
     job_status = {"succeeded": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED"}[status]
     done = conn.execute(query("dispatcher/finish"), {
-        "id": row_id, "owner": owner, "status": status, "job_status": job_status, "result": Jsonb({"messages": 1}),
+        "outbox_id": row_id, "owner": owner, "attempt": attempt(conn, row_id),
+        "status": status, "job_status": job_status, "result": Jsonb({"messages": 1}),
         "error": error, "status_message": status, "job_id": None, "log_ids": [], "log_levels": [], "log_messages": [],
     }).fetchone()
     assert done is not None
+
+
+def attempt(conn: psycopg.Connection, row_id: int) -> int:
+    """The row's current attempt: the fencing token a run of it writes with."""
+    return int(conn.execute("SELECT attempts FROM agent_hub.invocation_outbox WHERE id = %s", (row_id,)).fetchone()["attempts"])
 
 
 def failed_row(conn: psycopg.Connection, error: str = "Piston unavailable: connection refused") -> tuple[factories.World, int]:
@@ -96,10 +102,12 @@ def test_every_dispatcher_transition_is_recorded_and_heartbeats_are_not(conn: ps
     assert claim(conn) == [row_id]
     conn.execute(query("dispatcher/heartbeat"), {"owner": OWNER, "ids": [row_id], "lease_s": 30})
     back = conn.execute(query("dispatcher/retry_later"), {
-        "id": row_id, "owner": OWNER, "delay_s": 0, "error": "Piston unavailable", "status_message": "waiting"}).fetchone()
+        "outbox_id": row_id, "owner": OWNER, "attempt": attempt(conn, row_id), "delay_s": 0,
+        "error": "Piston unavailable", "status_message": "waiting"}).fetchone()
     assert back is not None
     assert claim(conn) == [row_id]
-    released = conn.execute(query("dispatcher/release"), {"owner": OWNER, "ids": [row_id]}).fetchall()
+    released = conn.execute(query("dispatcher/release"), {"owner": OWNER, "ids": [row_id],
+                                                          "attempts": [attempt(conn, row_id)]}).fetchall()
     assert [r["id"] for r in released] == [row_id]
     assert claim(conn) == [row_id]
     finish(conn, row_id, "succeeded")

@@ -106,7 +106,8 @@ class Harness:
         """Claim w's row and run it as the worker does: the runner's attempt, then the completer."""
         row = self.claim(w)
         control = control or RunControl()
-        wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner)
+        wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner,
+                       attempt=row.attempts, on_lost=lambda: control.stop(StopReason.LEASE_LOST))
         with self.held.holding(row.id, control):
             outcome = self.runner.attempt(row, wb, control)
             label = apply_outcome(outcome, row, wb, cfg=self.cfg, pool=self.pool)

@@ -74,7 +74,7 @@ def test_a_child_prompt_is_the_str_itself_or_json_text() -> None:
 
 
 def test_a_repeated_message_sequence_number_replaces_instead_of_duplicating() -> None:
-    wb = children.CollectingWriteBack(None, outbox_id=1, job_id="j", session_id=None, owner="o")  # type: ignore[arg-type]
+    wb = children.CollectingWriteBack(None, outbox_id=1, job_id="j", session_id=None, owner="o", attempt=1)  # type: ignore[arg-type]
     assert wb.message(1, "a") and wb.message(2, "b")
     assert not wb.message(1, "a again")  # a Piston retry starts at 1 again
     assert wb.messages == ["a again", "b"]

@@ -1,14 +1,16 @@
 -- finish: running -> succeeded|failed|cancelled, and the Job to the matching final
--- status, in ONE statement (so one transaction). Fenced by the lease owner: a
--- dispatcher that lost its lease cannot overwrite the new owner's work.
+-- status, in ONE statement (so one transaction). Fenced by the run's lease (run_fence.sql: owner and
+-- attempt): a dispatcher that lost its lease cannot overwrite the new owner's work, nor log into it.
 -- The run's last JobLog lines (%(log_levels)s/%(log_messages)s, in order) ride in the same statement:
--- one statement instead of three on the hot path (docs/performance.md). They are written even when
--- the lease was lost, as separate log writes would have been.
-WITH logs AS (
+-- one statement instead of three on the hot path (docs/performance.md).
+WITH
+--@include dispatcher/run_fence
+, logs AS (
     INSERT INTO "JobLog" ("id", "level", "message", "timestamp", "jobId")
     SELECT l.id, l.level, l.message, clock_timestamp(), %(job_id)s
     FROM unnest(%(log_ids)s::text[], %(log_levels)s::text[], %(log_messages)s::text[])
          WITH ORDINALITY AS l (id, level, message, n)
+    CROSS JOIN fence
     ORDER BY l.n
 ),
 done AS (
@@ -19,7 +21,7 @@ done AS (
         finished_at = now(),
         lease_owner = NULL,
         lease_expires_at = NULL
-    WHERE id = %(id)s AND status = 'running' AND lease_owner = %(owner)s
+    WHERE id = (SELECT id FROM fence)
     RETURNING id, job_id
 ),
 job AS (

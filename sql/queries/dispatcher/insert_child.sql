@@ -1,9 +1,12 @@
 -- insert_child: hub.call_agent's child invocation. Its Job (written as Prisma writes
 -- it: TEXT uuid id, enum type/status, no session) and its outbox row, inserted
 -- already 'running' and leased to the dispatcher running the caller (so no other
--- dispatcher claims it), in one statement. No row comes back when the agent does not exist.
-WITH agent AS (
-    SELECT a."id" FROM "Agent" a WHERE a."id" = %(agent_id)s
+-- dispatcher claims it), in one statement. No row comes back when the agent does not exist, or when the
+-- caller's run no longer holds its row (run_fence.sql, on the caller's row: %(outbox_id)s = the parent).
+WITH
+--@include dispatcher/run_fence
+, agent AS (
+    SELECT a."id" FROM "Agent" a, fence WHERE a."id" = %(agent_id)s
 ),
 job AS (
     INSERT INTO "Job" ("id", "type", "status", "progress", "statusMessage", "createdAt", "startedAt",

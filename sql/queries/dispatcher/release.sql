@@ -1,5 +1,6 @@
--- release: give rows back at shutdown so another dispatcher takes them at once.
--- The attempt is not counted: the agent was not at fault.
+-- release: give rows back at shutdown (or after a self-fenced run) so another dispatcher takes them at
+-- once. The attempt is not counted: the agent was not at fault. Fenced like a run's writes: only the rows
+-- still leased to %(owner)s in the attempts given (%(ids)s and %(attempts)s, pairwise).
 WITH back AS (
     UPDATE agent_hub.invocation_outbox
     SET status = 'pending',
@@ -7,7 +8,8 @@ WITH back AS (
         next_attempt_at = now(),
         lease_owner = NULL,
         lease_expires_at = NULL
-    WHERE id = ANY(%(ids)s) AND status = 'running' AND lease_owner = %(owner)s
+    WHERE (id, attempts) IN (SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]))
+      AND status = 'running' AND lease_owner = %(owner)s
     RETURNING id, job_id
 ),
 jobs AS (

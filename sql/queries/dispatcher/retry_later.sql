@@ -1,14 +1,16 @@
 -- retry_later: running -> pending after a transient fault, with a later
 -- next_attempt_at; the Job goes back to QUEUED and says why. When attempts are
--- used up the caller uses finish (failed) instead.
-WITH back AS (
+-- used up the caller uses finish (failed) instead. Fenced by the run's lease (run_fence.sql).
+WITH
+--@include dispatcher/run_fence
+, back AS (
     UPDATE agent_hub.invocation_outbox
     SET status = 'pending',
         next_attempt_at = now() + make_interval(secs => %(delay_s)s),
         last_error = %(error)s,
         lease_owner = NULL,
         lease_expires_at = NULL
-    WHERE id = %(id)s AND status = 'running' AND lease_owner = %(owner)s
+    WHERE id = (SELECT id FROM fence)
     RETURNING id, job_id
 ),
 job AS (
