@@ -52,6 +52,7 @@ def load(pool: Pool, row: Claimed, *, transport: str, history_limit: int, retry_
         "transport": transport,
         "agent": {"id": data["agent_id"], "name": data["agent_name"], "version": data["agent_version"]},
         "job_id": row.job_id,
+        "attempt": row.attempts,  # 1, 2, …: hub.get_attempt(), for an agent that makes outside effects idempotent
         "session_id": row.session_id,
         "user_id": row.user_id,
         "prompt": row.prompt,

@@ -88,13 +88,16 @@ class WriteBack:
         """Whether the fence let the write through; the first refusal calls ``on_lost``."""
         if row is not None and row["held"]:
             return True
+        self._lose()
+        return False
+
+    def _lose(self) -> None:
         if not self.lost:
             self.lost = True
             log.warning("write_fenced", outbox_id=self.outbox_id, attempt=self.attempt)
             metrics.FENCED_WRITES.inc()
             if self.on_lost is not None:
                 self.on_lost()
-        return False
 
     def message(self, seq: int, content: str) -> bool:
         """Write the agent's seq-th message; False if it was already written by an earlier attempt."""
@@ -122,7 +125,9 @@ class WriteBack:
         params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
         # Not awaited: a JobLog line gates nothing, and the run's next write commits after it anyway (and its
         # fence tells the run whether it still holds its row).
-        self._write([(query("dispatcher/job_log"), self._fenced(params))], wait=False)
+        rows = self._write([(query("dispatcher/job_log"), self._fenced(params))], wait=False)
+        if rows:  # answered at once (no shared writer): the fence's verdict is here already
+            self._held(rows[0])
 
     def finish(
         self,
@@ -163,8 +168,10 @@ class WriteBack:
             self.events.emit(event)
 
     def _announced(self, row: dict[str, Any] | None) -> bool:
-        """For finish/retry_later: announce the Job's new status if the statement changed it."""
+        """For finish/retry_later: announce the Job's new status if the statement changed it (no row: the
+        fence refused the write)."""
         if row is None:
+            self._lose()
             return False
         if row["job_status"] is not None:
             self.announce(status_event(self.job_id, row["session_id"], row["job_status"]))

@@ -36,6 +36,7 @@ __all__ = [
     "call_agent",
     "call_llm",
     "get_agent",
+    "get_attempt",
     "get_chat_history",
     "get_env_vars",
     "get_job_id",
@@ -220,6 +221,15 @@ def get_agent() -> dict[str, str]:
 def get_job_id() -> str:
     """The id of the Job that tracks this invocation."""
     return str(_context.get("job_id") or "")
+
+
+def get_attempt() -> int:
+    """Which attempt of this invocation is running: 1, then 2, 3… when it runs again (after a dispatcher died,
+    a transient fault, or an operator's replay). The service runs an agent's code at least once and writes its
+    effects on the hub exactly once; effects outside the hub (an email, a payment) are the agent's to make
+    idempotent: a key such as ``f"{hub.get_job_id()}"`` stays the same across attempts, and this number says
+    whether an earlier attempt may already have made them."""
+    return int(_context.get("attempt") or 1)
 
 
 def get_session_id() -> str | None:

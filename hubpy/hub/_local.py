@@ -99,6 +99,7 @@ def build_context(
         "transport": "ws",  # call_llm / call_agent get answers, as on the hub's WebSocket transport
         "agent": {"id": "local", "name": agent_name, "version": "local"},
         "job_id": "local-job",
+        "attempt": 1,
         "session_id": "local-session",
         "user_id": "local-user",
         "prompt": prompt,
