@@ -8,7 +8,7 @@ import sys
 
 from core.config import ConfigError, LogConfig
 from core.logging import configure
-from dispatcher import ops, schedule_cli, stats_cli, verify
+from dispatcher import ops, schedule_cli, stats_cli, try_cli, verify
 from dispatcher.config import DispatcherConfig
 from dispatcher.worker import Dispatcher
 
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ops.add_commands(sub)  # list / show / replay / cancel / prune
     schedule_cli.add_commands(sub)  # schedule add / list / pause / resume / remove
     stats_cli.add_commands(sub)
+    try_cli.add_commands(sub)
     sub.add_parser("verify", help="check the database (migrations, Prisma tables) and Piston (Python runtime); exit 0/1")
     args = parser.parse_args(argv)
     if args.command == "verify":
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dispatcher: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == try_cli.COMMAND:
+        return try_cli.run(cfg, args)
     if args.command == "run":
         d = Dispatcher(cfg)
         d.install_signal_handlers()

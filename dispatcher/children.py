@@ -127,6 +127,22 @@ class ChildAgents:
             scope.wb.log("warning", result["error"])
         return protocol.encode_reply(call.id, True, result=result)
 
+    # -- what a child's run writes: overridden by the dry run (dispatcher/dryrun.py), which writes nothing ------
+    def start_child(self, new: childrows.NewChild, caller: Claimed) -> Claimed | None:
+        """The child's Job and row, leased to us (None: no such agent, or the caller's run no longer holds its
+        row: the insert is fenced by the caller's row)."""
+        return childrows.insert_child(self.pool, new, owner=self.cfg.owner, lease_s=self.cfg.lease_s,
+                                      caller_attempt=caller.attempts)
+
+    def child_writeback(self, child: Claimed, caller_wb: WriteBack, control: RunControl) -> CollectingWriteBack:
+        return CollectingWriteBack(self.pool, outbox_id=child.id, job_id=child.job_id, session_id=None,
+                                   owner=self.cfg.owner, attempt=child.attempts, events=caller_wb.events,
+                                   committer=caller_wb.committer, on_lost=lambda: control.stop(StopReason.LEASE_LOST))
+
+    def complete_child(self, outcome: Outcome, child: Claimed, wb: WriteBack) -> None:
+        label = apply_outcome(outcome, child, wb, cfg=self.cfg, pool=self.pool)
+        log.info("child_run_done", outcome=label)
+
     def run_child(self, scope: CallScope, agent_id: str, prompt: str) -> dict[str, Any]:
         """Run ``agent_id`` as a child of the scope's run; always returns the result dict (refusals included)."""
         cfg = self.cfg
@@ -146,9 +162,8 @@ class ChildAgents:
         new = childrows.NewChild(agent_id=agent_id, job_id=str(uuid.uuid4()), user_id=caller.user_id, prompt=prompt,
                                  parent_id=caller.id, depth=depth, chain=[*here.chain, agent_id])
         # Renewed by the dispatcher's heartbeat from here on, like the caller's own lease.
-        # The insert is fenced by the caller's row: a caller that lost its lease starts no child.
         lease_set_at = self.held.clock()
-        child = childrows.insert_child(self.pool, new, owner=cfg.owner, lease_s=cfg.lease_s, caller_attempt=caller.attempts)
+        child = self.start_child(new, caller)
         if child is None:
             if scope.control.should_stop():
                 return refused("call_agent refused: the calling run is being stopped")
@@ -158,9 +173,7 @@ class ChildAgents:
         caller_wb.log("info", f"call_agent: running agent {agent_id} as child job {child.job_id} (depth {depth}, "
                               f"time limit {left_ms} ms)")
         control = scope.control.child()
-        wb = CollectingWriteBack(self.pool, outbox_id=child.id, job_id=child.job_id, session_id=None, owner=cfg.owner,
-                                 attempt=child.attempts, events=caller_wb.events, committer=caller_wb.committer,
-                                 on_lost=lambda: control.stop(StopReason.LEASE_LOST))
+        wb = self.child_writeback(child, caller_wb, control)
         with (structlog.contextvars.bound_contextvars(child_job_id=child.job_id, child_outbox_id=child.id,
                                                       child_agent_id=agent_id),
               self.held.holding(child.id, control, lease_set_at=lease_set_at)):
@@ -171,8 +184,7 @@ class ChildAgents:
                 log.exception("child_run_crashed")
                 outcome = Outcome.finish(OutboxStatus.FAILED, f"internal dispatcher error: {type(exc).__name__}")
             outcome = _final(outcome)
-            label = apply_outcome(outcome, child, wb, cfg=cfg, pool=self.pool)
-            log.info("child_run_done", outcome=label)
+            self.complete_child(outcome, child, wb)
         assert outcome.status is not None
         messages, dropped = _newest(wb.messages)
         result: dict[str, Any] = {

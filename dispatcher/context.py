@@ -70,3 +70,16 @@ def job_status(pool: Pool, job_id: str, *, retry_s: float = 60.0) -> str | None:
     row = run_with_retry(pool, lambda c: c.execute(query("dispatcher/job_status"), {"job_id": job_id}).fetchone(),
                          retry_s=retry_s)
     return row["status"] if row else None
+
+
+def agent_exists(pool: Pool, agent_id: str, *, retry_s: float = 60.0) -> bool:
+    row = run_with_retry(pool, lambda c: c.execute(query("dispatcher/agent_exists"), {"agent_id": agent_id}).fetchone(),
+                         retry_s=retry_s)
+    return bool(row and row["present"])
+
+
+def session_owner(pool: Pool, session_id: str, *, retry_s: float = 60.0) -> tuple[str, str] | None:
+    """(user id, agent id) of a session; None: no such session."""
+    row = run_with_retry(pool, lambda c: c.execute(query("dispatcher/session_owner"), {"session_id": session_id})
+                         .fetchone(), retry_s=retry_s)
+    return None if row is None else (str(row["user_id"]), str(row["agent_id"]))

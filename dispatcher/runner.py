@@ -50,10 +50,15 @@ FALLBACK_LOG = "Piston has no WebSocket endpoint; using the batch /execute trans
 Box = Callable[[Transport], bundle.BuiltBundle]  # a run's files for the transport it goes over
 
 
+LoadContext = Callable[..., context.AgentContext]  # context.load's signature
+
+
 class Runner:
-    def __init__(self, cfg: DispatcherConfig, pool: Pool, sandbox: Sandbox, calls: CallRouter) -> None:
+    def __init__(self, cfg: DispatcherConfig, pool: Pool, sandbox: Sandbox, calls: CallRouter,
+                 load_context: LoadContext = context.load) -> None:
         self.cfg = cfg
         self.pool = pool
+        self.load_context = load_context  # the dry run (dispatcher/dryrun.py) adds its --user-var values
         self.sandbox = AutoTransport(sandbox)  # one per process: it remembers a Piston without WebSocket
         self.calls = calls
         self.requested = Transport(cfg.piston_transport)
@@ -68,7 +73,7 @@ class Runner:
         # The hub must know the transport really used: call_llm/call_agent only work over the WebSocket.
         transport = self.sandbox.resolve(self.requested)
         try:
-            ctx = context.load(self.pool, row, transport=transport.value, history_limit=self.cfg.history_max_messages)
+            ctx = self.load_context(self.pool, row, transport=transport.value, history_limit=self.cfg.history_max_messages)
         except context.AgentGone as exc:
             return Outcome.finish(OutboxStatus.FAILED, str(exc))
         redact = Redactor(ctx.context["env_vars"].values())
