@@ -16,9 +16,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .execution import Execution, RunResult
+from .isolation import Box, Limits
 from .jscompat import js_string, node_base64_decode, node_hex_decode, node_utf8_encode, truthy, typeof
 from .runtimes import Runtime, find_runtime
-from .sandbox import Box, Execution, Limits, RunResult, Sandbox
+from .sandbox import Sandbox
 
 log = logging.getLogger("localpiston")
 

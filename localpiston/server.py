@@ -13,8 +13,9 @@ from aiohttp import web
 from .config import Config
 from .http_api import State, make_app
 from .job import JobQueue
+from .probe import install_package, make_root, probe_isolation
 from .runtimes import Runtime
-from .sandbox import Sandbox, install_package, make_root, probe_isolation
+from .sandbox import Sandbox
 
 log = logging.getLogger("localpiston")
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .execution import Execution
 from .http_api import STATE_KEY, State
 from .job import Job, JobRejected, JSTypeError, get_job
 from .jscompat import JSONSyntaxError, js_string, node_utf8_encode, parse_json
 from .runtimes import SIGNALS
-from .sandbox import Execution
 
 log = logging.getLogger("localpiston")
 
