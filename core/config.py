@@ -122,6 +122,32 @@ class IngressConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    """The web process's serving model and its SSE streams (ingress/asgi.py, ingress/sse.py)."""
+
+    keepalive_s: float      # SSE_KEEPALIVE_S: a comment line on an idle stream this often (proxies drop silent ones)
+    slow_client_s: float    # SSE_SLOW_CLIENT_S: a stream whose client reads nothing for this long is dropped
+    page_events: int        # SSE_PAGE_EVENTS: events read from the feed per query, at most
+    page_chars: int         # SSE_PAGE_CHARS: characters of data read per query, at most (one event more)
+    pool_max: int           # SSE_DB_POOL_MAX: connections of the streams' own pool, per web worker
+    idle_timeout_s: float   # WEB_IDLE_TIMEOUT_S: a connection without a complete request head is closed after this
+    body_timeout_s: float   # WEB_BODY_TIMEOUT_S: a request body that stops arriving for this long gets 408
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StreamConfig:
+        env = os.environ if env is None else env
+        return cls(
+            keepalive_s=_float(env, "SSE_KEEPALIVE_S", 15.0, minimum=0.05),
+            slow_client_s=_float(env, "SSE_SLOW_CLIENT_S", 10.0, minimum=0.1),
+            page_events=_int(env, "SSE_PAGE_EVENTS", 200, minimum=1),
+            page_chars=_int(env, "SSE_PAGE_CHARS", 256 * 1024, minimum=1024),
+            pool_max=_int(env, "SSE_DB_POOL_MAX", 4, minimum=1),
+            idle_timeout_s=_float(env, "WEB_IDLE_TIMEOUT_S", 5.0, minimum=0.1),
+            body_timeout_s=_float(env, "WEB_BODY_TIMEOUT_S", 10.0, minimum=0.1),
+        )
+
+
+@dataclass(frozen=True)
 class LogConfig:
     fmt: str
     level: str
@@ -139,6 +165,7 @@ __all__ = [
     "ConfigError",
     "IngressConfig",
     "LogConfig",
+    "StreamConfig",
     "_choice",
     "_float",
     "_int",
