@@ -151,22 +151,28 @@ class Stream:
             rows = await self._fetch()
             chars = 0
             for row in rows:
-                await self._write(sse_event(row["id"], row["kind"], row["data"]))
+                # Counted as sent once handed over: a write that times out on a slow client has already put the
+                # event in the connection's buffer (only waiting for it to drain was cut short).
                 self.last_id = row["id"]
+                await self._write(sse_event(row["id"], row["kind"], row["data"]))
                 self.sent += 1
                 chars += len(row["data"])
                 end_pending = bool(row["terminal"])
             if len(rows) < self.cfg.page_events and chars < self.cfg.page_chars:
                 return end_pending  # caught up: a terminal status seen last is the job's latest event
 
-    async def _finished_without_feed_status(self) -> dict[str, Any] | None:
-        """The Job row when the hub's table says the job is over but the feed will never say so."""
+    async def _job_over(self) -> tuple[bool, dict[str, Any] | None]:
+        """Whether the job stream is done once caught up: (True, None) when the feed's latest event of the job
+        is its terminal status and was sent (or asked to be skipped); (True, Job row) when the hub's table says
+        the job is over but the feed will never say so; (False, None) otherwise."""
         state = await self._job_state()
-        if state is None or state["job_status"] not in TERMINAL_STATUSES or state["last_terminal"]:
-            return None
-        if state["last_id"] is not None and state["last_id"] > self.last_id:
-            return None  # events still to send first
-        return state
+        if state is None or (state["last_id"] is not None and state["last_id"] > self.last_id):
+            return False, None  # events still to send first
+        if state["last_terminal"]:
+            return True, None
+        if state["job_status"] in TERMINAL_STATUSES:
+            return True, state
+        return False, None
 
     async def run(self) -> None:
         """The open response's body, until an ending (module docstring) or the client leaves."""
@@ -188,11 +194,12 @@ class Stream:
                     return
             if check_job:
                 check_job = False
-                state = await self._finished_without_feed_status()
-                if state is not None:
-                    data = json.dumps({"jobId": self.target.ident, "status": state["job_status"],
-                                       "errorMessage": state["error_message"]})
-                    await self._write(sse_event(None, "status", data))
+                over, state = await self._job_over()
+                if over:
+                    if state is not None:
+                        data = json.dumps({"jobId": self.target.ident, "status": state["job_status"],
+                                           "errorMessage": state["error_message"]})
+                        await self._write(sse_event(None, "status", data))
                     self.outcome = "job_finished"
                     await self._finish()
                     return
