@@ -16,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import machinery, micro, seed, stack
+from bench import machinery, micro, seed, stack, streams
 from bench.measure import PeakRss, machine
 from bench.pgembed import EmbeddedPostgres
 from core.config import LogConfig
 from core.logging import configure
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("machinery", "wakeup", "ingress", "e2e", "saturation", "micro")
+STAGES = ("machinery", "wakeup", "ingress", "e2e", "saturation", "micro", "streams")
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -52,6 +52,7 @@ def run(quick: bool, only: tuple[str, ...]) -> dict[str, Any]:
             "e2e": lambda: {t: stack.e2e(ours, n["e2e"], rss, tmp, t) for t in ("ws", "execute")},
             "saturation": lambda: stack.saturation(ours, n["backlog"], rss, tmp),
             "micro": lambda: micro.run(ours, quick),
+            "streams": lambda: streams.run(ours, quick),
         }
         for name in STAGES:
             if name not in only:
@@ -76,6 +77,7 @@ TITLES = {
     "e2e": "4. end to end through localpiston",
     "saturation": "5. saturation: 8 slots, 1 s agents",
     "micro": "7. the claim's and stats' plans behind a long history; bundle build time",
+    "streams": "8. SSE streams: 1,000 idle streams beside the invoke endpoint; feed insert -> SSE client",
 }
 
 
@@ -164,6 +166,8 @@ def table(r: dict[str, Any]) -> str:
             b = r["micro"][key]
             rows.append((f"7 bundle build, {b['messages']:,} messages", f"median {b['median_ms']} ms (max {b['max_ms']})",
                          f"{b['kept']:,} kept in {b['max_body_bytes']:,} bytes", ""))
+    if "streams" in r:
+        rows += streams.table_rows(r["streams"])
     if r.get("peak_rss_mib"):
         rows.append(("6 peak RSS", ", ".join(f"{k} {v} MiB" for k, v in r["peak_rss_mib"].items()), "", ""))
     for name, error in r.get("errors", {}).items():
