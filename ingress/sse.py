@@ -145,8 +145,8 @@ class Stream:
             await self.send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def _pump(self) -> bool:
-        """Send every event after ``last_id``, a page at a time; True when the job stream has ended."""
-        end_pending = False
+        """Send every event after ``last_id``, a page at a time; True when a terminal status was among them."""
+        terminal = False
         while True:
             rows = await self._fetch()
             chars = 0
@@ -157,9 +157,9 @@ class Stream:
                 await self._write(sse_event(row["id"], row["kind"], row["data"]))
                 self.sent += 1
                 chars += len(row["data"])
-                end_pending = bool(row["terminal"])
+                terminal = terminal or bool(row["terminal"])
             if len(rows) < self.cfg.page_events and chars < self.cfg.page_chars:
-                return end_pending  # caught up: a terminal status seen last is the job's latest event
+                return terminal  # caught up
 
     async def _job_over(self) -> tuple[bool, dict[str, Any] | None]:
         """Whether the job stream is done once caught up: (True, None) when the feed's latest event of the job
@@ -189,9 +189,7 @@ class Stream:
                 self._woken = False
                 self._signal.clear()
                 if await self._pump():
-                    self.outcome = "job_finished"
-                    await self._finish()
-                    return
+                    check_job = True  # is that terminal status still the job's latest event?
             if check_job:
                 check_job = False
                 over, state = await self._job_over()

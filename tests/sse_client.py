@@ -51,7 +51,7 @@ class RawStream:
     """GET <path> on a raw socket; the response's status and headers, then its events (chunked body decoded)."""
 
     def __init__(self, port: int, path: str, headers: dict[str, str] | None = None, *, rcvbuf: int | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, deadline_s: float = 120.0) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before connect, so the window it advertises is small from the start
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -63,8 +63,12 @@ class RawStream:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.ended = False  # the server ended the response (last chunk) or closed the connection
+        # However its keep-alives flow, a stream that does not end when a test expects it to fails the test.
+        self.deadline = time.monotonic() + deadline_s
 
     def _fill(self) -> bool:
+        if time.monotonic() > self.deadline:
+            raise AssertionError("the stream is still open past the test's deadline")
         chunk = self.sock.recv(65536)
         if not chunk:
             return False

@@ -111,6 +111,19 @@ def test_a_job_stream_asked_from_its_terminal_status_ends_at_once_with_nothing(
         assert s.ended
 
 
+def test_a_terminal_status_appended_while_a_job_stream_is_open_ends_it(
+    conn: psycopg.Connection, feed_conn: Conn, db_url: str,
+) -> None:
+    w = f.world(conn)
+    # No keep-alive within the test's deadline: only the live terminal status can end the stream.
+    with app_serving(db_url, SSE_KEEPALIVE_S="3600") as (_, port), RawStream(port, f"/api/jobs/{w.job_id}/events") as s:
+        first = add(feed_conn, feed.status(w.job_id, w.session_id, status="PROCESSING"))
+        assert ids(s.until(lambda e: e.event == "status")) == first
+        last = add(feed_conn, feed.status(w.job_id, w.session_id, status="CANCELLED"))
+        assert ids([e for e in s.events() if e.event != "comment"]) == last
+        assert s.ended
+
+
 def test_a_job_stream_goes_on_past_a_terminal_status_followed_by_a_rerun(
     conn: psycopg.Connection, feed_conn: Conn, served: tuple[Any, int],
 ) -> None:
