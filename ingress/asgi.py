@@ -8,7 +8,9 @@ ingress/wsgi_bridge.py, unchanged. Errors of the stream routes have the API's on
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
 import time
 import uuid
 from typing import Any
@@ -49,12 +51,23 @@ class IngressApp:
                                     statement_timeout_ms=cfg.statement_timeout_ms)
         self.hub = FeedHub(cfg.database_url, ping_s=streams.keepalive_s)
         self.started = False
+        self.drain_on_sigterm = False  # set for the served process (serve_app), not for apps in tests
 
     async def startup(self) -> None:
         if not self.started:
             self.started = True
             await self.pool.open(wait=False)  # start even while Postgres is down; streams then answer 503
             self.hub.start()
+            _quiet_cancelled_connections(asyncio.get_running_loop())
+            if self.drain_on_sigterm:
+                _drain_on_sigterm(self)
+
+    def drain(self) -> None:
+        """SIGTERM: end every open stream now with a last event (``shutting_down``), so the server's graceful
+        stop finds none left to cut, and clients resume at once elsewhere. Safe to call from a signal handler
+        through ``loop.call_soon_threadsafe``."""
+        ended = self.hub.end_all("shutting_down")
+        log.info("streams_drained", streams=ended)
 
     async def shutdown(self) -> None:
         if self.started:
@@ -128,6 +141,46 @@ class IngressApp:
                  ms=round((time.perf_counter() - started) * 1000, 2))
 
 
+def _quiet_cancelled_connections(loop: asyncio.AbstractEventLoop) -> None:
+    """Hypercorn cancels the connections still open when its graceful stop times out; asyncio then logs each
+    as "Exception in callback ... CancelledError". Those are expected at a stop: keep the log for real errors."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), asyncio.CancelledError):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+def _drain_on_sigterm(app: IngressApp) -> None:
+    """End the streams at SIGTERM, then stop as the server would have.
+
+    In a worker process of several, the parent stops the workers (hypercorn's shutdown event); SIGTERM
+    reaching the worker itself (platforms such as Heroku signal every process) only drains the streams.
+    Alone in its process, the server's own SIGTERM handler is kept and called after draining."""
+    import multiprocessing
+
+    loop = asyncio.get_running_loop()
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(app.drain))
+        return
+    # asyncio keeps the handler the server registered (private, so looked up defensively).
+    handlers = getattr(loop, "_signal_handlers", {})
+    previous = handlers.get(signal.SIGTERM)
+
+    def on_sigterm() -> None:
+        app.drain()
+        if previous is not None:
+            loop.call_later(0.2, previous._run)  # the last events reach the clients' sockets first
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+
+
 def create_asgi_app(
     config: IngressConfig | None = None,
     streams: StreamConfig | None = None,
@@ -144,13 +197,15 @@ def serve_app() -> Any:
     """What each web worker loads (ingress/__main__.py): logging configured, then the app."""
     import multiprocessing
     import os
-    import signal
 
     from core.config import _int
 
     if multiprocessing.parent_process() is not None:
         # A worker process: the parent (python -m ingress) turns SIGTERM into a graceful stop of every
         # worker; platforms that signal every process (Heroku does) must not kill a worker mid-request.
+        # Until the app has started (and drains streams on SIGTERM instead), SIGTERM is ignored.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure()
-    return create_asgi_app(threads=_int(os.environ, "WEB_THREADS", 4, minimum=1))
+    app = create_asgi_app(threads=_int(os.environ, "WEB_THREADS", 4, minimum=1))
+    app.drain_on_sigterm = True
+    return app

@@ -87,6 +87,13 @@ class FeedHub:
         for watchers in list(self._watchers.values()):
             yield from list(watchers)
 
+    def end_all(self, reason: str) -> int:
+        """End every open stream with ``reason`` (a shutdown); how many there were."""
+        watchers = list(self._all())
+        for watcher in watchers:
+            watcher.fail(reason)
+        return len(watchers)
+
     def _wake(self, payload: str) -> None:
         try:
             note = json.loads(payload)

@@ -15,7 +15,8 @@ Endings, each a last event a client can act on (then the response ends):
   without an ``id:`` (nothing durable to resume from);
 - ``event: error`` ``{"error": "slow_client", ...}``: the client read nothing for SSE_SLOW_CLIENT_S while
   output waited for it; it is queued behind what was sent, and the client resumes with its Last-Event-ID;
-- ``event: error`` ``{"error": "database_unavailable", ...}``: the database was lost; resume later.
+- ``event: error`` ``{"error": "database_unavailable", ...}``: the database was lost; resume later;
+- ``event: error`` ``{"error": "shutting_down", ...}``: the process got SIGTERM (a deploy); resume at once.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ Send = Callable[[Message], Awaitable[None]]
 RETRY_MS = 2000  # the `retry:` a browser's EventSource waits before reconnecting
 MAX_EVENT_ID = 2**63 - 1
 FINAL_WRITE_S = 1.0  # how long a last event may wait on a client that reads nothing
+
+
+_FAILURES = {
+    "database_unavailable": "the database is unreachable; resume from lastEventId",
+    "shutting_down": "this server is stopping (a deploy or restart); resume from lastEventId",
+}
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,7 @@ class Stream:
                 self.outcome = "client_left"
                 return
             if self._failure is not None:
-                await self._end_with_error(self._failure, "the database is unreachable; resume from lastEventId")
+                await self._end_with_error(self._failure, _FAILURES.get(self._failure, "resume from lastEventId"))
                 return
             if self._woken:
                 self._woken = False

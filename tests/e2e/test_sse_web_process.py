@@ -5,6 +5,7 @@ EventSource does (tests/sse_client.py). Events are appended with the feed's own 
 from __future__ import annotations
 
 import select
+import signal
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -167,3 +168,24 @@ def test_a_stream_held_open_does_not_hold_back_an_invoke_on_a_one_worker_process
         for r in streams:
             r.close()
         assert single.stop() == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_ends_open_streams_with_a_last_event_and_the_process_exits_cleanly(
+    server_db: str, conn: psycopg.Connection, workers: str,
+) -> None:
+    # A deploy: clients are told to resume elsewhere instead of being cut off after the grace period.
+    proc = WebProcess(process_env(DATABASE_URL=server_db, WEB_CONCURRENCY=workers))
+    try:
+        proc.wait_healthy()
+        w = f.world(conn)
+        with requests.get(f"{proc.url}/api/sessions/{w.session_id}/events", stream=True, timeout=30) as resp:
+            events = sse(resp)
+            proc.proc.send_signal(signal.SIGTERM)
+            last = next(events)
+            assert list(events) == []  # and the response ended
+        assert proc.proc.wait(30) == 0
+        assert (last.event, last.id, last.json()["error"]) == ("error", None, "shutting_down")
+        assert "Traceback" not in proc.output()
+    finally:
+        proc.stop()
