@@ -16,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import anchor, machinery, micro, scaleout, seed, stack
+from bench import anchor, machinery, micro, scaleout, seed, stack, streams
 from bench.measure import PeakRss, machine
 from bench.pgembed import EmbeddedPostgres
 from core.config import LogConfig
 from core.logging import configure
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("machinery", "wakeup", "ingress", "e2e", "saturation", "micro", "scaleout")
+STAGES = ("machinery", "wakeup", "ingress", "e2e", "saturation", "micro", "scaleout", "streams")
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -54,6 +54,7 @@ def run(quick: bool, only: tuple[str, ...]) -> dict[str, Any]:
             "saturation": lambda: stack.saturation(ours, n["backlog"], rss, tmp),
             "micro": lambda: micro.run(ours, quick),
             "scaleout": lambda: scaleout.run(ours, pg.postmaster_pid, n["scale"], rounds=n["scale_rounds"]),
+            "streams": lambda: streams.run(ours, quick),
         }
         for name in STAGES:
             if name not in only:
@@ -79,6 +80,7 @@ TITLES = {
     "saturation": "5. saturation: 8 slots, 1 s agents",
     "micro": "7. the claim's and stats' plans behind a long history; bundle build time",
     "scaleout": "8. scale-out: 1, 2, 4 dispatcher processes draining one backlog",
+    "streams": "9. SSE streams: 1,000 idle streams beside the invoke endpoint; feed insert -> SSE client",
 }
 
 
@@ -221,6 +223,8 @@ def table(r: dict[str, Any]) -> str:
                      f"{mo['per_postgres_core_per_s']}/s per Postgres core, "
                      f"{mo['dispatcher_cores_per_postgres_core']} dispatcher cores each",
                      f"2 vs 1: {so['ratio_2_to_1']}x; no row ran twice: {so['no_row_ran_twice']}"))
+    if "streams" in r:
+        rows += streams.table_rows(r["streams"])
     if r.get("peak_rss_mib"):
         rows.append(("6 peak RSS", ", ".join(f"{k} {v} MiB" for k, v in r["peak_rss_mib"].items()), "", ""))
     for name, error in r.get("errors", {}).items():

@@ -188,6 +188,32 @@ class IngressConfig(AuthSettings, RequestLimits, WebDatabaseSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StreamConfig(Section):
+    """The web process's serving model and its SSE streams (ingress/asgi.py, ingress/sse.py)."""
+
+    keepalive_s: float      # SSE_KEEPALIVE_S: a comment line on an idle stream this often (proxies drop silent ones)
+    slow_client_s: float    # SSE_SLOW_CLIENT_S: a stream whose client reads nothing for this long is dropped
+    page_events: int        # SSE_PAGE_EVENTS: events read from the feed per query, at most
+    page_chars: int         # SSE_PAGE_CHARS: characters of data read per query, at most (one event more)
+    pool_max: int           # SSE_DB_POOL_MAX: connections of the streams' own pool, per web worker
+    idle_timeout_s: float   # WEB_IDLE_TIMEOUT_S: a connection without a complete request head is closed after this
+    body_timeout_s: float   # WEB_BODY_TIMEOUT_S: a request body that stops arriving for this long gets 408
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if env is None else env
+        return cls(
+            keepalive_s=parse_float(env, "SSE_KEEPALIVE_S", 15.0, minimum=0.05),
+            slow_client_s=parse_float(env, "SSE_SLOW_CLIENT_S", 10.0, minimum=0.1),
+            page_events=parse_int(env, "SSE_PAGE_EVENTS", 200, minimum=1),
+            page_chars=parse_int(env, "SSE_PAGE_CHARS", 256 * 1024, minimum=1024),
+            pool_max=parse_int(env, "SSE_DB_POOL_MAX", 4, minimum=1),
+            idle_timeout_s=parse_float(env, "WEB_IDLE_TIMEOUT_S", 5.0, minimum=0.1),
+            body_timeout_s=parse_float(env, "WEB_BODY_TIMEOUT_S", 10.0, minimum=0.1),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogConfig(Section):
     """Every process's logging."""
 
@@ -211,6 +237,7 @@ __all__ = [
     "LogConfig",
     "RequestLimits",
     "Section",
+    "StreamConfig",
     "WebDatabaseSettings",
     "database_url",
     "parse_choice",

@@ -1,6 +1,7 @@
-"""``python -m ingress``: serve the ingress with gunicorn (the Procfile's ``web``).
+"""``python -m ingress``: serve the web process with Hypercorn (the Procfile's ``web``): the SSE streams
+natively on the event loop, the Flask app through ingress/wsgi_bridge.py (README: "Serving model").
 
-Configuration is checked before gunicorn starts, so a bad setting fails with one
+Configuration is checked before the server starts, so a bad setting fails with one
 clear line instead of a worker boot loop.
 """
 
@@ -10,33 +11,30 @@ import argparse
 import ipaddress
 import os
 import sys
-from typing import Any
 
-from core.config import ConfigError, IngressConfig, LogConfig, parse_int
+from core.config import ConfigError, IngressConfig, LogConfig, StreamConfig, parse_int
 from core.logging import configure, get_logger
 
 
-def _serve(options: dict[str, Any]) -> None:
-    # Imported only after our checks: importing gunicorn.config runs int(os.environ["WEB_CONCURRENCY"])
-    # and would turn a bad value into a traceback instead of our one-line error.
-    from gunicorn.app.base import BaseApplication
+def _serve(host: str, port: int, workers: int, streams: StreamConfig) -> int:
+    # Imported only after our checks, so a bad setting is one clear line, not a traceback.
+    from hypercorn.config import Config
+    from hypercorn.run import run
 
-    class _Server(BaseApplication):
-        def __init__(self, options: dict[str, Any]) -> None:
-            self.options = options
-            super().__init__()
-
-        def load_config(self) -> None:
-            for key, value in self.options.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            from ingress.app import create_app
-
-            configure()
-            return create_app()
-
-    _Server(options).run()
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    # 0: serve in this process (one worker); N > 1: N worker processes sharing the socket.
+    config.workers = 0 if workers == 1 else workers
+    config.application_path = "ingress.asgi:serve_app()"
+    # A connection that has not sent a complete request head (or sits idle between requests) is closed
+    # after this: half-sent requests cost a socket for a bounded time, and never a thread (README).
+    config.keep_alive_timeout = streams.idle_timeout_s
+    config.graceful_timeout = 5  # SIGTERM: requests in flight finish; open streams end (clients resume by id)
+    config.backlog = 2048  # bursts of connections (1,000 streams opening at once) wait in the kernel, not refused
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = "WARNING"
+    return run(config)
 
 
 def _is_loopback(host: str) -> bool:
@@ -56,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = IngressConfig.from_env()
         LogConfig.from_env()
+        streams = StreamConfig.from_env()
         port = int(args.port) if args.port else parse_int(os.environ, "PORT", 5000, minimum=1)
         workers = parse_int(os.environ, "WEB_CONCURRENCY", 2, minimum=1)
-        threads = parse_int(os.environ, "WEB_THREADS", 4, minimum=1)
+        parse_int(os.environ, "WEB_THREADS", 4, minimum=1)  # checked here, used by each worker (ingress/asgi.py)
         if cfg.ingress_token is None and not cfg.allow_unauthenticated and not _is_loopback(args.host):
             raise ConfigError(
                 f"INGRESS_TOKEN is not set, so anyone who can reach {args.host}:{port} could queue agent runs; "
@@ -73,20 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             "unauthenticated", host=args.host,
             detail="INGRESS_TOKEN is not set: invoke requests are accepted without a bearer token",
         )
-    _serve(
-        {
-            "bind": f"{args.host}:{port}",
-            "workers": workers,
-            "threads": threads,
-            "worker_class": "gthread",
-            "timeout": 30,
-            "graceful_timeout": 20,
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": "warning",
-        }
-    )
-    return 0
+    return _serve(args.host, port, workers, streams)
 
 
 if __name__ == "__main__":

@@ -117,5 +117,6 @@ def test_the_document_is_served_and_lists_every_readme_error_code(web: str) -> N
                     for code in line.split("|")[2].replace("`", "").replace(",", " ").split()}
     readme_codes.discard("not_found")  # unknown routes: documented on the invoke route all the same
     assert readme_codes - documented == set()
-    assert set(doc["paths"]) == {"/api/agents/{agentId}/invoke", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+    assert set(doc["paths"]) == {"/api/agents/{agentId}/invoke", "/api/jobs/{jobId}/events", "/api/sessions/{sessionId}/events",
+                                 "/healthz", "/readyz", "/metrics", "/openapi.json"}
 

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from core import feed
 from core.sqlfiles import query
 from core.vocabulary import status_event
 from tests import factories
@@ -414,6 +415,38 @@ def test_prune_takes_a_call_agent_tree_whole_and_leaves_a_tree_with_a_running_ch
     assert res.returncode == 0, res.stderr
     assert "deleted 2 finished outbox row(s)" in res.stdout
     assert _ids(conn) == [busy_parent, busy_child]
+
+
+def _feed(conn: psycopg.Connection, outbox_id: int, n: int = 2) -> None:
+    """``n`` feed events of the row's job, written as the dispatcher does (core.feed)."""
+    row = outbox(conn, outbox_id)
+    events = [feed.log(row["job_id"], row["session_id"], level="info", message=f"line {i}") for i in range(n)]
+    feed.insert_events(conn, events)
+
+
+def _feed_jobs(conn: psycopg.Connection) -> list[str]:
+    return [r["job_id"] for r in conn.execute("SELECT DISTINCT job_id FROM agent_hub.feed_event ORDER BY 1").fetchall()]
+
+
+def test_prune_deletes_the_feed_events_of_the_pruned_rows_and_their_children_only(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    parent = _outbox_row(conn, "succeeded", finished_days_ago=40)
+    child = _outbox_row(conn, "succeeded", finished_days_ago=40, parent=parent)
+    recent = _outbox_row(conn, "succeeded", finished_days_ago=2)
+    running = _outbox_row(conn, "running")
+    for row_id in (parent, child, recent, running):
+        _feed(conn, row_id)
+    kept = sorted(outbox(conn, r)["job_id"] for r in (recent, running))
+
+    dry = cli(db_url, "prune", "--older-than", "30d", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert len(_feed_jobs(conn)) == 4
+    res = cli(db_url, "prune", "--older-than", "30d")
+    assert res.returncode == 0, res.stderr
+    assert _ids(conn) == [recent, running]
+    assert _feed_jobs(conn) == kept
+    assert conn.execute("SELECT count(*) AS n FROM agent_hub.feed_event").fetchone()["n"] == 4
 
 
 def test_prune_dry_run_counts_and_deletes_nothing(conn: psycopg.Connection, db_url: str) -> None:

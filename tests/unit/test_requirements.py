@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 # A fresh interpreter in which every installed distribution that requirements.txt does not pin is missing
 # (its modules raise ModuleNotFoundError, as in production, so optional imports take their fallback), then
-# what the Procfile's processes import: release (core.migrate), web (ingress and the gunicorn parts it loads
-# at serve time), dispatcher (run and the operator commands), and the google-genai and openai clients and the
-# hub.http broker a run builds.
+# what the Procfile's processes import: release (core.migrate), web (ingress, its ASGI app and the Hypercorn
+# parts it loads at serve time), dispatcher (run and the operator commands), and the google-genai and openai
+# clients and the hub.http broker a run builds.
 # Prints {top-level module: [distributions]} for every module a distribution provides that got imported.
 PROBE = r"""
 import importlib, importlib.abc, importlib.metadata as md, json, re, sys
@@ -34,8 +34,9 @@ class OnlyPinned(importlib.abc.MetaPathFinder):
 
 before = set(sys.modules)
 sys.meta_path.insert(0, OnlyPinned())
-for module in ("core.migrate", "ingress.__main__", "ingress.app", "gunicorn.app.base", "gunicorn.workers.gthread",
-               "gunicorn.glogging", "dispatcher.__main__", "dispatcher.ops", "dispatcher.verify", "dispatcher.worker",
+for module in ("core.migrate", "ingress.__main__", "ingress.app", "ingress.asgi", "hypercorn.run", "hypercorn.config",
+               "hypercorn.asyncio.run", "hypercorn.protocol.h11", "hypercorn.protocol.h2", "hypercorn.protocol.ws_stream",
+               "dispatcher.__main__", "dispatcher.ops", "dispatcher.verify", "dispatcher.worker",
                "dispatcher.calls", "core.metrics",
                # issue 15's call_llm provider and hub.http broker, which dispatcher.calls is to import once wired
                "dispatcher.llm_openai", "dispatcher.httpcall.run"):
@@ -85,7 +86,7 @@ def test_the_procfile_processes_import_only_what_requirements_txt_pins() -> None
     loaded = _imported_by_processes()
     outside = {top: dists for top, dists in loaded.items() if not pinned & set(dists)}
     assert not outside, f"imported by the service but not pinned in requirements.txt: {outside}"
-    assert {"flask", "gunicorn", "psycopg", "google", "websockets"} <= set(loaded)  # the probe did import them
+    assert {"flask", "hypercorn", "psycopg", "google", "websockets"} <= set(loaded)  # the probe did import them
 
 
 def test_every_direct_production_requirement_is_imported_by_a_process() -> None:

@@ -1,5 +1,6 @@
 -- prune: delete up to %(batch)s finished invocations that finished more than %(older_s)s seconds ago,
--- each with its whole tree of call_agent children and (ON DELETE CASCADE) its event history.
+-- each with its whole tree of call_agent children, (ON DELETE CASCADE) its event history, and the feed
+-- events of their jobs (agent_hub.feed_event, keyed by job id: the SSE streams' replay of those runs).
 -- Only top-level rows are picked, and only when no row of their tree is still pending or running;
 -- one statement deletes a tree at once, so the parent_id foreign key holds at its end.
 -- The hub's own rows (Job, ChatMessage, JobLog) belong to Prisma and are never touched.
@@ -32,9 +33,16 @@ gone AS (
     DELETE FROM agent_hub.invocation_outbox o
     USING ready
     WHERE o.id = ready.id AND NOT %(dry_run)s::boolean
-    RETURNING o.id
+    RETURNING o.id, o.job_id
+),
+feed_gone AS (
+    DELETE FROM agent_hub.feed_event e
+    USING gone
+    WHERE e.job_id = gone.job_id
+    RETURNING e.id
 )
 SELECT (SELECT count(*) FROM roots) AS roots_seen,
        (SELECT max(id) FROM roots) AS last_root,
        (SELECT count(*) FROM ready) AS rows_ready,
-       (SELECT count(*) FROM gone) AS rows_deleted
+       (SELECT count(*) FROM gone) AS rows_deleted,
+       (SELECT count(*) FROM feed_gone) AS feed_events_deleted
