@@ -18,9 +18,9 @@ from dispatcher import protocol
 from dispatcher.claim import Claimed
 from dispatcher.control import RunControl
 from dispatcher.protocol import CallMethod
-from dispatcher.redact import Redactor
 from dispatcher.runstats import RunStats
 from dispatcher.writeback import WriteBack
+from hubpy.hub._redact import Redactor
 
 log = structlog.get_logger("dispatcher.calls")
 

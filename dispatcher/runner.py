@@ -23,7 +23,6 @@ from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
 from dispatcher.control import RunControl, StopReason
 from dispatcher.outcome import Outcome, claim_outcome_for_job
-from dispatcher.redact import Redactor
 from dispatcher.relay import EventRelay, RelayLimits, line_limit
 from dispatcher.runstats import RunStats
 from dispatcher.sandbox.auto import AutoTransport
@@ -42,6 +41,7 @@ from dispatcher.sandbox.retry import retrying
 from dispatcher.states import OutboxStatus
 from dispatcher.summary import TAIL_CHARS, failure_text, result_summary
 from dispatcher.writeback import WriteBack
+from hubpy.hub._redact import Redactor
 
 log = structlog.get_logger("dispatcher.run")
 

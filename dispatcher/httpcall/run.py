@@ -13,10 +13,11 @@ import structlog
 
 import dispatcher.httpcall.metrics as metrics
 from dispatcher.httpcall.broker import HttpBroker, HttpResponse
-from dispatcher.httpcall.errors import HttpCallError, HttpErrorKind, bad_request, forbidden
-from dispatcher.httpcall.hosts import HostPatternError, HostPatterns
 from dispatcher.httpcall.request import build_request
-from dispatcher.secrets import SecretBox
+from hubpy.hub._hosts import HostPatternError, HostPatterns
+from hubpy.hub._httperrors import HttpCallError, HttpErrorKind, bad_request, forbidden
+from hubpy.hub._httphops import OFF
+from hubpy.hub._secrets import SecretBox
 
 log = structlog.get_logger("dispatcher.http")
 
@@ -85,13 +86,13 @@ class RunHttp:
         n = self.calls
         method = str(params.get("method") or "?").upper()[:10]
         where = f"{method} {_where(params.get('url'))}"
-        if n > self.settings.max_calls:
+        if n > self.settings.http_max_calls:
             self.stats["over_limit"] += 1
             metrics.http_call(HttpErrorKind.LIMIT.value)
-            first = n == self.settings.max_calls + 1
-            message = f"this run may make at most {self.settings.max_calls} hub.http calls (HUB_HTTP_MAX_CALLS)"
+            first = n == self.settings.http_max_calls + 1
+            message = f"this run may make at most {self.settings.http_max_calls} hub.http calls (HUB_HTTP_MAX_CALLS)"
             return HttpOutcome(False, None, {"kind": HttpErrorKind.LIMIT.value, "message": message}, "warning",
-                               self._masked(f"http call refused: over HUB_HTTP_MAX_CALLS ({self.settings.max_calls}) "
+                               self._masked(f"http call refused: over HUB_HTTP_MAX_CALLS ({self.settings.http_max_calls}) "
                                             "for this run") if first else None, HttpErrorKind.LIMIT.value)
         started = time.monotonic()
         try:
@@ -105,10 +106,10 @@ class RunHttp:
         return self._succeeded(n, where, response)
 
     def _perform(self, params: Mapping[str, Any]) -> HttpResponse:
-        if not self.settings.enabled:
-            raise forbidden("hub.http is off on this hub (the operator has not set HUB_HTTP_ALLOW_HOSTS)")
-        request = build_request(params, self.box, max_request_bytes=self.settings.max_request_bytes,
-                                max_timeout_s=self.settings.timeout_s)
+        if not self.settings.http_enabled:
+            raise forbidden(OFF)
+        request = build_request(params, self.box, max_request_bytes=self.settings.http_max_request_bytes,
+                                max_timeout_s=self.settings.http_timeout_s)
         if self.agent_allow_error is not None:
             raise bad_request(self.agent_allow_error)
         return self.broker.perform(request, agent_allow=self.agent_allow, deadline=self.deadline)

@@ -45,9 +45,10 @@ from dispatcher.httpcall import broker as httpcall
 from dispatcher.config import DispatcherConfig
 gemini.GeminiClient(DispatcherConfig.from_env({"DATABASE_URL": "postgresql://probe@127.0.0.1:9/probe",
     "PISTON_URL": "http://127.0.0.1:9", "GEMINI_API_KEY": "probe-key", "GEMINI_BASE_URL": "http://127.0.0.1:9"})).warm()
-llm_openai.client_for(llm_openai.OpenAISettings.from_env({"OPENAI_API_KEY": "probe-key",
-    "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}))
-httpcall.broker_for(httpcall.HttpSettings.from_env({"HUB_HTTP_ALLOW_HOSTS": "*"}))
+from dispatcher.config import HttpSettings, LLMSettings, OpenAISettings
+llm_openai.client_for(OpenAISettings.from_env({"OPENAI_API_KEY": "probe-key", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}),
+                      LLMSettings.from_env({}))
+httpcall.broker_for(HttpSettings.from_env({"HUB_HTTP_ALLOW_HOSTS": "*"}))
 loaded = {name.partition(".")[0] for name in set(sys.modules) - before}
 print(json.dumps({top: sorted(norm(d) for d in owners[top]) for top in sorted(loaded) if top in owners}))
 """

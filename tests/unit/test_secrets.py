@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from dispatcher.secrets import MASK, SecretBox, SecretTooShort, UnknownSecret, is_secret_name, withhold
+from hubpy.hub._secrets import MASK, SecretBox, SecretTooShort, UnknownSecret, is_secret_name, withhold
 
 TOKEN = "tok/en+a&b=c d\"e'9f"  # characters that every encoding changes
 
