@@ -25,6 +25,7 @@ from core.config import (
     parse_int,
     parse_text,
 )
+from dispatcher.llm_models import BadModelName, split_model
 from hubpy.hub._hosts import HostPatternError, HostPatterns
 
 
@@ -176,10 +177,15 @@ class LLMSettings(Section):
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
         base_url = (parse_text(env, "GEMINI_BASE_URL") or "").rstrip("/")
+        model = parse_text(env, "HUB_LLM_MODEL") or "gemini-2.5-flash"
+        try:
+            split_model(model)  # gemini-…, gemini:…, or openai:…
+        except BadModelName as exc:
+            raise ConfigError(f"HUB_LLM_MODEL: {exc}, got {model[:80]!r}") from None
         return cls(
             gemini_api_key=parse_text(env, "GEMINI_API_KEY"),
             gemini_base_url=base_url or None,
-            llm_model=parse_text(env, "HUB_LLM_MODEL") or "gemini-2.5-flash",
+            llm_model=model,
             llm_timeout_s=parse_float(env, "HUB_LLM_TIMEOUT_S", 60.0, minimum=0.1),
             llm_retry_attempts=parse_int(env, "HUB_LLM_RETRY_ATTEMPTS", 4, minimum=1),
             llm_retry_base_s=parse_float(env, "HUB_LLM_RETRY_BASE_S", 1.0, minimum=0.0),

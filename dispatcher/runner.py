@@ -71,7 +71,7 @@ class Runner:
             ctx = context.load(self.pool, row, transport=transport.value, history_limit=self.cfg.history_max_messages)
         except context.AgentGone as exc:
             return Outcome.finish(OutboxStatus.FAILED, str(exc))
-        redact = Redactor(ctx.context["env_vars"].values())
+        redact = ctx.redactor()
         try:
             sources = load_sources(
                 ctx.files,
@@ -152,7 +152,7 @@ class Runner:
                     metrics.PISTON_RETRIES.inc()
                     wb.log("warning", f"Piston unavailable, retrying (try {n} of {cfg.piston_retry_attempts})")
                 scope = CallScope(row=row, context=ctx.context, wb=wb, control=control, redact=redact, stats=RunStats(),
-                                  deadline=time.monotonic() + limits.run_timeout_ms / 1000)
+                                  deadline=time.monotonic() + limits.run_timeout_ms / 1000, secrets=ctx.secrets)
                 relay = EventRelay(scope, nonce=ctx.nonce, calls=self.calls,
                                    limits=RelayLimits(max_messages=cfg.max_messages, max_message_chars=cfg.max_message_chars))
                 transport = self.sandbox.resolve(self.requested)

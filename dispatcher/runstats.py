@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.httpcall.run import RunHttp
 from dispatcher.llm import CallRecord
 
 
@@ -49,6 +50,7 @@ class RunStats:
     llm_requests: int = 0      # call_llm lines answered, refused ones included (HUB_MAX_LLM_CALLS counts these)
     llm: LlmUsage | None = None  # from the first call_llm that reached the model on
     agent_calls: int = 0       # call_agent lines that ran or were refused by the lineage rules
+    http: RunHttp | None = None  # hub.http calls of this try (dispatcher/httpcalls.py makes it at the first)
     output_tail: str = ""      # the agent's plain output, its newest part, redacted
     output_truncated: bool = False
 
