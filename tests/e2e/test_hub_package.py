@@ -49,7 +49,7 @@ def test_installed_sdk_imports_with_types_and_without_the_repo(sdk_venv: Path, t
     out = subprocess.run([str(sdk_venv / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, check=True, timeout=60, env={"PATH": "/usr/bin:/bin"}).stdout
     assert "site-packages" in out and "true" in out
-    assert '["HubError", "LLMError", "call_agent"]' in out
+    assert '["HttpError", "HttpResponse", "HubError"]' in out
 
 
 def test_installed_runner_runs_the_readme_demo_agent(sdk_venv: Path, tmp_path: Path) -> None:
