@@ -127,7 +127,7 @@ class RunHttp:
 
     def _failed(self, n: int, where: str, kind: HttpErrorKind, message: str, started: float) -> HttpOutcome:
         elapsed = int((time.monotonic() - started) * 1000)
-        message = self.box.head(message, 1000)
+        message = self.box.clip(message, 1000)
         s = self.stats
         s["calls"] += 1
         s["failed"] += 1

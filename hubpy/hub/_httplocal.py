@@ -151,7 +151,7 @@ class LocalHttp:
             response = self._perform(params, started)
         except HttpCallError as exc:
             elapsed = int((time.monotonic() - started) * 1000)
-            message = self.box.head(exc.message, 1000)
+            message = self.box.clip(exc.message, 1000)
             line = failed_line(n, where_, kind=exc.kind.value, message=message, elapsed_ms=elapsed, box=self.box)
             return _error(exc.kind.value, message), self.box.mask_for_log(line)
         elapsed = int((time.monotonic() - started) * 1000)

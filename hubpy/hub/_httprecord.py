@@ -55,7 +55,7 @@ def ok_line(n: int, where: str, *, status: int, elapsed_ms: int, size: int, redi
 
 
 def failed_line(n: int, where: str, *, kind: str, message: str, elapsed_ms: int, box: SecretBox) -> str:
-    return f"http call {n}: {where} failed ({kind}: {box.head(message, MAX_LOGGED_MESSAGE)}), {elapsed_ms} ms"
+    return f"http call {n}: {where} failed ({kind}: {box.clip(message, MAX_LOGGED_MESSAGE)}), {elapsed_ms} ms"
 
 
 def reply(box: SecretBox, *, status: int, reason: str, headers: dict[str, str], text: str, url: str, elapsed_ms: int,

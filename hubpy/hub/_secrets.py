@@ -119,3 +119,10 @@ class SecretBox:
     def head(self, text: str, limit: int) -> str:
         """The first ``limit`` characters, masked for a log, with no piece of a secret at the cut."""
         return self.log_redactor.head(text, limit)
+
+    def clip(self, text: str, limit: int) -> str:
+        """``text`` masked for a log, cut like ``head`` only when it is longer than ``limit``: a message the hub
+        wrote whole has no cut, and its edges are words of its own (``169.254.169.254 is ...`` must stay
+        readable even when an env value ends with ``169.254.169.254``)."""
+        masked = self.log_redactor(text)
+        return masked if len(masked) <= limit else self.log_redactor.head(text, limit)
