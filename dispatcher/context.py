@@ -11,6 +11,7 @@ from core.db import Pool, run_with_retry
 from core.sqlfiles import query
 from dispatcher.agentfiles import AgentFileRow
 from dispatcher.claim import Claimed
+from hubpy.hub._httprecord import AGENT_ALLOW_VAR
 from hubpy.hub._redact import Redactor
 from hubpy.hub._secrets import SecretBox, withhold
 
@@ -33,8 +34,13 @@ class AgentContext:
 
     def redactor(self) -> Redactor:
         """Masks every env var value of the agent in what is stored or logged; the secrets also in the forms an
-        echoing server hands them back in (percent-encoded, base64, ...)."""
-        return SecretBox(self.secrets, also_mask=self.context["env_vars"].values()).log_redactor
+        echoing server hands them back in (percent-encoded, base64, ...). Not HUB_HTTP_ALLOW: a setting of the hub's
+        naming hosts, which every hub.http JobLog line names anyway."""
+        return SecretBox(self.secrets, also_mask=masked_env_values(self.context["env_vars"])).log_redactor
+
+
+def masked_env_values(env_vars: dict[str, str]) -> list[str]:
+    return [v for k, v in env_vars.items() if k != AGENT_ALLOW_VAR]
 
 
 def _iso(ts: Any) -> str:

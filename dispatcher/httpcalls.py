@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dispatcher import protocol
 from dispatcher.calls import CallScope, error_reply
+from dispatcher.context import masked_env_values
 from dispatcher.httpcall.broker import HttpBroker
 from dispatcher.httpcall.run import RunHttp
 
@@ -24,7 +25,7 @@ class HttpCalls:
         if scope.stats.http is None:
             env_vars = dict(scope.context.get("env_vars") or {})
             scope.stats.http = RunHttp(self.broker, env_vars=env_vars, secrets=scope.secrets, deadline=scope.deadline,
-                                       also_mask=env_vars.values())
+                                       also_mask=masked_env_values(env_vars))
         return scope.stats.http
 
     def __call__(self, call: protocol.Call, scope: CallScope) -> str:

@@ -125,7 +125,7 @@ class LocalHttp:
     def __init__(self, settings: LocalHttpSettings, *, env_vars: Mapping[str, str], secrets: Mapping[str, str],
                  resolver: Resolver = system_resolver, tls: ssl.SSLContext | None = None) -> None:
         self.settings = settings
-        self.box = SecretBox(secrets, also_mask=env_vars.values())
+        self.box = SecretBox(secrets, also_mask=[v for k, v in env_vars.items() if k != AGENT_ALLOW_VAR])
         self.resolver = resolver
         self.tls = tls or ssl.create_default_context()  # honours SSL_CERT_FILE, like the system's trust store
         self._lock = threading.Lock()
