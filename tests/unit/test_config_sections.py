@@ -4,6 +4,8 @@ sections' settings, the dispatcher's defaults are the README's, and a section ca
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +125,26 @@ def test_the_parsers_are_public_and_treat_empty_as_the_default() -> None:
     assert (parse_int(env, "A", 1), parse_int(env, "B", 1), parse_float(env, "C", 1.0)) == (7, 1, 0.5)
     assert parse_choice(env, "D", "auto", ("ws", "execute", "auto")) == "execute"
     assert (parse_text(env, "E"), parse_text(env, "E", "x"), parse_text(env, "D")) == (None, "x", "Execute")
+
+
+class Recording(dict[str, str]):
+    """An environment that remembers every variable asked of it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def test_every_variable_the_dispatcher_reads_has_a_row_in_the_readmes_configuration_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {name for line in table.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
+    env = Recording(BASE)
+    DispatcherConfig.from_env(env)
+    assert {"HUB_HTTP_ALLOW_HOSTS", "OPENAI_API_KEY", "HUB_HTTP_MAX_REDIRECTS"} <= env.asked
+    assert env.asked - rows == set()
