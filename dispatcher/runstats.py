@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dispatcher.httpcall.run import RunHttp
 from dispatcher.llm import CallRecord
+
+if TYPE_CHECKING:  # only a type here: the operator commands that read results need not load the HTTP client
+    from dispatcher.httpcall.run import RunHttp
 
 
 @dataclass

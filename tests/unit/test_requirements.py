@@ -37,7 +37,7 @@ sys.meta_path.insert(0, OnlyPinned())
 for module in ("core.migrate", "ingress.__main__", "ingress.app", "gunicorn.app.base", "gunicorn.workers.gthread",
                "gunicorn.glogging", "dispatcher.__main__", "dispatcher.ops", "dispatcher.verify", "dispatcher.worker",
                "dispatcher.calls", "core.metrics",
-               # issue 15's call_llm provider and hub.http broker, which dispatcher.calls is to import once wired
+               # call_llm's openai: provider and hub.http's broker (dispatcher.worker wires them in)
                "dispatcher.llm_openai", "dispatcher.httpcall.run"):
     importlib.import_module(module)
 from dispatcher import gemini, llm_openai
