@@ -18,7 +18,7 @@ import requests
 from dispatcher import bundle
 from tests.fakegemini_proc import FakeGemini
 from tests.fakeopenai_proc import FakeOpenAI
-from tests.http_servers import LocalServer, serve
+from tests.http_servers import LocalServer, make_ca, serve
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hubpy"))
@@ -199,3 +199,27 @@ def test_local_runner_answers_openai_models_through_the_openai_sdk(tmp_path: Pat
     assert "[message] [canned]" in proc.stdout
     assert seen["body"]["model"] == "gpt-4o-mini" and seen["body"]["messages"][0] == {"role": "system",
                                                                                        "content": "Be brief."}
+
+
+def test_local_runner_speaks_tls_to_the_checked_address_verifying_the_urls_name(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path, ["localhost"])
+    server = LocalServer("127.0.0.1", tls=ca.context)
+    try:
+        code = f"""
+import hub
+for host in ("localhost", "127.0.0.1"):  # the certificate names localhost only
+    try:
+        r = hub.http("GET", "https://" + host + ":{server.port}/echo")
+        hub.send_message(host + " " + str(r.status))
+    except hub.HttpError as exc:
+        hub.send_message(host + " " + exc.kind + " " + exc.message)
+"""
+        proc = hub_run(write_agent(tmp_path, {"main.py": code}), "--prompt", "tls", "--env", "HUB_HTTP_ALLOW=*",
+                       "--allow-host", "*", "--allow-private", env={"SSL_CERT_FILE": str(ca.ca_file)})
+        sni = list(server.state.sni)
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    assert "[message] localhost 200" in proc.stdout
+    assert "[message] 127.0.0.1 unavailable TLS with 127.0.0.1 failed: the certificate was not accepted" in proc.stdout
+    assert "localhost" in sni
