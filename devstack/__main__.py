@@ -6,8 +6,10 @@
 
 With DATABASE_URL unset an embedded Postgres is started in a fresh temporary folder (removed at exit:
 every `make run` starts from an empty database);
-with PISTON_URL unset the project's localpiston is started. The Prisma tables are
-created when absent (local only), migrations applied, and a demo agent seeded.
+with PISTON_URL unset the project's localpiston is started; with GEMINI_API_KEY (OPENAI_API_KEY) unset,
+fakegemini (fakeopenai) answers hub.call_llm. hub.http may reach any host, loopback and private addresses
+included (HUB_HTTP_ALLOW_HOSTS=*, HUB_HTTP_ALLOW_PRIVATE=1, unless set): this is a development stack. The Prisma
+tables are created when absent (local only), migrations applied, and a demo agent seeded.
 """
 
 from __future__ import annotations
@@ -145,8 +147,9 @@ def _up(url: str) -> int:
     migrate.apply(url, prisma=True)
     _seed(url)
     env = {**os.environ, "DATABASE_URL": url, "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console")}
-    # Only the dispatcher gets Gemini's settings: web and Piston never see the key.
+    # Only the dispatcher gets the LLM settings: web and Piston never see the keys.
     gemini = {k: env.pop(k) for k in ("GEMINI_API_KEY", "GEMINI_BASE_URL") if env.get(k)}
+    openai = {k: env.pop(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if env.get(k)}
     procs: list[subprocess.Popen[bytes]] = []
     py = sys.executable
     if not os.environ.get("PISTON_URL"):
@@ -172,10 +175,24 @@ def _up(url: str) -> int:
         _wait_http(f"{gemini['GEMINI_BASE_URL']}/_control/health", 20, procs[-1])
         llm_note = (f"fakegemini at {gemini['GEMINI_BASE_URL']}: hub.call_llm answers are CANNED "
                     "(set GEMINI_API_KEY to use the real Gemini)")
+    openai_note = "openai: models go to " + (openai.get("OPENAI_BASE_URL") or "OpenAI")
+    if "OPENAI_API_KEY" not in openai:
+        # Likewise for call_llm(model="openai:<name>"): canned answers from the OpenAI-compatible stand-in.
+        openai_port = _free_port(8090)
+        openai = {"OPENAI_API_KEY": "fakeopenai-" + uuid.uuid4().hex, "OPENAI_BASE_URL": f"http://127.0.0.1:{openai_port}/v1"}
+        procs.append(subprocess.Popen([py, "-m", "fakeopenai", "--host", "127.0.0.1", "--port", str(openai_port)],
+                                      env={**env, "FAKEOPENAI_API_KEY": openai["OPENAI_API_KEY"]}))
+        _wait_http(f"http://127.0.0.1:{openai_port}/_control/health", 20, procs[-1])
+        openai_note = (f"openai: models go to fakeopenai at {openai['OPENAI_BASE_URL']}: answers are CANNED "
+                       "(set OPENAI_API_KEY, and OPENAI_BASE_URL for another endpoint, to use a real one)")
+    # A development stack: hub.http may reach any host, and a test server on this machine (an agent still
+    # needs its own HUB_HTTP_ALLOW env var).
+    http = {"HUB_HTTP_ALLOW_HOSTS": env.get("HUB_HTTP_ALLOW_HOSTS") or "*",
+            "HUB_HTTP_ALLOW_PRIVATE": env.get("HUB_HTTP_ALLOW_PRIVATE") or "1"}
     web_port = int(os.environ.get("PORT", "5000"))
     web = f"http://127.0.0.1:{web_port}"
     procs.append(subprocess.Popen([py, "-m", "ingress", "--host", "127.0.0.1", "--port", str(web_port)], env=env))
-    procs.append(subprocess.Popen([py, "-m", "dispatcher", "run"], env={**env, **gemini}))
+    procs.append(subprocess.Popen([py, "-m", "dispatcher", "run"], env={**env, **gemini, **openai, **http}))
     stopping = False
 
     def stop(*_: object) -> None:
@@ -193,6 +210,9 @@ def _up(url: str) -> int:
         print("\n=== agent hub is up ===", flush=True)
         print(f"web: {web}   piston: {env['PISTON_URL']}   database: {url}")
         print(f"LLM: {llm_note}")
+        print(f"     {openai_note}")
+        print(f"hub.http: HUB_HTTP_ALLOW_HOSTS={http['HUB_HTTP_ALLOW_HOSTS']} "
+              f"HUB_HTTP_ALLOW_PRIVATE={http['HUB_HTTP_ALLOW_PRIVATE']} (each agent also needs HUB_HTTP_ALLOW)")
         print("\nInvoke the demo agent (as the Next.js route would):\n")
         print(f"  {_curl(web, job_id, prompt)}\n")
         print("See its answer:              .venv/bin/python -m devstack show")

@@ -3,7 +3,7 @@
 The box is the hub package's own (``hubpy/hub/_box.py``, shared with ``python -m hub run``):
 Piston runs the FIRST file, the launcher, which starts the hub module and runs the agent's
 entrypoint as ``__main__``. ``hub.py`` is the package's ``__init__.py``, the same bytes for every
-run; the run's context (the agent's secrets included) travels as data, in a JSON file beside it.
+run; the run's context (the agent's env vars included, never its ``SECRET_*`` ones) travels as data, in a JSON file beside it.
 Piston refuses a request body over 100 kB, so the chat history in the context is windowed to the
 newest messages that fit.
 """

@@ -1,7 +1,7 @@
-"""Answering the sandbox's ``call`` lines (hub.call_llm, hub.call_agent) with reply lines for its stdin.
+"""Answering the sandbox's ``call`` lines (hub.call_llm, hub.call_agent, hub.http) with reply lines for its stdin.
 
 The router sends each ``protocol.Call`` to the handler of its method: call_llm to
-``dispatcher/llmcalls.py``, call_agent to ``dispatcher/children.py``, both wired in by the worker
+``dispatcher/llmcalls.py``, call_agent to ``dispatcher/children.py``, http to ``dispatcher/httpcalls.py``, wired in by the worker
 (``dispatcher/worker.py``). Calls are answered in the run's own thread, in order: the agent is blocked
 on its call anyway, and a child invocation must run while its caller's lease is still being renewed.
 """
@@ -9,7 +9,7 @@ on its call anyway, and a child invocation must run while its caller's lease is 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -18,9 +18,9 @@ from dispatcher import protocol
 from dispatcher.claim import Claimed
 from dispatcher.control import RunControl
 from dispatcher.protocol import CallMethod
-from dispatcher.redact import Redactor
 from dispatcher.runstats import RunStats
 from dispatcher.writeback import WriteBack
+from hubpy.hub._redact import Redactor
 
 log = structlog.get_logger("dispatcher.calls")
 
@@ -36,6 +36,7 @@ class CallScope:
     deadline: float  # time.monotonic() at which the run's time limit is reached
     stats: RunStats
     redact: Redactor  # masks the agent's secrets: an error text may quote the agent's own data
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # SECRET_* env vars, for hub.http only
 
 
 class CallHandler(Protocol):

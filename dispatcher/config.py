@@ -20,10 +20,13 @@ from core.config import (
     Section,
     database_url,
     parse_choice,
+    parse_flag,
     parse_float,
     parse_int,
     parse_text,
 )
+from dispatcher.llm_models import BadModelName, split_model
+from hubpy.hub._hosts import HostPatternError, HostPatterns
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,10 +177,15 @@ class LLMSettings(Section):
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
         base_url = (parse_text(env, "GEMINI_BASE_URL") or "").rstrip("/")
+        model = parse_text(env, "HUB_LLM_MODEL") or "gemini-2.5-flash"
+        try:
+            split_model(model)  # gemini-…, gemini:…, or openai:…
+        except BadModelName as exc:
+            raise ConfigError(f"HUB_LLM_MODEL: {exc}, got {model[:80]!r}") from None
         return cls(
             gemini_api_key=parse_text(env, "GEMINI_API_KEY"),
             gemini_base_url=base_url or None,
-            llm_model=parse_text(env, "HUB_LLM_MODEL") or "gemini-2.5-flash",
+            llm_model=model,
             llm_timeout_s=parse_float(env, "HUB_LLM_TIMEOUT_S", 60.0, minimum=0.1),
             llm_retry_attempts=parse_int(env, "HUB_LLM_RETRY_ATTEMPTS", 4, minimum=1),
             llm_retry_base_s=parse_float(env, "HUB_LLM_RETRY_BASE_S", 1.0, minimum=0.0),
@@ -202,16 +210,73 @@ class AgentCallSettings(Section):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class OpenAISettings(Section):
+    """call_llm's ``openai:<name>`` models (dispatcher/llm_openai.py); timeouts and retries are the LLM section's."""
+
+    # repr=False: the key never reaches a log line.
+    openai_api_key: str | None = field(default=None, repr=False)  # None: openai: models are not configured
+    openai_base_url: str | None = None  # None: OpenAI's own
+    openai_max_tokens_field: str = "max_completion_tokens"  # or max_tokens, for servers that only know that one
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if env is None else env
+        base_url = (parse_text(env, "OPENAI_BASE_URL") or "").rstrip("/") or None
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"OPENAI_BASE_URL must start with http:// or https://, got {base_url!r}")
+        return cls(
+            openai_api_key=parse_text(env, "OPENAI_API_KEY"),
+            openai_base_url=base_url,
+            openai_max_tokens_field=parse_choice(env, "OPENAI_MAX_TOKENS_FIELD", "max_completion_tokens",
+                                                 ("max_completion_tokens", "max_tokens")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpSettings(Section):
+    """hub.http, the brokered HTTP (dispatcher/httpcall/; docs/security.md, "Brokered HTTP")."""
+
+    http_allow_hosts: HostPatterns | None = None  # HUB_HTTP_ALLOW_HOSTS; None: hub.http is off
+    http_allow_private: bool = False              # HUB_HTTP_ALLOW_PRIVATE=1: loopback/private/reserved (dev, tests)
+    http_max_calls: int = 50                      # per run
+    http_max_response_bytes: int = 1 << 20        # decoded body
+    http_max_request_bytes: int = 1 << 20         # encoded body
+    http_timeout_s: float = 30.0                  # a call's default and largest timeout
+    http_max_redirects: int = 5
+
+    @property
+    def http_enabled(self) -> bool:
+        return self.http_allow_hosts is not None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if env is None else env
+        try:
+            allow_hosts = HostPatterns.parse(env.get("HUB_HTTP_ALLOW_HOSTS"), "HUB_HTTP_ALLOW_HOSTS")
+        except HostPatternError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(
+            http_allow_hosts=allow_hosts,
+            http_allow_private=parse_flag(env, "HUB_HTTP_ALLOW_PRIVATE"),
+            http_max_calls=parse_int(env, "HUB_HTTP_MAX_CALLS", 50, minimum=0),
+            http_max_response_bytes=parse_int(env, "HUB_HTTP_MAX_RESPONSE_BYTES", 1 << 20, minimum=1),
+            http_max_request_bytes=parse_int(env, "HUB_HTTP_MAX_REQUEST_BYTES", 1 << 20, minimum=0),
+            http_timeout_s=parse_float(env, "HUB_HTTP_TIMEOUT_S", 30.0, minimum=0.1),
+            http_max_redirects=parse_int(env, "HUB_HTTP_MAX_REDIRECTS", 5, minimum=0),
+        )
+
+
 # Parsed in this order; each section stops at its first bad variable (the error names it).
 SECTIONS: tuple[type[Section], ...] = (
     PistonSettings, LoopSettings, AgentFilesSettings, RunLimitSettings, DatabaseSettings, LLMSettings,
-    AgentCallSettings,
+    AgentCallSettings, OpenAISettings, HttpSettings,
 )
 
 
 @dataclass(frozen=True, kw_only=True)
-class DispatcherConfig(AgentCallSettings, LLMSettings, AgentFilesSettings, RunLimitSettings, LoopSettings,
-                       PistonSettings, DatabaseSettings):
+class DispatcherConfig(HttpSettings, OpenAISettings, AgentCallSettings, LLMSettings, AgentFilesSettings,
+                       RunLimitSettings, LoopSettings, PistonSettings, DatabaseSettings):
     """Every dispatcher setting: the sections above, under their flat names."""
 
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +11,9 @@ from core.db import Pool, run_with_retry
 from core.sqlfiles import query
 from dispatcher.agentfiles import AgentFileRow
 from dispatcher.claim import Claimed
+from hubpy.hub._httprecord import AGENT_ALLOW_VAR
+from hubpy.hub._redact import Redactor
+from hubpy.hub._secrets import SecretBox, withhold
 
 
 class AgentGone(Exception):
@@ -19,13 +22,25 @@ class AgentGone(Exception):
 
 @dataclass(frozen=True)
 class AgentContext:
-    context: dict[str, Any]  # what hub.py receives (see dispatcher/bundle.py)
+    context: dict[str, Any]  # what hub.py receives (see dispatcher/bundle.py): no SECRET_* env var in it
     files: list[AgentFileRow]
     history_total: int       # messages in the session (before any window)
+    # The agent's SECRET_* env vars: withheld from the sandbox, used by hub.http only (dispatcher/httpcalls.py).
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def nonce(self) -> str:
         return str(self.context["nonce"])
+
+    def redactor(self) -> Redactor:
+        """Masks every env var value of the agent in what is stored or logged; the secrets also in the forms an
+        echoing server hands them back in (percent-encoded, base64, ...). Not HUB_HTTP_ALLOW: a setting of the hub's
+        naming hosts, which every hub.http JobLog line names anyway."""
+        return SecretBox(self.secrets, also_mask=masked_env_values(self.context["env_vars"])).log_redactor
+
+
+def masked_env_values(env_vars: dict[str, str]) -> list[str]:
+    return [v for k, v in env_vars.items() if k != AGENT_ALLOW_VAR]
 
 
 def _iso(ts: Any) -> str:
@@ -46,6 +61,7 @@ def load(pool: Pool, row: Claimed, *, transport: str, history_limit: int, retry_
         {"role": m["role"], "content": m["content"], "timestamp": _iso(m["timestamp"])}
         for m in data["chat_history"]
     ]
+    env_vars, withheld = withhold(dict(data["env_vars"]))
     context: dict[str, Any] = {
         "version": 1,
         "nonce": secrets.token_hex(8),
@@ -56,13 +72,13 @@ def load(pool: Pool, row: Claimed, *, transport: str, history_limit: int, retry_
         "session_id": row.session_id,
         "user_id": row.user_id,
         "prompt": row.prompt,
-        "env_vars": dict(data["env_vars"]),
+        "env_vars": env_vars,
         "user_vars": dict(data["user_vars"]),
         "chat_history": history,
         "history_cut": int(data["history_total"]) - len(history),  # left out by HISTORY_MAX_MESSAGES
     }
     files = [AgentFileRow(filename=f["filename"], filepath=f["filepath"], filesize=f["filesize"]) for f in data["files"]]
-    return AgentContext(context=context, files=files, history_total=int(data["history_total"]))
+    return AgentContext(context=context, files=files, history_total=int(data["history_total"]), secrets=withheld)
 
 
 def job_status(pool: Pool, job_id: str, *, retry_s: float = 60.0) -> str | None:

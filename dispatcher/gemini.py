@@ -24,7 +24,7 @@ from tenacity.stop import stop_base
 from core.backoff import Backoff, tenacity_wait
 from dispatcher.config import LLMSettings
 from dispatcher.llm import LLMAnswer, LLMErrorKind, LLMFailure, LLMRequest, Usage
-from dispatcher.redact import Redactor
+from hubpy.hub._redact import Redactor
 
 if TYPE_CHECKING:
     from google import genai

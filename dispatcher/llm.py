@@ -1,5 +1,6 @@
 """``hub.call_llm``'s values: the failure kinds the agent sees, the request checked from the call's
-params, the answer and what it cost. The call itself goes to Gemini in ``dispatcher/gemini.py``.
+params, the answer and what it cost. The call itself goes to Gemini in ``dispatcher/gemini.py``, or, for an
+``openai:<name>`` model (dispatcher/llm_models.py), to an OpenAI-compatible endpoint in ``dispatcher/llm_openai.py``.
 """
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from dispatcher.llm_models import BadModelName, Provider, split_model
 
 if TYPE_CHECKING:
     from google.genai import types
@@ -23,7 +26,7 @@ class LLMErrorKind(StrEnum):
     AUTH = "auth"                      # 400 API_KEY_INVALID, 401, 403
     BLOCKED = "blocked"                # a safety block: no text, blockReason or finishReason SAFETY etc.
     MAX_TOKENS = "max_tokens"          # finishReason MAX_TOKENS before any text
-    NOT_CONFIGURED = "not_configured"  # GEMINI_API_KEY unset
+    NOT_CONFIGURED = "not_configured"  # GEMINI_API_KEY (OPENAI_API_KEY for openai: models) unset
     LIMIT = "limit"                    # over HUB_MAX_LLM_CALLS for this run
 
     @property
@@ -60,7 +63,7 @@ class LLMRequest:
     prompt: str
     system: str | None
     history: list[Turn]
-    model: str
+    model: str  # Gemini's name, or "openai:<name>" (the prefix kept: it is what the JobLog and result name)
     temperature: float | None
     max_output_tokens: int | None
 
@@ -128,8 +131,12 @@ def parse_request(params: dict[str, Any], *, chat_history: list[dict[str, Any]],
     if system is not None and (not isinstance(system, str) or len(system) > MAX_SYSTEM_CHARS):
         raise _bad(f"system must be a str of at most {MAX_SYSTEM_CHARS} characters, or None")
     model = params.get("model") or default_model
-    if not isinstance(model, str) or not model.strip() or "/" in model.removeprefix("models/") or len(model) > 200:
-        raise _bad("model must be a model name such as gemini-2.5-flash")
+    if not isinstance(model, str) or len(model) > 200:
+        raise _bad("model must be a model name such as gemini-2.5-flash or openai:gpt-4o-mini")
+    try:
+        provider, name = split_model(model)
+    except BadModelName as exc:
+        raise _bad(str(exc)) from None
     temperature = params.get("temperature")
     if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
                                     or not 0 <= temperature <= 2):
@@ -146,7 +153,7 @@ def parse_request(params: dict[str, Any], *, chat_history: list[dict[str, Any]],
         prompt=prompt,
         system=system,
         history=history,
-        model=model.strip().removeprefix("models/"),
+        model=name if provider is Provider.GEMINI else f"{Provider.OPENAI.value}:{name}",
         temperature=None if temperature is None else float(temperature),
         max_output_tokens=max_tokens,
     )

@@ -13,11 +13,9 @@ Streaming is to come: ``_create_kwargs`` builds the request for both, a ``stream
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -25,9 +23,9 @@ from openai.types.chat import ChatCompletion
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 from tenacity.stop import stop_base
 
-from core.config import ConfigError, parse_choice, parse_float, parse_int
+from dispatcher.config import LLMSettings, OpenAISettings
 from dispatcher.llm import LLMAnswer, LLMErrorKind, LLMFailure, LLMRequest, Usage
-from dispatcher.redact import Redactor
+from hubpy.hub._redact import Redactor
 
 MIN_TRY_S = 0.5  # as dispatcher/llm.py: no try is started with less time than this left
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -35,34 +33,6 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY", "tool_calls": "TOOL_CALLS",
                   "function_call": "TOOL_CALLS"}
 ENDPOINT = "the OpenAI-compatible endpoint"
-
-
-@dataclass(frozen=True)
-class OpenAISettings:
-    api_key: str | None = field(default=None, repr=False)  # OPENAI_API_KEY; None: openai: models are not configured
-    base_url: str | None = None                            # OPENAI_BASE_URL; None: OpenAI's
-    timeout_s: float = 60.0                                # HUB_LLM_TIMEOUT_S (shared with Gemini)
-    retry_attempts: int = 4                                # HUB_LLM_RETRY_ATTEMPTS
-    retry_base_s: float = 1.0                              # HUB_LLM_RETRY_BASE_S
-    retry_max_s: float = 10.0                              # HUB_LLM_RETRY_MAX_S
-    max_tokens_field: str = "max_completion_tokens"        # OPENAI_MAX_TOKENS_FIELD: or max_tokens (older servers)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> OpenAISettings:
-        env = os.environ if env is None else env
-        base_url = (env.get("OPENAI_BASE_URL") or "").strip().rstrip("/") or None
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"OPENAI_BASE_URL must start with http:// or https://, got {base_url!r}")
-        return cls(
-            api_key=(env.get("OPENAI_API_KEY") or "").strip() or None,
-            base_url=base_url,
-            timeout_s=parse_float(env, "HUB_LLM_TIMEOUT_S", 60.0, minimum=0.1),
-            retry_attempts=parse_int(env, "HUB_LLM_RETRY_ATTEMPTS", 4, minimum=1),
-            retry_base_s=parse_float(env, "HUB_LLM_RETRY_BASE_S", 1.0, minimum=0.0),
-            retry_max_s=parse_float(env, "HUB_LLM_RETRY_MAX_S", 10.0, minimum=0.0),
-            max_tokens_field=parse_choice(env, "OPENAI_MAX_TOKENS_FIELD", "max_completion_tokens",
-                                     ("max_completion_tokens", "max_tokens")),
-        )
 
 
 def messages_of(req: LLMRequest) -> list[dict[str, str]]:
@@ -161,17 +131,21 @@ class _OutOfTime(stop_base):
 
 
 class OpenAIClient:
-    """One per dispatcher process (``client_for``); thread-safe (the SDK's HTTP client is, and pools)."""
+    """One per dispatcher process (``client_for``); thread-safe (the SDK's HTTP client is, and pools).
 
-    def __init__(self, settings: OpenAISettings) -> None:
+    ``settings``: the endpoint and key (OPENAI_*); ``llm``: the timeout and retries, the same as Gemini's
+    (HUB_LLM_TIMEOUT_S, HUB_LLM_RETRY_*)."""
+
+    def __init__(self, settings: OpenAISettings, llm: LLMSettings) -> None:
         self.settings = settings
-        self.redact = Redactor([settings.api_key] if settings.api_key else [])
+        self.llm = llm
+        self.redact = Redactor([settings.openai_api_key] if settings.openai_api_key else [])
         self._client: openai.OpenAI | None = None
-        if settings.api_key:
+        if settings.openai_api_key:
             self._client = openai.OpenAI(
-                api_key=settings.api_key,
-                base_url=settings.base_url or DEFAULT_BASE_URL,
-                timeout=settings.timeout_s,
+                api_key=settings.openai_api_key,
+                base_url=settings.openai_base_url or DEFAULT_BASE_URL,
+                timeout=llm.llm_timeout_s,
                 max_retries=0,  # ours (tenacity) are the only retries
             )
 
@@ -184,7 +158,7 @@ class OpenAIClient:
         if req.temperature is not None:
             kwargs["temperature"] = req.temperature
         if req.max_output_tokens is not None:
-            kwargs[self.settings.max_tokens_field] = req.max_output_tokens
+            kwargs[self.settings.openai_max_tokens_field] = req.max_output_tokens
         return kwargs
 
     def _once(self, req: LLMRequest, model: str, deadline: float) -> LLMAnswer:
@@ -192,7 +166,7 @@ class OpenAIClient:
         left = deadline - time.monotonic()
         if left < MIN_TRY_S:
             raise LLMFailure(LLMErrorKind.UNAVAILABLE, "no time left in the agent's run for the call", retryable=False)
-        timeout_s = min(self.settings.timeout_s, left)
+        timeout_s = min(self.llm.llm_timeout_s, left)
         try:
             completion = self._client.chat.completions.create(**self._create_kwargs(req, model, timeout_s))
         except openai.OpenAIError as exc:
@@ -222,8 +196,8 @@ class OpenAIClient:
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(lambda e: isinstance(e, LLMFailure) and e.retryable),
-                wait=wait_random_exponential(multiplier=self.settings.retry_base_s, max=self.settings.retry_max_s),
-                stop=stop_after_attempt(self.settings.retry_attempts) | _OutOfTime(deadline),
+                wait=wait_random_exponential(multiplier=self.llm.llm_retry_base_s, max=self.llm.llm_retry_max_s),
+                stop=stop_after_attempt(self.llm.llm_retry_attempts) | _OutOfTime(deadline),
                 before_sleep=before_sleep,
                 reraise=True,
             ):
@@ -237,14 +211,14 @@ class OpenAIClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-_clients: dict[OpenAISettings, OpenAIClient] = {}
+_clients: dict[tuple[OpenAISettings, LLMSettings], OpenAIClient] = {}
 _clients_lock = threading.Lock()
 
 
-def client_for(settings: OpenAISettings) -> OpenAIClient:
+def client_for(settings: OpenAISettings, llm: LLMSettings) -> OpenAIClient:
     """The process's client for these settings."""
     with _clients_lock:
-        client = _clients.get(settings)
+        client = _clients.get((settings, llm))
         if client is None:
-            client = _clients[settings] = OpenAIClient(settings)
+            client = _clients[settings, llm] = OpenAIClient(settings, llm)
         return client

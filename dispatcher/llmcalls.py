@@ -1,5 +1,8 @@
 """``hub.call_llm``: the call handler that checks a call, asks the model and records what it cost.
 
+An ``openai:<name>`` model goes to the OpenAI-compatible endpoint (dispatcher/llm_openai.py), any other to
+Gemini (dispatcher/gemini.py): the same checks, kinds, retries, record and limit for both.
+
 At most ``HUB_MAX_LLM_CALLS`` per run; each call is one JobLog line (model, outcome, tokens, latency,
 tries), one metric and one entry of the outbox row's ``result["llm"]``. No prompt text is logged.
 """
@@ -15,7 +18,9 @@ import structlog
 from core import metrics
 from dispatcher import llm, protocol
 from dispatcher.calls import CallScope, error_reply
-from dispatcher.config import DispatcherConfig
+from dispatcher.config import DispatcherConfig, LLMSettings, OpenAISettings
+from dispatcher.llm_models import Provider, split_model
+from dispatcher.llm_openai import client_for
 
 log = structlog.get_logger("dispatcher.calls")
 
@@ -26,9 +31,11 @@ class LlmClient(Protocol):
 
 
 class LlmCalls:
-    def __init__(self, cfg: DispatcherConfig, client: LlmClient) -> None:
+    def __init__(self, cfg: DispatcherConfig, client: LlmClient, openai: LlmClient | None = None) -> None:
+        """``client``: Gemini's; ``openai``: for openai: models (default: the process's, from OPENAI_*)."""
         self.cfg = cfg
         self.client = client
+        self.openai = openai if openai is not None else client_for(OpenAISettings.of(cfg), LLMSettings.of(cfg))
 
     def __call__(self, call: protocol.Call, scope: CallScope) -> str:
         cfg = self.cfg
@@ -49,9 +56,10 @@ class LlmCalls:
             scope.wb.log("warning", f"llm call {n}: {exc.kind.value} ({scope.redact.head(exc.message, 200)}); retrying "
                                     f"(try {tries + 1} of at most {cfg.llm_retry_attempts})")
 
+        client = self.openai if split_model(req.model)[0] is Provider.OPENAI else self.client
         started = time.monotonic()
         try:
-            answer, tries = self.client.generate(req, deadline=scope.deadline, on_retry=on_retry)
+            answer, tries = client.generate(req, deadline=scope.deadline, on_retry=on_retry)
         except llm.LLMFailure as exc:
             latency = int((time.monotonic() - started) * 1000)
             self._record(scope, llm.CallRecord(req.model, False, exc.kind.value, exc.usage or llm.Usage(), latency, exc.tries))

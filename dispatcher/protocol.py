@@ -16,15 +16,17 @@ The JSON is one object, ASCII-only (``ensure_ascii``), with a ``type``:
 - ``{"type": "progress", "percent": 0..100, "message": str|null}``  → job progress
 - ``{"type": "user_var", "key": str (non-empty), "value": str}``    → set a session user variable
 - ``{"type": "log", "level": "debug"|"info"|"warning"|"error", "message": str}`` → a job log line
-- ``{"type": "call", "id": int, "method": "call_llm"|"call_agent", "params": {...}}`` → a request
+- ``{"type": "call", "id": int, "method": "call_llm"|"call_agent"|"http", "params": {...}}`` → a request
   that blocks the agent until a reply line arrives on its stdin. ``call_llm`` params:
   ``prompt`` (str), ``system`` (str|null), ``history`` (bool), ``model`` (str|null),
   ``temperature`` (number|null), ``max_output_tokens`` (int|null). ``call_agent`` params:
-  ``agent_id`` (str), ``input`` (any JSON).
+  ``agent_id`` (str), ``input`` (any JSON). ``http`` params: ``method``, ``url`` (str), ``headers``,
+  ``params`` (object|null), ``json`` (any JSON) or ``data`` (str|object), ``timeout`` (number|null).
 
 Dispatcher → agent (stdin), one JSON object per line (see ``encode_reply``)::
 
-    {"id": int, "ok": true, "result": ...}        call_llm's result is {"text": str}; call_agent's a dict
+    {"id": int, "ok": true, "result": ...}        call_llm's result is {"text": str}; call_agent's a dict;
+                                                  http's {"status", "reason", "headers", "text", "url", ...}
     {"id": int, "ok": false, "error": {"kind": str, "message": str}}
 
 The hub ignores reply lines that are not JSON or answer no pending call. A call line the decoder
@@ -71,6 +73,7 @@ class LogLevel(StrEnum):
 class CallMethod(StrEnum):
     CALL_LLM = "call_llm"
     CALL_AGENT = "call_agent"
+    HTTP = "http"
 
 
 class Transport(StrEnum):

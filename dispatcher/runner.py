@@ -23,7 +23,6 @@ from dispatcher.claim import Claimed
 from dispatcher.config import DispatcherConfig
 from dispatcher.control import RunControl, StopReason
 from dispatcher.outcome import Outcome, claim_outcome_for_job
-from dispatcher.redact import Redactor
 from dispatcher.relay import EventRelay, RelayLimits, line_limit
 from dispatcher.runstats import RunStats
 from dispatcher.sandbox.auto import AutoTransport
@@ -42,6 +41,7 @@ from dispatcher.sandbox.retry import retrying
 from dispatcher.states import OutboxStatus
 from dispatcher.summary import TAIL_CHARS, failure_text, result_summary
 from dispatcher.writeback import WriteBack
+from hubpy.hub._redact import Redactor
 
 log = structlog.get_logger("dispatcher.run")
 
@@ -76,7 +76,7 @@ class Runner:
             ctx = self.load_context(self.pool, row, transport=transport.value, history_limit=self.cfg.history_max_messages)
         except context.AgentGone as exc:
             return Outcome.finish(OutboxStatus.FAILED, str(exc))
-        redact = Redactor(ctx.context["env_vars"].values())
+        redact = ctx.redactor()
         try:
             sources = load_sources(
                 ctx.files,
@@ -157,7 +157,7 @@ class Runner:
                     metrics.PISTON_RETRIES.inc()
                     wb.log("warning", f"Piston unavailable, retrying (try {n} of {cfg.piston_retry_attempts})")
                 scope = CallScope(row=row, context=ctx.context, wb=wb, control=control, redact=redact, stats=RunStats(),
-                                  deadline=time.monotonic() + limits.run_timeout_ms / 1000)
+                                  deadline=time.monotonic() + limits.run_timeout_ms / 1000, secrets=ctx.secrets)
                 relay = EventRelay(scope, nonce=ctx.nonce, calls=self.calls,
                                    limits=RelayLimits(max_messages=cfg.max_messages, max_message_chars=cfg.max_message_chars))
                 transport = self.sandbox.resolve(self.requested)

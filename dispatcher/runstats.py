@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.llm import CallRecord
+
+if TYPE_CHECKING:  # only a type here: the operator commands that read results need not load the HTTP client
+    from dispatcher.httpcall.run import RunHttp
 
 
 @dataclass
@@ -49,6 +52,7 @@ class RunStats:
     llm_requests: int = 0      # call_llm lines answered, refused ones included (HUB_MAX_LLM_CALLS counts these)
     llm: LlmUsage | None = None  # from the first call_llm that reached the model on
     agent_calls: int = 0       # call_agent lines that ran or were refused by the lineage rules
+    http: RunHttp | None = None  # hub.http calls of this try (dispatcher/httpcalls.py makes it at the first)
     output_tail: str = ""      # the agent's plain output, its newest part, redacted
     output_truncated: bool = False
 

@@ -74,4 +74,6 @@ def result_summary(result: RunResult, stats: RunStats, *, max_messages: int, ela
         summary["llm"] = stats.llm.as_dict()
     if stats.agent_calls:  # hub.call_agent count (dispatcher/children.py)
         summary["agent_calls"] = stats.agent_calls
+    if stats.http is not None:  # hub.http calls and bytes (dispatcher/httpcalls.py)
+        summary["http"] = dict(stats.http.stats)
     return summary

@@ -25,11 +25,13 @@ from dispatcher.calls import CallRouter
 from dispatcher.children import ChildAgents
 from dispatcher.claim import Claimed
 from dispatcher.completer import apply_outcome
-from dispatcher.config import DispatcherConfig
+from dispatcher.config import DispatcherConfig, HttpSettings
 from dispatcher.control import RunControl, StopReason
 from dispatcher.events import EventNotifier
 from dispatcher.gemini import GeminiClient
 from dispatcher.groupcommit import GroupCommitter
+from dispatcher.httpcall.broker import broker_for
+from dispatcher.httpcalls import HttpCalls
 from dispatcher.leases import HeldRows
 from dispatcher.listener import Listener
 from dispatcher.llmcalls import LlmCalls, LlmClient
@@ -52,11 +54,13 @@ OUTCOME_BACKOFF = Backoff(base_s=0.5, max_s=5.0, jitter=0.5)
 
 def wire_runner(cfg: DispatcherConfig, pool: Pool, sandbox: Sandbox, held: HeldRows, llm: LlmClient) -> Runner:
     """The runner with the handlers of the calls an agent makes back: call_llm asks the model, call_agent
-    runs a child through this same runner (its row held, so the heartbeat renews its lease too)."""
+    runs a child through this same runner (its row held, so the heartbeat renews its lease too), http goes
+    through the process's HTTP broker."""
     calls = CallRouter()
     runner = Runner(cfg, pool, sandbox, calls)
     calls.route(CallMethod.CALL_LLM, LlmCalls(cfg, llm))
     calls.route(CallMethod.CALL_AGENT, ChildAgents(cfg, pool, held, run=runner.attempt))
+    calls.route(CallMethod.HTTP, HttpCalls(broker_for(HttpSettings.of(cfg))))
     return runner
 
 

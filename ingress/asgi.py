@@ -20,7 +20,7 @@ import psycopg
 from flask import Flask
 from psycopg_pool import PoolTimeout
 
-from core.config import IngressConfig, StreamConfig
+from core.config import IngressConfig, StreamConfig, parse_int
 from core.db import Pool
 from core.logging import configure, get_logger
 from ingress.app import create_app
@@ -198,7 +198,6 @@ def serve_app() -> Any:
     import multiprocessing
     import os
 
-    from core.config import _int
 
     if multiprocessing.parent_process() is not None:
         # A worker process: the parent (python -m ingress) turns SIGTERM into a graceful stop of every

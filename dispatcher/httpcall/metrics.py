@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 from core.metrics import REGISTRY
-from dispatcher.httpcall.errors import HttpErrorKind
+from hubpy.hub._httperrors import HttpErrorKind
 
 HTTP_CALLS = Counter("agenthub_http_calls", "hub.http calls by outcome (ok or the HttpError kind)", ["outcome"],
                      registry=REGISTRY)

@@ -7,22 +7,28 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 
 import dispatcher.httpcall.metrics as metrics
 from dispatcher.httpcall.broker import HttpBroker, HttpResponse
-from dispatcher.httpcall.errors import HttpCallError, HttpErrorKind, bad_request, forbidden
-from dispatcher.httpcall.hosts import HostPatternError, HostPatterns
 from dispatcher.httpcall.request import build_request
-from dispatcher.secrets import SecretBox
+from hubpy.hub._hosts import HostPatternError, HostPatterns
+from hubpy.hub._httperrors import HttpCallError, HttpErrorKind, bad_request, forbidden
+from hubpy.hub._httphops import OFF
+from hubpy.hub._httprecord import (
+    AGENT_ALLOW_VAR,
+    call_target,
+    failed_line,
+    limit_line,
+    limit_message,
+    ok_line,
+    reply,
+)
+from hubpy.hub._secrets import SecretBox
 
 log = structlog.get_logger("dispatcher.http")
 
-AGENT_ALLOW_VAR = "HUB_HTTP_ALLOW"
-MAX_LOGGED_PATH = 120
-MAX_LOGGED_MESSAGE = 200
 MAX_PER_CALL = 200  # entries of stats["per_call"] kept
 
 
@@ -40,21 +46,6 @@ class HttpOutcome:
 
 def empty_http_stats() -> dict[str, Any]:
     return {"calls": 0, "failed": 0, "over_limit": 0, "bytes": 0, "latency_ms": 0, "kinds": {}, "per_call": []}
-
-
-def _where(raw_url: Any) -> str:
-    """``host/path`` of the URL the agent wrote (placeholders, not values; no query), for the JobLog line."""
-    if not isinstance(raw_url, str):
-        return "(no url)"
-    try:
-        parts = urlsplit(raw_url)
-        host = parts.hostname or "?"
-    except ValueError:
-        return "(invalid url)"
-    path = parts.path or "/"
-    if len(path) > MAX_LOGGED_PATH:
-        path = path[:MAX_LOGGED_PATH] + "…"
-    return host + path
 
 
 class RunHttp:
@@ -83,16 +74,15 @@ class RunHttp:
         """Perform one call; never raises (a failure is an error outcome)."""
         self.calls += 1
         n = self.calls
-        method = str(params.get("method") or "?").upper()[:10]
-        where = f"{method} {_where(params.get('url'))}"
-        if n > self.settings.max_calls:
+        where = call_target(dict(params))
+        if n > self.settings.http_max_calls:
             self.stats["over_limit"] += 1
             metrics.http_call(HttpErrorKind.LIMIT.value)
-            first = n == self.settings.max_calls + 1
-            message = f"this run may make at most {self.settings.max_calls} hub.http calls (HUB_HTTP_MAX_CALLS)"
+            first = n == self.settings.http_max_calls + 1
+            message = limit_message(self.settings.http_max_calls)
             return HttpOutcome(False, None, {"kind": HttpErrorKind.LIMIT.value, "message": message}, "warning",
-                               self._masked(f"http call refused: over HUB_HTTP_MAX_CALLS ({self.settings.max_calls}) "
-                                            "for this run") if first else None, HttpErrorKind.LIMIT.value)
+                               self._masked(limit_line(self.settings.http_max_calls)) if first else None,
+                               HttpErrorKind.LIMIT.value)
         started = time.monotonic()
         try:
             response = self._perform(params)
@@ -105,10 +95,10 @@ class RunHttp:
         return self._succeeded(n, where, response)
 
     def _perform(self, params: Mapping[str, Any]) -> HttpResponse:
-        if not self.settings.enabled:
-            raise forbidden("hub.http is off on this hub (the operator has not set HUB_HTTP_ALLOW_HOSTS)")
-        request = build_request(params, self.box, max_request_bytes=self.settings.max_request_bytes,
-                                max_timeout_s=self.settings.timeout_s)
+        if not self.settings.http_enabled:
+            raise forbidden(OFF)
+        request = build_request(params, self.box, max_request_bytes=self.settings.http_max_request_bytes,
+                                max_timeout_s=self.settings.http_timeout_s)
         if self.agent_allow_error is not None:
             raise bad_request(self.agent_allow_error)
         return self.broker.perform(request, agent_allow=self.agent_allow, deadline=self.deadline)
@@ -118,17 +108,9 @@ class RunHttp:
 
     def reply(self, response: HttpResponse) -> dict[str, Any]:
         """The result the sandbox gets: every secret masked (an API that echoes the request must not hand it back)."""
-        mask = self.box.mask
-        return {
-            "status": response.status,
-            "reason": mask(response.reason),
-            "headers": {mask(k): mask(v) for k, v in response.headers.items()},
-            "text": mask(response.text),
-            "url": mask(response.url),
-            "elapsed_ms": response.elapsed_ms,
-            "size": response.size,
-            "redirects": response.redirects,
-        }
+        return reply(self.box, status=response.status, reason=response.reason, headers=response.headers,
+                     text=response.text, url=response.url, elapsed_ms=response.elapsed_ms, size=response.size,
+                     redirects=response.redirects)
 
     def _succeeded(self, n: int, where: str, response: HttpResponse) -> HttpOutcome:
         s = self.stats
@@ -137,20 +119,15 @@ class RunHttp:
         s["latency_ms"] += response.elapsed_ms
         self._per_call(where, response.status, None, response.elapsed_ms, response.size, response.redirects)
         metrics.http_call("ok", response.size)
-        via = ""
-        if response.redirects:
-            final = _where(response.url)
-            plural = "s" if response.redirects > 1 else ""
-            via = f", {response.redirects} redirect{plural} to {final}"
-        line = (f"http call {n}: {where} -> {response.status}, {response.elapsed_ms} ms, "
-                f"{response.size} bytes{via}")
+        line = ok_line(n, where, status=response.status, elapsed_ms=response.elapsed_ms, size=response.size,
+                       redirects=response.redirects, final_url=response.url)
         log.info("http_call", ok=True, status=response.status, elapsed_ms=response.elapsed_ms, size=response.size,
                  redirects=response.redirects)
         return HttpOutcome(True, self.reply(response), None, "info", self._masked(line))
 
     def _failed(self, n: int, where: str, kind: HttpErrorKind, message: str, started: float) -> HttpOutcome:
         elapsed = int((time.monotonic() - started) * 1000)
-        message = self.box.head(message, 1000)
+        message = self.box.clip(message, 1000)
         s = self.stats
         s["calls"] += 1
         s["failed"] += 1
@@ -158,7 +135,7 @@ class RunHttp:
         s["kinds"][kind.value] = s["kinds"].get(kind.value, 0) + 1
         self._per_call(where, None, kind.value, elapsed, 0, 0)
         metrics.http_call(kind.value)
-        line = f"http call {n}: {where} failed ({kind.value}: {self.box.head(message, MAX_LOGGED_MESSAGE)}), {elapsed} ms"
+        line = failed_line(n, where, kind=kind.value, message=message, elapsed_ms=elapsed, box=self.box)
         log.info("http_call", ok=False, kind=kind.value, elapsed_ms=elapsed)
         return HttpOutcome(False, None, {"kind": kind.value, "message": message}, "warning", self._masked(line),
                            kind.value)

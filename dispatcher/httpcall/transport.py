@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from dispatcher.httpcall.addresses import IPAddress
+from hubpy.hub._addresses import IPAddress
 
 PIN_ATTRIBUTE = "_hub_pin"
 _current = threading.local()  # the Guard of the call this thread is making, if any

@@ -6,12 +6,13 @@
     history = hub.get_chat_history()
     hub.send_message("Hello from the agent!")
     answer = hub.call_llm("Summarise: " + hub.get_prompt())
+    r = hub.http("GET", "https://api.example.com/v1/items", headers={"Authorization": "Bearer {{SECRET_API_TOKEN}}"})
 
 The dispatcher ships this file into the Piston sandbox as ``hub.py``, unchanged, with the run's
 context beside it as data (``_hub_context.json``) and a small launcher that calls
 ``hub._bootstrap()`` and then runs the agent.
 The sandbox has no network, so everything the agent tells the hub travels as protocol lines on
-stdout, and answers to ``call_llm`` / ``call_agent`` come back as lines on stdin (WebSocket
+stdout, and answers to ``call_llm`` / ``call_agent`` / ``http`` come back as lines on stdin (WebSocket
 transport only). The wire format is documented in ``dispatcher/protocol.py``; both sides must agree.
 
 This file is standard-library only and self-contained. Imported outside the sandbox (tests,
@@ -31,6 +32,8 @@ import threading
 from typing import IO, Any
 
 __all__ = [
+    "HttpError",
+    "HttpResponse",
     "HubError",
     "LLMError",
     "call_agent",
@@ -43,6 +46,7 @@ __all__ = [
     "get_prompt",
     "get_session_id",
     "get_user_vars",
+    "http",
     "log",
     "send_message",
     "set_progress",
@@ -66,6 +70,21 @@ class HubError(Exception):
 class LLMError(HubError):
     """``call_llm`` failed; ``kind`` says how: ``"rate_limited"``, ``"unavailable"``, ``"bad_request"``,
     ``"auth"``, ``"blocked"``, ``"max_tokens"``, ``"not_configured"``, ``"limit"`` or ``"invalid_request"``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(kind, message)
+        self.kind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+class HttpError(HubError):
+    """``http`` failed; ``kind`` says how: ``"forbidden"`` (a host or address not allowed), ``"timeout"``,
+    ``"too_large"`` (the response), ``"unavailable"`` (the connection failed), ``"limit"`` (too many calls in
+    this run) or ``"bad_request"`` (a malformed argument: nothing was sent). An HTTP error status (404, 500, ...)
+    is not an HttpError: it is a response with that status."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(kind, message)
@@ -284,7 +303,7 @@ def call_llm(
     temperature: float | None = None,
     max_output_tokens: int | None = None,
 ) -> str:
-    """Ask the hub's LLM (Gemini) and return its text.
+    """Ask the hub's LLM and return its text: Gemini, or an OpenAI-compatible model with ``model="openai:<name>"``.
 
     ``history=True`` also sends this session's chat history; ``system`` is a system instruction.
     Raises ``LLMError`` (with ``.kind``) when the model call fails, ``HubError`` on the batch transport.
@@ -338,6 +357,97 @@ def call_agent(agent_id: str, input_data: Any) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise HubError("call_agent: malformed reply from the hub")
     return result
+
+
+class _Headers(dict[str, str]):
+    """A response's headers: a dict of str whose lookups ignore case (``r.headers["content-type"]``)."""
+
+    def _key(self, key: str) -> str:
+        if not super().__contains__(key):
+            for k in self:
+                if k.lower() == key.lower():
+                    return k
+        return key
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(self._key(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(self._key(key), default)
+
+
+class HttpResponse:
+    """What ``http`` returns: ``status``, ``reason``, ``headers`` (a dict, lookups ignore case), ``text``,
+    ``json()``, ``url`` (the final one, after redirects), ``ok``, ``elapsed_ms``, ``size`` (body bytes) and
+    ``redirects``. Wherever the server repeated one of the agent's secrets, ``[redacted]`` stands instead."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        self.status = int(result.get("status") or 0)
+        self.reason = str(result.get("reason") or "")
+        self.headers: dict[str, str] = _Headers({str(k): str(v) for k, v in dict(result.get("headers") or {}).items()})
+        self.text = str(result.get("text") or "")
+        self.url = str(result.get("url") or "")
+        self.elapsed_ms = int(result.get("elapsed_ms") or 0)
+        self.size = int(result.get("size") or 0)
+        self.redirects = int(result.get("redirects") or 0)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 400
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` when it is not JSON)."""
+        return json.loads(self.text)
+
+    def __repr__(self) -> str:
+        return f"<HttpResponse {self.status} {self.reason}, {self.size} bytes>"
+
+
+def _http_argument(name: str, value: Any) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise HttpError("bad_request", f"{name} is not JSON-serialisable: {exc}") from None
+
+
+def http(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    json: Any = None,
+    data: str | dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> HttpResponse:
+    """Make an HTTP request through the hub (the sandbox has no network) and return its response.
+
+    Write ``{{SECRET_NAME}}`` in the url, a header, a param or the body where one of the agent's ``SECRET_*``
+    env vars belongs: the hub puts the value in, and masks it in the response. The hub's operator
+    (``HUB_HTTP_ALLOW_HOSTS``) and the agent's own ``HUB_HTTP_ALLOW`` env var must both allow the host.
+    ``json`` (any JSON value) or ``data`` (a str body, or a dict sent as a form), not both; ``timeout`` in
+    seconds (at most the hub's, within the run's time left). Raises ``HttpError`` (with ``.kind``) when the call
+    fails, ``HubError`` on the batch transport.
+    """
+    _require_ws("http")
+    if not isinstance(method, str) or not isinstance(url, str):
+        raise HttpError("bad_request", "method and url must be str")
+    for name, value in (("headers", headers), ("params", params), ("json", json), ("data", data)):
+        _http_argument(name, value)
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise HttpError("bad_request", "timeout must be a number of seconds, or None")
+    reply = _call("http", {"method": method, "url": url, "headers": headers, "params": params, "json": json,
+                           "data": data, "timeout": None if timeout is None else float(timeout)})
+    if not reply.get("ok"):
+        kind, message = _error_of(reply)
+        raise HttpError(kind, message)
+    result = reply.get("result")
+    if not isinstance(result, dict):
+        raise HubError("http: malformed reply from the hub")
+    return HttpResponse(result)
 
 
 def _require_ws(name: str) -> None:

@@ -5,12 +5,16 @@ folder laid out as the dispatcher lays out the sandbox (hub/_box.py): ``hub.py``
 context in a JSON file beside it and the same small launcher, runs ``python3 _hub_launcher.py``
 there, and reads the same stdout
 line protocol: messages, progress, user variables and logs are printed as they arrive, and
-``call_llm`` / ``call_agent`` are answered on the agent's stdin.
+``call_llm`` / ``call_agent`` / ``http`` are answered on the agent's stdin.
 
 - ``call_llm`` goes to Gemini through google-genai when ``GEMINI_API_KEY`` is set
-  (``GEMINI_BASE_URL`` and ``HUB_LLM_MODEL`` are honoured); otherwise the agent gets
+  (``GEMINI_BASE_URL`` and ``HUB_LLM_MODEL`` are honoured), and an ``openai:<name>`` model through the
+  ``openai`` SDK when ``OPENAI_API_KEY`` is set (``OPENAI_BASE_URL``); otherwise the agent gets
   ``hub.LLMError`` with kind ``not_configured`` and a line saying to set the key.
 - ``call_agent`` raises ``hub.HubError`` (kind ``not_available_locally``).
+- ``http`` is made by the runner itself with the hub's rules (hub/_httplocal.py): ``--allow-host`` plays the
+  operator's allow-list, ``--secret SECRET_NAME=value`` a withheld secret, ``--allow-private`` loopback and
+  private addresses (a local test server).
 
 This module is not part of what the hub injects into the sandbox: only ``hub/__init__.py`` is.
 """
@@ -21,7 +25,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -30,6 +33,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 from typing import IO, Any
 
 from ._box import (
@@ -43,6 +47,9 @@ from ._box import (
     hub_source,
     launcher_source,
 )
+from ._hosts import HostPatternError, HostPatterns
+from ._httplocal import LocalHttp, LocalHttpSettings
+from ._secrets import is_secret_name, withhold
 
 MARKER = "\x1ehub:"
 DEFAULT_MODEL = "gemini-2.5-flash"  # the dispatcher's default (HUB_LLM_MODEL)
@@ -62,6 +69,7 @@ class RunReport:
     user_vars: dict[str, str] = field(default_factory=dict)
     logs: list[tuple[str, str]] = field(default_factory=list)
     progress: list[tuple[float, str | None]] = field(default_factory=list)
+    http: list[str] = field(default_factory=list)  # one line per hub.http call, as the hub's JobLog has it
 
 
 def agent_files(path: Path) -> tuple[Path, list[str]]:
@@ -135,8 +143,81 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"kind": kind, "message": message}}
 
 
+def _history_messages(context: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The session's turns as (role, text) with role user|agent, and its system messages apart."""
+    turns: list[tuple[str, str]] = []
+    system: list[str] = []
+    for m in context.get("chat_history") or []:
+        content = m.get("content")
+        if not isinstance(content, str) or not content:
+            continue
+        if m.get("role") == "system":
+            system.append(content)
+        elif m.get("role") in ("user", "agent"):
+            turns.append((m["role"], content))
+    return turns, system
+
+
+def answer_openai(params: Mapping[str, Any], context: Mapping[str, Any], env: Mapping[str, str], model: str
+                  ) -> dict[str, Any]:
+    """call_llm with an ``openai:<name>`` model through the openai SDK, or an error reply saying what is missing."""
+    key = (env.get("OPENAI_API_KEY") or "").strip()
+    if not key:
+        return _error("not_configured", "set OPENAI_API_KEY to answer openai: models locally "
+                                        "(OPENAI_BASE_URL for another OpenAI-compatible endpoint)")
+    try:
+        import openai
+    except ImportError:
+        return _error("not_configured", "openai: models need the openai SDK locally: pip install 'agenthub-sdk[llm]'")
+    prompt = params.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return _error("bad_request", "prompt must be a non-empty str")
+    system = params.get("system")
+    turns: list[tuple[str, str]] = []
+    if params.get("history"):
+        turns, extra_system = _history_messages(context)
+        if extra_system:
+            system = "\n\n".join([*extra_system, *([system] if system else [])])
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [{"role": "assistant" if role == "agent" else "user", "content": text} for role, text in turns]
+    messages.append({"role": "user", "content": prompt})
+    kwargs: dict[str, Any] = {"model": model, "messages": messages}
+    if params.get("temperature") is not None:
+        kwargs["temperature"] = params["temperature"]
+    if params.get("max_output_tokens") is not None:
+        kwargs[env.get("OPENAI_MAX_TOKENS_FIELD") or "max_completion_tokens"] = params["max_output_tokens"]
+    client = openai.OpenAI(api_key=key, base_url=(env.get("OPENAI_BASE_URL") or "").rstrip("/") or None,
+                           timeout=float(env.get("HUB_LLM_TIMEOUT_S") or 60), max_retries=0)
+    try:
+        completion = client.chat.completions.create(**kwargs)
+    except openai.APIStatusError as exc:
+        code = exc.status_code
+        kind = ("auth" if code in (401, 403) else "rate_limited" if code == 429
+                else "unavailable" if code in (408, 409) or code >= 500 else "bad_request")
+        return _error(kind, f"the OpenAI-compatible endpoint answered HTTP {code}".replace(key, "***"))
+    except openai.OpenAIError as exc:  # timeouts, refused connections
+        return _error("unavailable", f"cannot reach the OpenAI-compatible endpoint ({type(exc).__name__})")
+    finally:
+        client.close()
+    choice = completion.choices[0] if completion.choices else None
+    text = (choice.message.content or "") if choice is not None else ""
+    if not text:
+        finish = choice.finish_reason if choice is not None else None
+        if finish == "length":
+            return _error("max_tokens", "the model reached max_output_tokens before writing any text")
+        return _error("blocked", f"the endpoint returned no text (finish_reason {finish or 'none'})")
+    return {"ok": True, "result": {"text": text}}
+
+
 def answer_llm(params: Mapping[str, Any], context: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """call_llm through Gemini (google-genai), or an error reply saying what is missing."""
+    """call_llm through Gemini (google-genai) or, for ``openai:<name>``, the openai SDK; or an error reply saying
+    what is missing."""
+    model = str(params.get("model") or env.get("HUB_LLM_MODEL") or DEFAULT_MODEL).strip()
+    prefix, sep, name = model.partition(":")
+    if sep and prefix.lower() == "openai":
+        return answer_openai(params, context, env, name)
+    if sep and prefix.lower() == "gemini":
+        model = name
     key = (env.get("GEMINI_API_KEY") or "").strip()
     if not key:
         return _error("not_configured", "set GEMINI_API_KEY to answer call_llm locally (GEMINI_BASE_URL for another endpoint)")
@@ -152,20 +233,13 @@ def answer_llm(params: Mapping[str, Any], context: Mapping[str, Any], env: Mappi
     contents: list[Any] = []
     system = params.get("system")
     if params.get("history"):
-        extra_system: list[str] = []
-        for m in context.get("chat_history") or []:
-            content = m.get("content")
-            if not isinstance(content, str) or not content:
-                continue
-            if m.get("role") == "system":
-                extra_system.append(content)
-            elif m.get("role") in ("user", "agent"):
-                role = "user" if m["role"] == "user" else "model"
-                contents.append(types.Content(role=role, parts=[types.Part(text=content)]))
+        turns, extra_system = _history_messages(context)
+        for role, text in turns:
+            contents.append(types.Content(role="user" if role == "user" else "model", parts=[types.Part(text=text)]))
         if extra_system:
             system = "\n\n".join([*extra_system, *([system] if system else [])])
     contents.append(types.Content(role="user", parts=[types.Part(text=prompt)]))
-    model = str(params.get("model") or env.get("HUB_LLM_MODEL") or DEFAULT_MODEL).removeprefix("models/")
+    model = model.removeprefix("models/")
     timeout_s = float(env.get("HUB_LLM_TIMEOUT_S") or 60)
     client = genai.Client(
         api_key=key,
@@ -194,12 +268,17 @@ def answer_llm(params: Mapping[str, Any], context: Mapping[str, Any], env: Mappi
     return {"ok": True, "result": {"text": text}}
 
 
-def answer_call(method: Any, params: Any, context: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """The reply body (without ``id``) for one call line."""
+def answer_call(method: Any, params: Any, context: Mapping[str, Any], env: Mapping[str, str],
+                http: LocalHttp | None = None) -> dict[str, Any]:
+    """The reply body (without ``id``) for one call line (``http``: what a run's hub.http calls go through)."""
     if not isinstance(params, dict):
         return _error("invalid_request", "params must be an object")
     if method == "call_llm":
         return answer_llm(params, context, env)
+    if method == "http":
+        if http is None:
+            return _error("forbidden", "hub.http is off (locally: --allow-host)")
+        return http.call(params)[0]
     if method == "call_agent":
         return _error("not_available_locally",
                       f"call_agent({params.get('agent_id')!r}) is not available locally: other agents run only on the hub")
@@ -244,21 +323,30 @@ def run_agent(
     out: IO[str] | None = None,
     err: IO[str] | None = None,
     llm_env: Mapping[str, str] | None = None,
+    secrets: Mapping[str, str] | None = None,
+    http: LocalHttpSettings | None = None,
 ) -> RunReport:
     """Run the agent at ``agent`` (a folder or a single .py file) once; returns what it did.
 
-    ``llm_env`` (default ``os.environ``) is where ``GEMINI_API_KEY`` / ``GEMINI_BASE_URL`` are read.
-    The agent's process does not see them, just as the sandbox does not.
+    ``llm_env`` (default ``os.environ``) is where ``GEMINI_API_KEY`` / ``GEMINI_BASE_URL`` (``OPENAI_API_KEY`` /
+    ``OPENAI_BASE_URL``) are read. The agent's process does not see them, just as the sandbox does not.
+    ``secrets`` (``SECRET_*``, like any ``SECRET_*`` of ``env_vars``) are withheld from the agent and used by its
+    ``hub.http`` calls, which follow ``http`` (default: off, as on a hub without ``HUB_HTTP_ALLOW_HOSTS``).
     """
     printer = _Printer(out or sys.stdout, err or sys.stderr)
     llm_env = os.environ if llm_env is None else llm_env
+    env_vars, withheld = withhold(env_vars or {})
+    for name in secrets or {}:
+        if not is_secret_name(name):
+            raise LocalRunError(f"a secret's name must start with SECRET_, got {name!r}")
+    local_http = LocalHttp(http or LocalHttpSettings(), env_vars=env_vars, secrets={**withheld, **(secrets or {})})
     folder, names = agent_files(agent)
     entry = choose_entrypoint(names)
     for reserved in RESERVED:
         if reserved in names:
             raise LocalRunError(f"agent file {reserved!r} would shadow the hub's own file of that name; rename it")
-    nonce = secrets.token_hex(8)
-    context = build_context(prompt=prompt, env_vars=env_vars or {}, user_vars=user_vars or {}, history=history,
+    nonce = token_hex(8)
+    context = build_context(prompt=prompt, env_vars=env_vars, user_vars=user_vars or {}, history=history,
                             agent_name=folder.name, nonce=nonce)
     report = RunReport(exit_code=0, user_vars=dict(user_vars or {}))
     with tempfile.TemporaryDirectory(prefix="hub-run-") as box:
@@ -269,8 +357,9 @@ def run_agent(
         Path(box, HUB_NAME).write_text(hub_source(), encoding="utf-8")
         Path(box, CONTEXT_NAME).write_text(context_text(context), encoding="utf-8")
         Path(box, LAUNCHER_NAME).write_text(launcher_source(entry), encoding="utf-8")
-        # The sandbox has none of the operator's secrets: keep the Gemini key out of the agent's process.
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "HUB_LLM_"))}
+        # The sandbox has none of the operator's secrets: keep the LLM keys (and any SECRET_*) out of the agent's process.
+        child_env = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("GEMINI_", "HUB_LLM_", "OPENAI_")) and not is_secret_name(k)}
         child_env.setdefault("PYTHONIOENCODING", "utf-8")
         printer.say("hub:", f"running {entry} in {folder} (prompt: {len(prompt)} characters)", stream=printer.err)
         proc = subprocess.Popen(
@@ -293,6 +382,13 @@ def run_agent(
                     pass  # the agent already exited
 
         def do_call(call_id: int, method: Any, params: Any) -> None:
+            if method == "http" and isinstance(params, dict):
+                body, line = local_http.call(params)
+                if line is not None:
+                    report.http.append(line)
+                    printer.say("[http]", line)
+                reply(call_id, body)
+                return
             body = answer_call(method, params, context, llm_env)
             if not body["ok"]:
                 printer.say("[call error]", f"{method}: {body['error']['kind']}: {body['error']['message']}", stream=printer.err)
@@ -372,8 +468,18 @@ def _pairs(items: Sequence[str], option: str) -> dict[str, str]:
     return out
 
 
+def http_settings(allow_hosts: Sequence[str], *, allow_private: bool = False) -> LocalHttpSettings:
+    """``--allow-host`` patterns (repeatable, or comma-separated) as the hub's allow-list; none: hub.http is off."""
+    try:
+        patterns = HostPatterns.parse(",".join(allow_hosts), "--allow-host")
+    except HostPatternError as exc:
+        raise LocalRunError(str(exc)) from None
+    return LocalHttpSettings(allow_hosts=patterns, allow_private=allow_private)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m hub run AGENT --prompt TEXT [--env K=V] [--user-var K=V] [--history FILE]``."""
+    """``python -m hub run AGENT --prompt TEXT [--env K=V] [--user-var K=V] [--history FILE] [--secret SECRET_K=V]
+    [--allow-host PATTERN] [--allow-private]``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m hub", description="Tools for hub agent authors.")
@@ -385,6 +491,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--user-var", action="append", default=[], metavar="K=V", help="a session user variable (repeatable)")
     run.add_argument("--history", type=Path, help="JSON list of earlier messages [{role, content, timestamp}]")
     run.add_argument("--timeout", type=float, default=None, help="kill the agent after this many seconds")
+    run.add_argument("--secret", action="append", default=[], metavar="SECRET_K=V",
+                     help="a secret env var: withheld from the agent, put in where hub.http's request says {{SECRET_K}}")
+    run.add_argument("--allow-host", action="append", default=[], metavar="PATTERN",
+                     help="a host hub.http may reach, as the hub's HUB_HTTP_ALLOW_HOSTS (repeatable; none: hub.http is "
+                          "off); the agent's own HUB_HTTP_ALLOW comes from --env")
+    run.add_argument("--allow-private", action="store_true",
+                     help="let hub.http reach loopback and private addresses (a local test server), as "
+                          "HUB_HTTP_ALLOW_PRIVATE=1; link-local and cloud metadata stay refused")
     args = parser.parse_args(argv)
     try:
         report = run_agent(
@@ -394,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             user_vars=_pairs(args.user_var, "--user-var"),
             history=load_history(args.history) if args.history else (),
             timeout_s=args.timeout,
+            secrets=_pairs(args.secret, "--secret"),
+            http=http_settings(args.allow_host, allow_private=args.allow_private),
         )
     except BoxError as exc:  # LocalRunError included
         print(f"hub: {exc}", file=sys.stderr)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.http_servers import LocalServer
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -49,7 +51,7 @@ def test_installed_sdk_imports_with_types_and_without_the_repo(sdk_venv: Path, t
     out = subprocess.run([str(sdk_venv / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, check=True, timeout=60, env={"PATH": "/usr/bin:/bin"}).stdout
     assert "site-packages" in out and "true" in out
-    assert '["HubError", "LLMError", "call_agent"]' in out
+    assert '["HttpError", "HttpResponse", "HubError"]' in out
 
 
 def test_installed_runner_runs_the_readme_demo_agent(sdk_venv: Path, tmp_path: Path) -> None:
@@ -64,3 +66,31 @@ def test_installed_runner_runs_the_readme_demo_agent(sdk_venv: Path, tmp_path: P
     assert "[progress] 10% reading the conversation" in proc.stdout
     assert "[log info] demo agent answered visit 3" in proc.stdout
     assert 'user vars at the end: {"visits": "3"}' in proc.stderr
+
+
+def test_installed_runner_makes_hub_http_calls_with_the_packages_own_rules(sdk_venv: Path, tmp_path: Path) -> None:
+    """The rules hub.http follows locally (allow-lists, addresses, secrets) ship in the wheel, standard library only."""
+    token = "tok-installed-0123456789"
+    server = LocalServer("127.0.0.1")
+    try:
+        agent = tmp_path / "agent"
+        agent.mkdir()
+        (agent / "main.py").write_text(
+            "import hub\n"
+            f"r = hub.http('GET', {server.url('/echo')!r}, headers={{'Authorization': 'Bearer {{{{SECRET_T}}}}'}})\n"
+            "hub.send_message(r.json()['headers']['Authorization'])\n"
+            "try:\n    hub.http('GET', 'http://169.254.169.254/', timeout=2)\n"
+            "except hub.HttpError as exc:\n    hub.send_message(exc.kind)\n")
+        proc = subprocess.run(
+            [str(sdk_venv / "bin" / "python"), "-m", "hub", "run", str(agent), "--prompt", "hi", "--env",
+             "HUB_HTTP_ALLOW=127.0.0.1,169.254.169.254", "--secret", f"SECRET_T={token}", "--allow-host", "*",
+             "--allow-private"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+        )
+        seen = [r.headers.get("Authorization") for r in server.requests]
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    assert "[message] Bearer [redacted]\n[http] http call 2: GET 169.254.169.254/ failed (forbidden" in proc.stdout
+    assert "[message] forbidden" in proc.stdout
+    assert seen == [f"Bearer {token}"]

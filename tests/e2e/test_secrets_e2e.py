@@ -11,6 +11,10 @@ nowhere else). Logs, JobLog, Job.errorMessage/statusMessage and outbox rows are 
 
 Another agent must never see a secret: a snooper agent searches the sandbox host (/tmp, /proc) for the
 secret of a victim agent that is running at the same moment.
+
+A ``SECRET_*`` env var goes further: every agent here has one, which never enters its sandbox. One agent uses
+it through hub.http against an echo server on loopback and does with the (masked) echo everything the others
+do with their secrets; that value must be found nowhere, not even in the sending session's chat.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
 import requests
 
 from tests import factories
+from tests.http_servers import LocalServer
 from tests.integration.localpiston_proc import free_port
 from tests.stack import Stack, agent_with_code
 
@@ -35,7 +41,8 @@ API_KEY = f"sk-live-{HEX}"
 QUOTED = f"p\"a's\\s-{HEX[:16]}"  # escaped differently by JSON, repr and plain text
 VICTIM_SECRET = f"victim-{uuid.uuid4().hex}"
 TOKEN = f"ingress-token-{uuid.uuid4().hex}"
-SECRETS = {"API_KEY": API_KEY, "QUOTED": QUOTED}
+WITHHELD = f"withheld/{uuid.uuid4().hex}+x"  # a SECRET_ env var: the agent can use it (hub.http), never read it
+SECRETS = {"API_KEY": API_KEY, "QUOTED": QUOTED, "SECRET_TOKEN": WITHHELD, "HUB_HTTP_ALLOW": "127.0.0.1"}
 # Agents that must still be running while the test looks wait for this file (the sandbox sees the host's
 # /tmp), which the test creates once it has looked: no guess at how long the looking takes.
 GO_FILE = Path("/tmp") / f"secrets-e2e-go-{uuid.uuid4().hex}"
@@ -68,8 +75,28 @@ LEAKERS: dict[str, str] = {
     ),
     "output cap cuts it": f"sys.stdout.write('x' * ({MAX_OUTPUT} - 20) + K)\nsys.stdout.flush()\ntime.sleep(5)\n",
     "sends it as a message": "hub.send_message('your key: ' + K)\nhub.set_user_var('key', K)\n",
+    # ECHO: the echo server's URL, put before the code by the test.
+    "uses a withheld secret": (
+        "import os\n"
+        "assert 'SECRET_TOKEN' not in S and not any('SECRET_' in k for k in os.environ)\n"
+        "r = hub.http('POST', ECHO + '/echo', headers={'Authorization': 'Bearer {{SECRET_TOKEN}}'},"
+        " params={'t': '{{SECRET_TOKEN}}'}, json={'token': '{{SECRET_TOKEN}}'})\n"
+        "seen = [r.text, json.dumps(r.headers), r.url]\n"
+        "for root, dirs, files in os.walk(os.getcwd()):\n"
+        "    for name in files:\n"
+        "        seen.append(open(os.path.join(root, name), encoding='utf-8', errors='replace').read())\n"
+        "seen.append(open('/proc/self/environ', 'rb').read().decode('utf-8', 'replace'))\n"
+        "everything = '\\n'.join(seen)\n"
+        "print(r.text)\nsys.stderr.write(r.text + '\\n')\nhub.log(r.text)\n"
+        "hub.send_message(everything[:50000])\nhub.set_user_var('echo', r.text)\nhub.set_progress(60, r.text[:200])\n"
+        "try:\n    hub.http('GET', ECHO + '/status?code=500&t={{SECRET_TOKEN}}', timeout=0.000001)\n"
+        "except hub.HttpError as exc:\n    hub.log(str(exc))\n"
+        "hub.http('GET', ECHO + '/x/{{SECRET_TOKEN}}/y')  # a secret in the path: logged as its placeholder\n"
+        "raise RuntimeError(r.text[-200:])\n"
+    ),
 }
-EXPECTED_STATUS = {"raises": "FAILED", "exits with it": "FAILED", "output cap cuts it": "FAILED"}
+EXPECTED_STATUS = {"raises": "FAILED", "exits with it": "FAILED", "output cap cuts it": "FAILED",
+                   "uses a withheld secret": "FAILED"}
 
 VICTIM = "import hub\nhub.send_message('victim ready')\n" + WAIT_FOR_GO
 
@@ -113,6 +140,13 @@ class Run:
 
 
 @pytest.fixture(scope="module")
+def echo() -> Iterator[LocalServer]:
+    server = LocalServer("127.0.0.1")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
 def stack(module_db_url: str) -> Iterator[Stack]:
     metrics_port = free_port()
     s = Stack(
@@ -125,6 +159,8 @@ def stack(module_db_url: str) -> Iterator[Stack]:
             "DISPATCHER_METRICS_PORT": str(metrics_port),
             "LOG_LEVEL": "debug",
             "AGENT_RUN_TIMEOUT_MS": "20000",  # the agents waiting for GO_FILE: Piston's limit in tests.stack
+            "HUB_HTTP_ALLOW_HOSTS": "127.0.0.1",
+            "HUB_HTTP_ALLOW_PRIVATE": "1",
         },
     ).start()
     s.metrics_port = metrics_port  # type: ignore[attr-defined]
@@ -133,11 +169,14 @@ def stack(module_db_url: str) -> Iterator[Stack]:
     GO_FILE.unlink(missing_ok=True)
 
 
-def test_secrets_never_reach_logs_tables_or_metrics_nor_another_agent(stack: Stack, tmp_path: Path) -> None:
+def test_secrets_never_reach_logs_tables_or_metrics_nor_another_agent(
+    stack: Stack, echo: LocalServer, tmp_path: Path
+) -> None:
     runs: list[Run] = []
     with stack.connect() as conn:
         for name, body in LEAKERS.items():
-            runs.append(Run(name, agent_with_code(conn, tmp_path, HEAD + body, env=SECRETS, prompt=name)))
+            code = f"ECHO = {echo.url('')!r}\n" + HEAD + body
+            runs.append(Run(name, agent_with_code(conn, tmp_path, code, env=SECRETS, prompt=name)))
         victim = agent_with_code(conn, tmp_path, VICTIM, env={"VICTIM_SECRET": VICTIM_SECRET}, prompt="victim")
         snooper = agent_with_code(conn, tmp_path, f"NEEDLE = {VICTIM_SECRET!r}\n" + SNOOPER,
                                   env={"SNOOPER_OWN": "snooper-own-value"}, prompt="snooper")
@@ -173,8 +212,17 @@ def test_secrets_never_reach_logs_tables_or_metrics_nor_another_agent(stack: Sta
     assert "RuntimeError: bad key [redacted]" in (stack.job(raised.world.job_id)["errorMessage"] or "")
     logged = [e["message"] for e in stack.job_logs(next(r for r in runs if r.name == "hub.log").world.job_id)]
     assert "agent: key [redacted]" in logged and "agent: [redacted]" in logged, logged
+    # The withheld secret was used: the echo server got it in the POST (header, query, body) and in a path.
+    user = next(r for r in runs if r.name == "uses a withheld secret")
+    [sent] = [r for r in echo.requests if r.method == "POST"]
+    assert sent.headers["Authorization"] == f"Bearer {WITHHELD}" and json.loads(sent.body) == {"token": WITHHELD}
+    assert [r.path for r in echo.requests if r.method == "GET"] == [f"/x/{WITHHELD}/y"]  # as written: nothing encodes a path
+    http_lines = [e["message"] for e in stack.job_logs(user.world.job_id) if e["message"].startswith("http call")]
+    assert http_lines[0].startswith("http call 1: POST 127.0.0.1/echo -> 200, "), http_lines
+    assert http_lines[2].startswith("http call 3: GET 127.0.0.1/x/{{SECRET_TOKEN}}/y -> 200, "), http_lines
 
-    secrets = [API_KEY, QUOTED, json.dumps(QUOTED)[1:-1], repr(QUOTED)[1:-1], VICTIM_SECRET, TOKEN]
+    secrets = [API_KEY, QUOTED, json.dumps(QUOTED)[1:-1], repr(QUOTED)[1:-1], VICTIM_SECRET, TOKEN, WITHHELD,
+               quote(WITHHELD, safe=""), quote(WITHHELD)]
     with stack.connect() as conn:
         for where, text in everything_stored(conn):
             assert_no_secret(where, text, secrets)
@@ -185,11 +233,18 @@ def test_secrets_never_reach_logs_tables_or_metrics_nor_another_agent(stack: Sta
             'UNION SELECT DISTINCT "sessionId" FROM "UserVariable" WHERE strpos("value", %s) > 0',
             (API_KEY, API_KEY),
         ).fetchall()
-        assert carrying == [{"sessionId": sender.world.session_id}], carrying
+        # (The withheld secret's user also sent its visible ones: the dump of its box, context file included.)
+        givers = {sender.world.session_id, user.world.session_id}
+        assert {c["sessionId"] for c in carrying} == givers, carrying
         for table, column in (("ChatMessage", "content"), ("UserVariable", "value")):
-            rows = conn.execute(f'SELECT "{column}" AS v FROM "{table}" WHERE "sessionId" <> %s', (sender.world.session_id,))
+            rows = conn.execute(f'SELECT "{column}" AS v FROM "{table}" WHERE NOT "sessionId" = ANY(%s)', (list(givers),))
             for row in rows.fetchall():
                 assert_no_secret(f"{table}.{column}", row["v"], secrets)
+            # A withheld secret is not the agent's to give: in no session at all, the sender's included.
+            for row in conn.execute(f'SELECT "{column}" AS v FROM "{table}"').fetchall():
+                assert_no_secret(f"{table}.{column}", row["v"], [WITHHELD, quote(WITHHELD, safe="")])
+        dump = stack.messages(user.world.session_id)[0]
+        assert '"nonce"' in dump and "Bearer [redacted]" in dump  # it read its context file and the echo
 
     logs = {f"dispatcher {i}": d.output() for i, d in enumerate(stack.dispatchers)}
     assert stack.web is not None

@@ -21,11 +21,11 @@ import pytest
 import urllib3.util.connection
 
 from dispatcher.httpcall import metrics as http_metrics
-from dispatcher.httpcall.addresses import IPAddress
 from dispatcher.httpcall.broker import HttpBroker, HttpSettings
-from dispatcher.httpcall.hosts import HostPatterns
 from dispatcher.httpcall.run import RunHttp
-from dispatcher.secrets import MASK
+from hubpy.hub._addresses import IPAddress
+from hubpy.hub._hosts import HostPatterns
+from hubpy.hub._secrets import MASK
 from tests.http_servers import LocalServer, make_ca
 from tests.waiting import wait_until
 
@@ -99,8 +99,8 @@ def make() -> Iterator[Callable[..., RunHttp]]:
     def factory(*, hosts: str = "*", agent: str | None = "*", private: bool = True, secrets: dict[str, str] | None = None,
                 dns: FakeDNS | None = None, deadline_s: float = 20.0, verify: bool | str = True,
                 also_mask: tuple[str, ...] = (), **limits: Any) -> RunHttp:
-        settings = HttpSettings(allow_hosts=HostPatterns.parse(hosts, "HUB_HTTP_ALLOW_HOSTS"), allow_private=private,
-                                **limits)
+        settings = HttpSettings(http_allow_hosts=HostPatterns.parse(hosts, "HUB_HTTP_ALLOW_HOSTS"),
+                                http_allow_private=private, **{f"http_{k}": v for k, v in limits.items()})
         broker = HttpBroker(settings, resolver=dns or FakeDNS(), verify=verify)
         brokers.append(broker)
         env = {} if agent is None else {"HUB_HTTP_ALLOW": agent}

@@ -17,6 +17,8 @@ import requests
 
 from dispatcher import bundle
 from tests.fakegemini_proc import FakeGemini
+from tests.fakeopenai_proc import FakeOpenAI
+from tests.http_servers import LocalServer, make_ca, serve
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hubpy"))
@@ -116,3 +118,108 @@ def test_local_launcher_is_the_dispatchers_launcher() -> None:
     # The same box around it: hub.py as it is, the context as a JSON file of the same name beside it.
     assert (_local.HUB_NAME, _local.CONTEXT_NAME) == (bundle.HUB_NAME, bundle.CONTEXT_NAME)
     assert _local.hub_source() == bundle.hub_source()
+
+
+# ---- hub.http and openai: models, locally (issue 15) ----------------------------------------------------
+
+TOKEN = "tok/local+0123456789"
+
+HTTP_AGENT = """
+import json, os, hub
+r = hub.http("GET", URL + "/echo", headers={"Authorization": "Bearer {{SECRET_API_TOKEN}}"}, params={"q": "x"})
+hub.send_message(f"echo {r.status} {r.json()['headers']['Authorization']} {r.headers['x-echo-authorization']}")
+for url in ("http://169.254.169.254/latest/meta-data/", "http://localhost:1/", URL.replace("127.0.0.1", "127.0.0.2")):
+    try:
+        hub.http("GET", url, timeout=2)  # 2 s: were a rule broken, the test fails fast
+    except hub.HttpError as exc:
+        hub.send_message(f"refused {exc.kind}")
+try:
+    hub.http("GET", URL, headers={"X": "{{SECRET_NONE}}"})
+except hub.HttpError as exc:
+    hub.send_message(f"refused {exc.kind}")
+hub.send_message("env " + json.dumps(sorted(hub.get_env_vars())) + " " + str(any("SECRET" in k for k in os.environ)))
+"""
+
+
+@pytest.fixture
+def echo() -> Iterator[LocalServer]:
+    yield from serve("127.0.0.1")
+
+
+def test_local_runner_makes_hub_http_calls_itself_with_the_hubs_rules(echo: LocalServer, tmp_path: Path) -> None:
+    agent = write_agent(tmp_path, {"main.py": f"URL = {echo.url('')!r}\n" + HTTP_AGENT})
+    proc = hub_run(agent, "--prompt", "go", "--env", "HUB_HTTP_ALLOW=127.0.0.1,169.254.169.254,localhost,127.0.0.2",
+                   "--env", "SECRET_FROM_ENV=also-withheld", "--secret", f"SECRET_API_TOKEN={TOKEN}",
+                   "--allow-host", "127.0.0.1", "--allow-host", "169.254.169.254", "--allow-private",
+                   env={"SECRET_IN_SHELL": "not-for-the-agent"})
+    assert proc.returncode == 0, proc.stderr
+    assert "[message] echo 200 Bearer [redacted] Bearer [redacted]" in proc.stdout
+    # metadata (never), localhost and 127.0.0.2 (not in --allow-host), an unknown secret (nothing sent)
+    assert proc.stdout.count("[message] refused forbidden") == 3
+    assert "[message] refused bad_request" in proc.stdout
+    assert '[message] env ["HUB_HTTP_ALLOW"] False' in proc.stdout
+    assert [r.headers["Authorization"] for r in echo.requests] == [f"Bearer {TOKEN}"]
+    assert echo.requests[0].path == "/echo?q=x"
+    assert "[http] http call 1: GET 127.0.0.1/echo -> 200, " in proc.stdout
+    assert "[http] http call 2: GET 169.254.169.254/latest/meta-data/ failed (forbidden: " in proc.stdout
+    assert TOKEN not in proc.stdout + proc.stderr
+
+
+def test_local_runner_hub_http_is_off_without_allow_host(echo: LocalServer, tmp_path: Path) -> None:
+    code = (f"import hub\ntry:\n    hub.http('GET', {echo.url('/')!r})\n"
+            "except hub.HttpError as exc:\n    hub.send_message(exc.kind)\n")
+    proc = hub_run(write_agent(tmp_path, {"main.py": code}), "--prompt", "go", "--env", "HUB_HTTP_ALLOW=*",
+                   "--allow-private")
+    assert proc.returncode == 0, proc.stderr
+    assert "[message] forbidden" in proc.stdout and "--allow-host" in proc.stdout
+    assert echo.requests == []
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--secret", "API_TOKEN=x"], "a secret's name must start with SECRET_, got 'API_TOKEN'"),
+    (["--allow-host", "https://api.example.com"], "--allow-host: 'https://api.example.com' is not a host pattern"),
+])
+def test_local_runner_refuses_a_bad_secret_name_or_host_pattern(tmp_path: Path, args: list[str], says: str) -> None:
+    proc = hub_run(write_agent(tmp_path, {"main.py": "print('never runs')\n"}), "--prompt", "go", *args)
+    assert proc.returncode == 2 and says in proc.stderr and "never runs" not in proc.stdout
+
+
+def test_local_runner_answers_openai_models_through_the_openai_sdk(tmp_path: Path) -> None:
+    key = "sk-local-" + "0123456789abcdef"
+    fake = FakeOpenAI(key).start()
+    try:
+        code = ("import hub\nhub.send_message(hub.call_llm('hello ' + hub.get_prompt(), model='openai:gpt-4o-mini',"
+                " system='Be brief.'))\n")
+        proc = hub_run(write_agent(tmp_path, {"main.py": code}), "--prompt", "local-openai",
+                       env={"OPENAI_API_KEY": key, "OPENAI_BASE_URL": fake.base_url})
+        [seen] = fake.requests(containing="local-openai")
+    finally:
+        fake.close()
+    assert proc.returncode == 0, proc.stderr
+    assert "[message] [canned]" in proc.stdout
+    assert seen["body"]["model"] == "gpt-4o-mini" and seen["body"]["messages"][0] == {"role": "system",
+                                                                                       "content": "Be brief."}
+
+
+def test_local_runner_speaks_tls_to_the_checked_address_verifying_the_urls_name(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path, ["localhost"])
+    server = LocalServer("127.0.0.1", tls=ca.context)
+    try:
+        code = f"""
+import hub
+for host in ("localhost", "127.0.0.1"):  # the certificate names localhost only
+    try:
+        r = hub.http("GET", "https://" + host + ":{server.port}/echo")
+        hub.send_message(host + " " + str(r.status))
+    except hub.HttpError as exc:
+        hub.send_message(host + " " + exc.kind + " " + exc.message)
+"""
+        proc = hub_run(write_agent(tmp_path, {"main.py": code}), "--prompt", "tls", "--env", "HUB_HTTP_ALLOW=*",
+                       "--allow-host", "*", "--allow-private", env={"SSL_CERT_FILE": str(ca.ca_file)})
+        sni = list(server.state.sni)
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    assert "[message] localhost 200" in proc.stdout
+    assert "[message] 127.0.0.1 unavailable TLS with 127.0.0.1 failed: the certificate was not accepted" in proc.stdout
+    assert "localhost" in sni

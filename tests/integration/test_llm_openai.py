@@ -13,8 +13,9 @@ import openai
 import pytest
 
 from dispatcher import llm, llm_openai
+from dispatcher.config import LLMSettings, OpenAISettings
 from dispatcher.llm import LLMErrorKind
-from dispatcher.llm_openai import OpenAIClient, OpenAISettings
+from dispatcher.llm_openai import OpenAIClient
 from tests.fakeopenai_proc import FakeOpenAI
 
 KEY = "sk-fake-" + secrets.token_hex(12)
@@ -27,14 +28,14 @@ def fake() -> Iterator[FakeOpenAI]:
     server.close()
 
 
-def settings(fake: FakeOpenAI, **env: str) -> OpenAISettings:
+def settings(fake: FakeOpenAI, **env: str) -> tuple[OpenAISettings, LLMSettings]:
     base = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": fake.base_url, "HUB_LLM_RETRY_BASE_S": "0.01",
             "HUB_LLM_RETRY_MAX_S": "0.05"}
-    return OpenAISettings.from_env({**base, **env})
+    return OpenAISettings.from_env({**base, **env}), LLMSettings.from_env({**base, **env})
 
 
 def client(fake: FakeOpenAI, **env: str) -> OpenAIClient:
-    return OpenAIClient(settings(fake, **env))
+    return OpenAIClient(*settings(fake, **env))
 
 
 def request(prompt: str, **params: Any) -> llm.LLMRequest:
@@ -202,8 +203,8 @@ def test_older_servers_can_be_sent_max_tokens_instead(fake: FakeOpenAI) -> None:
 
 
 def test_the_process_keeps_one_client_per_settings(fake: FakeOpenAI) -> None:
-    assert llm_openai.client_for(settings(fake)) is llm_openai.client_for(settings(fake))
-    assert llm_openai.client_for(settings(fake)) is not llm_openai.client_for(settings(fake, HUB_LLM_TIMEOUT_S="5"))
+    assert llm_openai.client_for(*settings(fake)) is llm_openai.client_for(*settings(fake))
+    assert llm_openai.client_for(*settings(fake)) is not llm_openai.client_for(*settings(fake, HUB_LLM_TIMEOUT_S="5"))
 
 
 def test_the_stand_in_streams_the_same_answer_for_the_streaming_issue(fake: FakeOpenAI) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -35,6 +36,7 @@ from dispatcher.worker import wire_runner
 from dispatcher.writeback import WriteBack
 from tests import factories
 from tests.fakegemini_proc import FakeGemini
+from tests.http_servers import LocalServer, serve
 from tests.stack import agent_with_code
 
 KEY = "fake-key-for-the-runner-tests"
@@ -568,3 +570,74 @@ def test_result_json_of_a_run_is_what_the_summary_says(harness: Callable[..., Ha
         "output_truncated": False, "attempts": 1}
     assert "stderr (last 2000 characters):\nwarn\n" in ran.logs
     assert json.dumps(result)  # stored as JSON
+
+
+# ---- hub.http and SECRET_* env vars (issue 15) ----------------------------------------------------------
+
+TOKEN = "tok/runner+0123456789"  # percent-encoding changes it: the echoed forms must be masked too
+
+
+@pytest.fixture
+def echo() -> Iterator[LocalServer]:
+    yield from serve("127.0.0.1")
+
+
+def test_secret_env_vars_are_withheld_from_the_box_and_masked_in_every_record(harness: Callable[..., Harness]) -> None:
+    # The script stands for anything that could carry the value back: an echoing server, an error text.
+    h = harness(lambda box: [Hub({"type": "log", "level": "info", "message": f"echoed {TOKEN} {quote(TOKEN, safe='')}"}),
+                             Err(f"boom {TOKEN}\n"), Exit(1)])
+    w = h.world(env={"API_KEY": SECRET, "SECRET_API_TOKEN": TOKEN})
+    ran = h.run(w)
+    [box] = h.sandbox.runs
+    assert box.context["env_vars"] == {"API_KEY": SECRET}
+    assert all(TOKEN not in f["content"] for f in box.files)
+    assert "SECRET_API_TOKEN" not in next(f["content"] for f in box.files if f["name"] == "_hub_context.json")
+    assert "agent: echoed [redacted] [redacted]" in ran.logs
+    assert ran.job["status"] == "FAILED" and ran.job["errorMessage"].endswith("boom [redacted]")
+    stored = json.dumps([ran.logs, ran.job, ran.outbox], default=str)
+    assert TOKEN not in stored and quote(TOKEN, safe="") not in stored
+
+
+def test_hub_http_goes_through_the_broker_with_the_secret_put_in_and_masked_out(
+    harness: Callable[..., Harness], echo: LocalServer
+) -> None:
+    replies: list[Reply] = []
+
+    def script(box: Box) -> Generator[Step, Reply, None]:
+        replies.append((yield Call("http", {"method": "GET", "url": echo.url("/echo?q=1"),
+                                            "headers": {"Authorization": "Bearer {{SECRET_API_TOKEN}}"}})))
+        replies.append((yield Call("http", {"method": "GET", "url": "http://169.254.169.254/latest/meta-data/"})))
+        replies.append((yield Call("http", {"method": "GET", "url": echo.url("/"),
+                                            "headers": {"X-Key": "{{SECRET_UNKNOWN}}"}})))
+
+    h = harness(script, HUB_HTTP_ALLOW_HOSTS="127.0.0.1,169.254.169.254", HUB_HTTP_ALLOW_PRIVATE="1")
+    w = h.world(env={"SECRET_API_TOKEN": TOKEN, "HUB_HTTP_ALLOW": "127.0.0.1,169.254.169.254"})
+    ran = h.run(w)
+    echoed, metadata, unknown = replies
+    assert echoed is not None and echoed["ok"] and echoed["result"]["status"] == 200
+    assert json.loads(echoed["result"]["text"])["headers"]["Authorization"] == "Bearer [redacted]"
+    assert echoed["result"]["headers"]["X-Echo-Authorization"] == "Bearer [redacted]"
+    assert [r.headers["Authorization"] for r in echo.requests] == [f"Bearer {TOKEN}"]  # one request, the real value
+    assert metadata is not None and metadata["error"]["kind"] == "forbidden" and "never allowed" in metadata["error"]["message"]
+    assert unknown is not None and unknown["error"]["kind"] == "bad_request" and "SECRET_UNKNOWN" in unknown["error"]["message"]
+    http = ran.outbox["result"]["http"]
+    assert (http["calls"], http["failed"], http["kinds"]) == (3, 2, {"forbidden": 1, "bad_request": 1})
+    # The bytes received: the body held the token once, where the agent got [redacted].
+    assert http["bytes"] == echoed["result"]["size"] == len(echoed["result"]["text"].encode()) + len(TOKEN) - len("[redacted]")
+    lines = [line for line in ran.logs if line.startswith("http call")]
+    assert len(lines) == 3 and lines[0].startswith("http call 1: GET 127.0.0.1/echo -> 200, ")
+    assert lines[1].startswith("http call 2: GET 169.254.169.254/latest/meta-data/ failed (forbidden: ")
+    assert TOKEN not in json.dumps([ran.logs, ran.outbox], default=str)
+
+
+def test_hub_http_is_off_without_the_operators_allow_list(harness: Callable[..., Harness], echo: LocalServer) -> None:
+    replies: list[Reply] = []
+
+    def script(box: Box) -> Generator[Step, Reply, None]:
+        replies.append((yield Call("http", {"method": "GET", "url": echo.url("/")})))
+
+    h = harness(script, HUB_HTTP_ALLOW_PRIVATE="1")
+    ran = h.run(h.world(env={"HUB_HTTP_ALLOW": "*"}))
+    [reply] = replies
+    assert reply is not None and reply["error"]["kind"] == "forbidden" and "HUB_HTTP_ALLOW_HOSTS" in reply["error"]["message"]
+    assert echo.requests == [] and ran.job["status"] == "SUCCEEDED"

@@ -4,6 +4,8 @@ sections' settings, the dispatcher's defaults are the README's, and a section ca
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +21,15 @@ from core.config import (
     parse_int,
     parse_text,
 )
-from dispatcher.config import SECTIONS, DispatcherConfig, LLMSettings, LoopSettings, PistonSettings
+from dispatcher.config import (
+    SECTIONS,
+    DispatcherConfig,
+    HttpSettings,
+    LLMSettings,
+    LoopSettings,
+    OpenAISettings,
+    PistonSettings,
+)
 
 BASE = {"DATABASE_URL": "postgresql://u@h/d", "PISTON_URL": "http://p:1"}
 
@@ -54,6 +64,9 @@ def test_the_dispatchers_defaults_are_the_readmes() -> None:
         "gemini_api_key": None, "gemini_base_url": None, "llm_model": "gemini-2.5-flash", "llm_timeout_s": 60.0,
         "llm_retry_attempts": 4, "llm_retry_base_s": 1.0, "llm_retry_max_s": 10.0, "max_llm_calls": 20,
         "max_agent_depth": 3, "child_time_margin_ms": 1000,
+        "openai_api_key": None, "openai_base_url": None, "openai_max_tokens_field": "max_completion_tokens",
+        "http_allow_hosts": None, "http_allow_private": False, "http_max_calls": 50, "http_max_response_bytes": 1 << 20,
+        "http_max_request_bytes": 1 << 20, "http_timeout_s": 30.0, "http_max_redirects": 5,
     }
 
 
@@ -66,6 +79,15 @@ def test_the_dispatchers_defaults_are_the_readmes() -> None:
      r"^DISPATCHER_HEARTBEAT_S must be at most half of DISPATCHER_LEASE_S$"),
     ({"AGENT_FILES_ROOT": "/no/such/folder"}, r"^AGENT_FILES_ROOT is not a directory: /no/such/folder$"),
     ({"HUB_LLM_TIMEOUT_S": "soon"}, r"^HUB_LLM_TIMEOUT_S must be a number, got 'soon'$"),
+    ({"OPENAI_BASE_URL": "api.groq.com"}, r"^OPENAI_BASE_URL must start with http:// or https://, got 'api.groq.com'$"),
+    ({"OPENAI_MAX_TOKENS_FIELD": "tokens"}, r"^OPENAI_MAX_TOKENS_FIELD must be one of max_completion_tokens, max_tokens"),
+    ({"HUB_HTTP_ALLOW_HOSTS": "https://api.example.com"}, r"^HUB_HTTP_ALLOW_HOSTS: 'https://api.example.com' is not a host"),
+    ({"HUB_HTTP_ALLOW_PRIVATE": "maybe"}, r"^HUB_HTTP_ALLOW_PRIVATE must be 1 or 0, got 'maybe'$"),
+    ({"HUB_HTTP_MAX_CALLS": "-1"}, r"^HUB_HTTP_MAX_CALLS must be >= 0, got -1$"),
+    ({"HUB_HTTP_MAX_RESPONSE_BYTES": "0"}, r"^HUB_HTTP_MAX_RESPONSE_BYTES must be >= 1, got 0$"),
+    ({"HUB_HTTP_MAX_REQUEST_BYTES": "lots"}, r"^HUB_HTTP_MAX_REQUEST_BYTES must be an integer, got 'lots'$"),
+    ({"HUB_HTTP_TIMEOUT_S": "0"}, r"^HUB_HTTP_TIMEOUT_S must be >= 0.1, got 0.0$"),
+    ({"HUB_HTTP_MAX_REDIRECTS": "x"}, r"^HUB_HTTP_MAX_REDIRECTS must be an integer, got 'x'$"),
     ({"DATABASE_URL": ""}, r"^DATABASE_URL is not set"),
 ])
 def test_a_bad_dispatcher_variable_is_named_in_one_line(env: dict[str, str], message: str) -> None:
@@ -84,10 +106,18 @@ def test_each_section_parses_its_own_variables() -> None:
 
 
 def test_a_section_taken_out_of_a_config_has_the_configs_values() -> None:
-    env = {**BASE, "GEMINI_API_KEY": "k", "HUB_LLM_RETRY_ATTEMPTS": "2", "AGENT_RUN_TIMEOUT_MS": "9000"}
+    env = {**BASE, "GEMINI_API_KEY": "k", "HUB_LLM_RETRY_ATTEMPTS": "2", "AGENT_RUN_TIMEOUT_MS": "9000",
+           "OPENAI_API_KEY": "sk-k", "OPENAI_BASE_URL": "http://o:1/v1/", "HUB_HTTP_ALLOW_HOSTS": "*.example.com",
+           "HUB_HTTP_MAX_CALLS": "3"}
     cfg = DispatcherConfig.from_env(env)
-    assert LLMSettings.of(cfg) == LLMSettings.from_env(env)
-    assert type(LLMSettings.of(cfg)) is LLMSettings
+    for section in (LLMSettings, OpenAISettings, HttpSettings):
+        assert section.of(cfg) == section.from_env(env)
+        assert type(section.of(cfg)) is section
+    assert OpenAISettings.of(cfg).openai_base_url == "http://o:1/v1"
+    http = HttpSettings.of(cfg)
+    assert http.http_enabled and http.http_max_calls == 3 and http.http_allow_hosts is not None
+    assert http.http_allow_hosts.allows("api.example.com") and not http.http_allow_hosts.allows("example.com")
+    assert "sk-k" not in repr(cfg) and "sk-k" not in repr(OpenAISettings.of(cfg))
 
 
 def test_the_parsers_are_public_and_treat_empty_as_the_default() -> None:
@@ -95,3 +125,26 @@ def test_the_parsers_are_public_and_treat_empty_as_the_default() -> None:
     assert (parse_int(env, "A", 1), parse_int(env, "B", 1), parse_float(env, "C", 1.0)) == (7, 1, 0.5)
     assert parse_choice(env, "D", "auto", ("ws", "execute", "auto")) == "execute"
     assert (parse_text(env, "E"), parse_text(env, "E", "x"), parse_text(env, "D")) == (None, "x", "Execute")
+
+
+class Recording(dict[str, str]):
+    """An environment that remembers every variable asked of it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def test_every_variable_the_dispatcher_reads_has_a_row_in_the_readmes_configuration_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {name for line in table.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
+    env = Recording(BASE)
+    DispatcherConfig.from_env(env)
+    assert {"HUB_HTTP_ALLOW_HOSTS", "OPENAI_API_KEY", "HUB_HTTP_MAX_REDIRECTS"} <= env.asked
+    assert env.asked - rows == set()

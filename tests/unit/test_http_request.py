@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from dispatcher.httpcall.errors import HttpCallError, HttpErrorKind
 from dispatcher.httpcall.request import build_request
-from dispatcher.secrets import SecretBox
+from hubpy.hub._httperrors import HttpCallError, HttpErrorKind
+from hubpy.hub._secrets import SecretBox
 
 TOKEN = "tok-4f1c2d9e8b7a"
 BOX = SecretBox({"SECRET_TOKEN": TOKEN, "SECRET_NEWLINE": "line1\r\nX-Injected: yes", "SECRET_PIN": "123"})

@@ -7,9 +7,9 @@ import ipaddress
 import pytest
 
 from core.config import ConfigError
-from dispatcher.httpcall.addresses import AddressClass, classify, refusal
-from dispatcher.httpcall.broker import HttpSettings
-from dispatcher.httpcall.hosts import HostPatternError, HostPatterns
+from dispatcher.config import HttpSettings
+from hubpy.hub._addresses import AddressClass, classify, refusal
+from hubpy.hub._hosts import HostPatternError, HostPatterns
 
 
 def patterns(text: str) -> HostPatterns:
@@ -144,8 +144,8 @@ def test_a_refusal_for_a_name_says_the_class_without_the_address() -> None:
 
 def test_settings_default_to_off_with_the_documented_limits() -> None:
     s = HttpSettings.from_env({})
-    assert (s.enabled, s.allow_private, s.max_calls, s.max_response_bytes, s.timeout_s, s.max_redirects) == (
-        False, False, 50, 1 << 20, 30.0, 5)
+    assert (s.http_enabled, s.http_allow_private, s.http_max_calls, s.http_max_response_bytes, s.http_timeout_s,
+            s.http_max_redirects, s.http_max_request_bytes) == (False, False, 50, 1 << 20, 30.0, 5, 1 << 20)
 
 
 def test_settings_read_every_variable() -> None:
@@ -153,9 +153,9 @@ def test_settings_read_every_variable() -> None:
                                "HUB_HTTP_MAX_CALLS": "7", "HUB_HTTP_MAX_RESPONSE_BYTES": "1000",
                                "HUB_HTTP_TIMEOUT_S": "2.5", "HUB_HTTP_MAX_REDIRECTS": "0",
                                "HUB_HTTP_MAX_REQUEST_BYTES": "10"})
-    assert s.enabled and s.allow_hosts is not None and s.allow_hosts.allows("a.example.com")
-    assert (s.allow_private, s.max_calls, s.max_response_bytes, s.timeout_s, s.max_redirects, s.max_request_bytes) == (
-        True, 7, 1000, 2.5, 0, 10)
+    assert s.http_enabled and s.http_allow_hosts is not None and s.http_allow_hosts.allows("a.example.com")
+    assert (s.http_allow_private, s.http_max_calls, s.http_max_response_bytes, s.http_timeout_s, s.http_max_redirects,
+            s.http_max_request_bytes) == (True, 7, 1000, 2.5, 0, 10)
 
 
 @pytest.mark.parametrize(("env", "named"), [

@@ -445,3 +445,80 @@ def test_context_limits_make_oversized_lines_fail_in_the_agent_not_on_the_wire()
     hub.send_message("x" * 50)
     dec = StreamDecoder(NONCE, max_line_chars=200, max_output_chars=1000, max_message_chars=50)
     assert dec.feed(out.getvalue()) == [Message("x" * 50)]
+
+
+# ---- hub.http (issue 15) ----------------------------------------------------------------------------
+
+
+def test_http_sends_one_call_and_returns_a_response_with_case_insensitive_headers_and_json(tmp_path: Path) -> None:
+    agent = """\
+        import hub
+        r = hub.http("POST", "https://api.example.com/v1/items?x=1", headers={"Authorization": "Bearer {{SECRET_T}}"},
+                     params={"q": "a b", "n": [1, 2]}, json={"title": "t"}, timeout=5)
+        hub.send_message(f"{r.status} {r.reason} {r.ok} {r.headers['content-type']} {r.headers.get('X-MISSING')}")
+        hub.send_message(f"{r.json()['id']} {r.text} {r.url} {r.size} {r.redirects} {'CONTENT-TYPE' in r.headers}")
+    """
+    seen: list[Call] = []
+
+    def reply(call: Call) -> str:
+        seen.append(call)
+        return encode_reply(call.id, True, {"status": 201, "reason": "Created", "headers": {"Content-Type": "application/json"},
+                                            "text": '{"id": 7}', "url": "https://api.example.com/v1/items?x=1",
+                                            "elapsed_ms": 12, "size": 9, "redirects": 0})
+
+    run = run_agent(tmp_path, {"main.py": agent}, reply=reply)
+    assert run.code == 0, run.stderr
+    [call] = seen
+    assert call.method is CallMethod.HTTP
+    assert call.params == {"method": "POST", "url": "https://api.example.com/v1/items?x=1",
+                           "headers": {"Authorization": "Bearer {{SECRET_T}}"}, "params": {"q": "a b", "n": [1, 2]},
+                           "json": {"title": "t"}, "data": None, "timeout": 5.0}
+    assert messages(run) == ["201 Created True application/json None",
+                             '7 {"id": 7} https://api.example.com/v1/items?x=1 9 0 True']
+
+
+@pytest.mark.parametrize("kind", ["forbidden", "timeout", "too_large", "unavailable", "limit", "bad_request"])
+def test_an_http_error_reply_raises_http_error_with_its_kind(tmp_path: Path, kind: str) -> None:
+    agent = """\
+        import hub
+        try:
+            hub.http("GET", "https://api.example.com/")
+        except hub.HttpError as e:
+            assert isinstance(e, hub.HubError)
+            hub.send_message(f"{e.kind}|{e.message}|{e}")
+    """
+
+    def reply(call: Call) -> str:
+        return encode_reply(call.id, False, error={"kind": kind, "message": "why"})
+
+    run = run_agent(tmp_path, {"main.py": agent}, reply=reply)
+    assert run.code == 0, run.stderr
+    assert messages(run) == [f"{kind}|why|{kind}: why"]
+
+
+@pytest.mark.parametrize(("arguments", "says"), [
+    ({"json": {"x": object()}}, "json is not JSON-serialisable"),
+    ({"json": float("nan")}, "json is not JSON-serialisable"),
+    ({"headers": {"X": object()}}, "headers is not JSON-serialisable"),
+    ({"data": {"a": {1, 2}}}, "data is not JSON-serialisable"),
+    ({"timeout": "5"}, "timeout must be a number"),
+])
+def test_http_arguments_that_cannot_be_sent_are_bad_request_before_anything_is_written(
+    arguments: dict[str, Any], says: str
+) -> None:
+    hub = load_hub()
+    out = io.StringIO()
+    hub._init(context(), stdout=out)
+    with pytest.raises(hub.HttpError, match=says) as info:
+        hub.http("POST", "https://api.example.com/", **arguments)
+    assert info.value.kind == "bad_request"
+    assert out.getvalue() == ""
+
+
+def test_http_on_the_batch_transport_raises_hub_error_without_writing() -> None:
+    hub = load_hub()
+    out = io.StringIO()
+    hub._init(context("execute"), stdout=out)
+    with pytest.raises(hub.HubError, match="http requires the WebSocket transport"):
+        hub.http("GET", "https://api.example.com/")
+    assert out.getvalue() == ""

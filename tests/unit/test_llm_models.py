@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from core.config import ConfigError
+from dispatcher.config import LLMSettings, OpenAISettings
 from dispatcher.llm_models import BadModelName, Provider, split_model
-from dispatcher.llm_openai import OpenAISettings
+from dispatcher.llm_openai import OpenAIClient
 
 
 @pytest.mark.parametrize(("model", "provider", "name"), [
@@ -28,12 +29,14 @@ def test_a_malformed_model_name_is_refused(model: str) -> None:
         split_model(model)
 
 
-def test_openai_settings_default_to_openai_and_share_the_llm_timeouts() -> None:
-    s = OpenAISettings.from_env({"OPENAI_API_KEY": " sk-x ", "HUB_LLM_TIMEOUT_S": "7", "HUB_LLM_RETRY_ATTEMPTS": "2"})
-    assert (s.api_key, s.base_url, s.timeout_s, s.retry_attempts, s.max_tokens_field) == (
-        "sk-x", None, 7.0, 2, "max_completion_tokens")
+def test_openai_settings_default_to_openai_and_the_client_shares_the_llm_timeouts() -> None:
+    env = {"OPENAI_API_KEY": " sk-x ", "HUB_LLM_TIMEOUT_S": "7", "HUB_LLM_RETRY_ATTEMPTS": "2"}
+    s = OpenAISettings.from_env(env)
+    assert (s.openai_api_key, s.openai_base_url, s.openai_max_tokens_field) == ("sk-x", None, "max_completion_tokens")
     assert "sk-x" not in repr(s)
-    assert OpenAISettings.from_env({}).api_key is None
+    assert OpenAISettings.from_env({}).openai_api_key is None
+    client = OpenAIClient(s, LLMSettings.from_env(env))
+    assert (client.llm.llm_timeout_s, client.llm.llm_retry_attempts) == (7.0, 2)
 
 
 @pytest.mark.parametrize(("env", "named"), [

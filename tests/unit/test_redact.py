@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from dispatcher import protocol
-from dispatcher.redact import MASK, Redactor
+from hubpy.hub._redact import MASK, Redactor
 
 SECRET = "sk-live-0123456789abcdef"
 QUOTED = "p\"a's\\s-secret"

@@ -38,7 +38,7 @@ for module in ("core.migrate", "ingress.__main__", "ingress.app", "ingress.asgi"
                "hypercorn.asyncio.run", "hypercorn.protocol.h11", "hypercorn.protocol.h2", "hypercorn.protocol.ws_stream",
                "dispatcher.__main__", "dispatcher.ops", "dispatcher.verify", "dispatcher.worker",
                "dispatcher.calls", "core.metrics",
-               # issue 15's call_llm provider and hub.http broker, which dispatcher.calls is to import once wired
+               # call_llm's openai: provider and hub.http's broker (dispatcher.worker wires them in)
                "dispatcher.llm_openai", "dispatcher.httpcall.run"):
     importlib.import_module(module)
 from dispatcher import gemini, llm_openai
@@ -46,9 +46,10 @@ from dispatcher.httpcall import broker as httpcall
 from dispatcher.config import DispatcherConfig
 gemini.GeminiClient(DispatcherConfig.from_env({"DATABASE_URL": "postgresql://probe@127.0.0.1:9/probe",
     "PISTON_URL": "http://127.0.0.1:9", "GEMINI_API_KEY": "probe-key", "GEMINI_BASE_URL": "http://127.0.0.1:9"})).warm()
-llm_openai.client_for(llm_openai.OpenAISettings.from_env({"OPENAI_API_KEY": "probe-key",
-    "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}))
-httpcall.broker_for(httpcall.HttpSettings.from_env({"HUB_HTTP_ALLOW_HOSTS": "*"}))
+from dispatcher.config import HttpSettings, LLMSettings, OpenAISettings
+llm_openai.client_for(OpenAISettings.from_env({"OPENAI_API_KEY": "probe-key", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}),
+                      LLMSettings.from_env({}))
+httpcall.broker_for(HttpSettings.from_env({"HUB_HTTP_ALLOW_HOSTS": "*"}))
 loaded = {name.partition(".")[0] for name in set(sys.modules) - before}
 print(json.dumps({top: sorted(norm(d) for d in owners[top]) for top in sorted(loaded) if top in owners}))
 """

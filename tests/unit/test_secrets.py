@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from dispatcher.secrets import MASK, SecretBox, SecretTooShort, UnknownSecret, is_secret_name, withhold
+from hubpy.hub._secrets import MASK, SecretBox, SecretTooShort, UnknownSecret, is_secret_name, withhold
 
 TOKEN = "tok/en+a&b=c d\"e'9f"  # characters that every encoding changes
 
@@ -66,3 +66,12 @@ def test_a_secret_too_short_to_mask_is_never_put_in() -> None:
 def test_head_leaves_no_piece_of_a_secret_at_the_cut() -> None:
     box = SecretBox({"SECRET_T": "0123456789abcdef"})
     assert "0123" not in box.head("x" * 10 + "0123456789abcdef", 16)
+
+
+def test_clip_masks_whole_values_and_cuts_like_head_only_when_the_text_is_longer() -> None:
+    box = SecretBox({"SECRET_A": "alpha-secret-value"}, also_mask=["127.0.0.1,169.254.169.254"])
+    # An env value that ends like the message starts: no cut, so no fragment to mask.
+    assert box.clip("169.254.169.254 is never allowed", 200) == "169.254.169.254 is never allowed"
+    assert box.head("169.254.169.254 is never allowed", 200).startswith(MASK)  # head is for windows
+    assert box.clip("x alpha-secret-value y", 200) == f"x {MASK} y"
+    assert box.clip("x" * 10 + "alpha-sec", 14) == "x" * 10 + MASK  # cut: no piece of a secret at the cut

@@ -1,5 +1,8 @@
 """Masking an agent's secrets (its env var values) in text we store or log.
 
+Here, in the hub package, so that ``python -m hub run`` masks exactly as the dispatcher does (which imports
+it as ``hubpy.hub._redact``). Standard library only, Python 3.10+, like the rest of the package.
+
 What we store of an agent's output is a window (a tail of stdout/stderr, the head of a long log line),
 and a window's edge can cut a secret in two. ``tail``/``head`` therefore redact the whole text first and
 then also mask a piece of a secret left at either edge of the window, so no fragment of a value survives.

@@ -3,6 +3,8 @@
 The agent writes ``{{SECRET_NAME}}`` where a value belongs (``hub.http``'s url, headers, params, body);
 the dispatcher puts the value in (``SecretBox.substitute``) and masks it again in everything that goes
 back to the sandbox or into a log (``SecretBox.mask``). The agent can *use* a secret, never *read* it.
+
+Shared by the dispatcher (``hubpy.hub._secrets``) and ``python -m hub run`` (``--secret``): one set of rules.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
-from dispatcher.redact import MASK, MIN_SECRET_CHARS, Redactor
+from ._redact import MASK, MIN_SECRET_CHARS, Redactor
 
 SECRET_PREFIX = "SECRET_"
 # Only SECRET_-prefixed names are placeholders: "{{name}}" elsewhere (templates in a body) is left alone.
@@ -117,3 +119,10 @@ class SecretBox:
     def head(self, text: str, limit: int) -> str:
         """The first ``limit`` characters, masked for a log, with no piece of a secret at the cut."""
         return self.log_redactor.head(text, limit)
+
+    def clip(self, text: str, limit: int) -> str:
+        """``text`` masked for a log, cut like ``head`` only when it is longer than ``limit``: a message the hub
+        wrote whole has no cut, and its edges are words of its own (``169.254.169.254 is ...`` must stay
+        readable even when an env value ends with ``169.254.169.254``)."""
+        masked = self.log_redactor(text)
+        return masked if len(masked) <= limit else self.log_redactor.head(text, limit)

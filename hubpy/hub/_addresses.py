@@ -6,6 +6,8 @@ The tables are written out (IANA's special-purpose registries) rather than left 
 ``is_global``, whose answers changed between Python releases; ``not is_global`` is a last catch.
 An IPv6 address that carries an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo)
 is also judged by that IPv4 address.
+
+Shared by the dispatcher's broker and ``python -m hub run``. Standard library only.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ import concurrent.futures
 import ipaddress
 import socket
 from collections.abc import Callable
-from enum import StrEnum
+from enum import Enum
 
-from dispatcher.httpcall.hosts import ip_literal
+from ._hosts import ip_literal
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (host, port, timeout_s) -> the addresses to connect to, in the order to try them. Tests inject their own.
 Resolver = Callable[[str, int, float], list[IPAddress]]
 
 
-class AddressClass(StrEnum):
+class AddressClass(str, Enum):  # noqa: UP042 - StrEnum is 3.11+, the SDK supports 3.10
     LOOPBACK = "loopback"
     PRIVATE = "private"
     LINK_LOCAL = "link-local"

@@ -1,11 +1,14 @@
-"""What a failed ``hub.http`` call is: ``hub.HttpError.kind`` and a message that names no secret."""
+"""What a failed ``hub.http`` call is: ``hub.HttpError.kind`` and a message that names no secret.
+
+Shared by the dispatcher's broker and ``python -m hub run``. Standard library only.
+"""
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum
 
 
-class HttpErrorKind(StrEnum):
+class HttpErrorKind(str, Enum):  # noqa: UP042 - StrEnum is 3.11+, the SDK supports 3.10
     """``hub.HttpError.kind`` values."""
 
     FORBIDDEN = "forbidden"      # hub.http is off, a host outside either allow-list, or an address not allowed

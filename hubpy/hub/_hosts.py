@@ -10,6 +10,8 @@ A list is comma-separated patterns, matched against the URL's host (case-insensi
 
 No schemes, ports, paths or inner wildcards; hosts in ASCII (an internationalised name in its
 ``xn--`` form). A call must pass both lists.
+
+Shared by the dispatcher's broker and ``python -m hub run`` (``--allow-host``). Standard library only.
 """
 
 from __future__ import annotations
