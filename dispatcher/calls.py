@@ -36,6 +36,7 @@ class CallScope:
     deadline: float  # time.monotonic() at which the run's time limit is reached
     stats: RunStats
     redact: Redactor  # masks the agent's secrets: an error text may quote the agent's own data
+    max_llm_calls: int | None = None  # this run's call_llm cap (the agent's HUB_MAX_LLM_CALLS); None: the service's
 
 
 class CallHandler(Protocol):

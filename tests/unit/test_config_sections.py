@@ -19,7 +19,7 @@ from core.config import (
     parse_int,
     parse_text,
 )
-from dispatcher.config import SECTIONS, DispatcherConfig, LLMSettings, LoopSettings, PistonSettings
+from dispatcher.config import SECTIONS, DispatcherConfig, LLMSettings, LoopSettings, PistonServer, PistonSettings
 
 BASE = {"DATABASE_URL": "postgresql://u@h/d", "PISTON_URL": "http://p:1"}
 
@@ -45,15 +45,18 @@ def test_the_dispatchers_defaults_are_the_readmes() -> None:
     assert {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "owner"} == {
         "database_url": "postgresql://u@h/d", "piston_url": "http://p:1", "piston_transport": "auto",
         "piston_retry_attempts": 4, "piston_retry_base_s": 0.5, "piston_retry_max_s": 8.0,
-        "piston_max_body_bytes": 100_000, "concurrency": 4, "batch_size": 4, "poll_interval_s": 2.0, "lease_s": 30.0,
+        "piston_max_body_bytes": 100_000, "piston_servers": (PistonServer("http://p:1", 64),),
+        "piston_cooldown_base_s": 2.0, "piston_cooldown_max_s": 60.0, "concurrency": 4, "batch_size": 4,
+        "poll_interval_s": 2.0, "lease_s": 30.0,
         "heartbeat_s": 2.0, "retry_delay_s": 5.0, "retry_max_delay_s": 300.0, "shutdown_grace_s": 25.0,
         "metrics_port": 0, "outbox_max_attempts": 5, "max_running_per_user": 0, "max_running_per_agent": 0,
-        "run_timeout_ms": 3000, "run_memory_limit": None, "history_max_messages": 500,
+        "run_timeout_ms": 3000, "run_memory_limit": None, "run_timeout_max_ms": 300_000, "run_memory_limit_max": None,
+        "history_max_messages": 500,
         "max_messages": 200, "max_message_chars": 100_000, "max_output_chars": 2_000_000, "agent_files_root": None,
         "agent_files_max_count": 50, "agent_files_max_bytes": 80_000, "agent_files_http_timeout_s": 10.0,
         "gemini_api_key": None, "gemini_base_url": None, "llm_model": "gemini-2.5-flash", "llm_timeout_s": 60.0,
         "llm_retry_attempts": 4, "llm_retry_base_s": 1.0, "llm_retry_max_s": 10.0, "max_llm_calls": 20,
-        "max_agent_depth": 3, "child_time_margin_ms": 1000,
+        "max_llm_calls_max": 100,        "max_agent_depth": 3, "child_time_margin_ms": 1000,
     }
 
 
@@ -67,6 +70,18 @@ def test_the_dispatchers_defaults_are_the_readmes() -> None:
     ({"AGENT_FILES_ROOT": "/no/such/folder"}, r"^AGENT_FILES_ROOT is not a directory: /no/such/folder$"),
     ({"HUB_LLM_TIMEOUT_S": "soon"}, r"^HUB_LLM_TIMEOUT_S must be a number, got 'soon'$"),
     ({"DATABASE_URL": ""}, r"^DATABASE_URL is not set"),
+    ({"PISTON_URL": "http://a:1=16,ftp://b"}, r"^PISTON_URL must start with http:// or https://, got 'ftp://b'$"),
+    ({"PISTON_URL": "http://a:1=lots"}, r"^PISTON_URL: the slot count after 'http://a:1' must be a whole number from 1, "
+                                        r"got 'lots'$"),
+    ({"PISTON_URL": "http://a:1=0"}, r"^PISTON_URL: the slot count after 'http://a:1' must be a whole number"),
+    ({"PISTON_URL": "http://a:1,,http://b:1"}, r"^PISTON_URL has an empty server in"),
+    ({"PISTON_URL": "http://a:1/,http://a:1=8"}, r"^PISTON_URL names http://a:1 twice$"),
+    ({"PISTON_COOLDOWN_MAX_S": "-1"}, r"^PISTON_COOLDOWN_MAX_S must be >= 0.0, got -1.0$"),
+    ({"AGENT_RUN_TIMEOUT_MAX_MS": "2000"}, r"^AGENT_RUN_TIMEOUT_MAX_MS \(2000\) must be at least AGENT_RUN_TIMEOUT_MS \(3000\)$"),
+    ({"AGENT_RUN_MEMORY_LIMIT_MAX": "0"}, r"^AGENT_RUN_MEMORY_LIMIT_MAX must be a number of bytes, or -1"),
+    ({"AGENT_RUN_MEMORY_LIMIT": "2000", "AGENT_RUN_MEMORY_LIMIT_MAX": "1000"},
+     r"^AGENT_RUN_MEMORY_LIMIT_MAX \(1000\) must be at least AGENT_RUN_MEMORY_LIMIT \(2000\)$"),
+    ({"HUB_MAX_LLM_CALLS_MAX": "5"}, r"^HUB_MAX_LLM_CALLS_MAX \(5\) must be at least HUB_MAX_LLM_CALLS \(20\)$"),
 ])
 def test_a_bad_dispatcher_variable_is_named_in_one_line(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -95,3 +110,15 @@ def test_the_parsers_are_public_and_treat_empty_as_the_default() -> None:
     assert (parse_int(env, "A", 1), parse_int(env, "B", 1), parse_float(env, "C", 1.0)) == (7, 1, 0.5)
     assert parse_choice(env, "D", "auto", ("ws", "execute", "auto")) == "execute"
     assert (parse_text(env, "E"), parse_text(env, "E", "x"), parse_text(env, "D")) == (None, "x", "Execute")
+
+
+def test_piston_url_takes_a_pool_of_servers_each_with_its_slots() -> None:
+    settings = PistonSettings.from_env({"PISTON_URL": " http://a:2000=16, https://b:2000/ , http://c:2000=32 "})
+    assert settings.piston_servers == (PistonServer("http://a:2000", 16), PistonServer("https://b:2000", 64),
+                                       PistonServer("http://c:2000", 32))
+    assert settings.piston_url == "http://a:2000"
+
+
+def test_the_maxima_of_an_agents_own_limits_follow_a_larger_service_default() -> None:
+    cfg = DispatcherConfig.from_env({**BASE, "AGENT_RUN_TIMEOUT_MS": "600000", "HUB_MAX_LLM_CALLS": "500"})
+    assert (cfg.run_timeout_max_ms, cfg.max_llm_calls_max) == (600_000, 500)
