@@ -11,7 +11,11 @@ from dataclasses import replace
 from dispatcher.sandbox.port import RunLimits, RunResult, SandboxFailover, SandboxRequest
 from dispatcher.sandbox.scripted import Box, Call, Hang, Reply, ScriptedSandbox, Step
 from tests.fakegemini_proc import FakeGemini
-from tests.integration.test_runner import KEY, Harness, gemini, harness, message  # noqa: F401 - fixtures
+from tests.integration import test_runner
+from tests.integration.test_runner import KEY, Harness, message
+
+harness = test_runner.harness  # the runner tests' fixtures, shared
+gemini = test_runner.gemini
 
 MAXIMA = {"AGENT_RUN_TIMEOUT_MS": "3000", "AGENT_RUN_TIMEOUT_MAX_MS": "20000",
           "AGENT_RUN_MEMORY_LIMIT_MAX": "500000000"}
@@ -57,7 +61,7 @@ def test_an_agents_limit_that_is_not_a_number_is_refused_and_the_run_gets_the_se
             "3000 ms (AGENT_RUN_TIMEOUT_MS)") in ran.logs
 
 
-def test_an_agents_own_llm_call_cap_applies_to_its_runs(harness: Callable[..., Harness], gemini: FakeGemini) -> None:  # noqa: F811
+def test_an_agents_own_llm_call_cap_applies_to_its_runs(harness: Callable[..., Harness], gemini: FakeGemini) -> None:
     answers: list[Reply] = []
 
     def script(box: Box) -> Generator[Step, Reply, None]:

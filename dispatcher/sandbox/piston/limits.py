@@ -35,8 +35,9 @@ def refused_limit(message: str) -> tuple[str, int] | None:
 class ServerLimits:
     """What one Piston server is known to allow; thread-safe."""
 
-    def __init__(self, server: str) -> None:
+    def __init__(self, server: str, *, announce: bool = True) -> None:
         self.server = server
+        self.announce = announce  # log each learned limit (not when `verify` probes for them on purpose)
         self._lock = threading.Lock()
         self.known: dict[str, int] = {}  # Piston's field name → its configured limit
 
@@ -65,7 +66,7 @@ class ServerLimits:
         with self._lock:
             first = self.known.get(field) != most
             self.known[field] = most
-        if first:
+        if first and self.announce:
             log.warning("piston_limit_learned", server=self.server, field=field, limit=most, asked=value,
                         note="runs asking more go at this server's limit; raise it on the server to give them more")
         return True
