@@ -177,14 +177,29 @@ class AuthSettings(Section):
         )
 
 
+SESSION_POLICIES = ("enqueue", "interrupt", "reject")  # ingress/admission.py's SessionPolicy
+
+
 @dataclass(frozen=True, kw_only=True)
-class IngressConfig(AuthSettings, RequestLimits, WebDatabaseSettings):
-    """The web process's settings: its database, request limits and auth."""
+class AdmissionSettings(Section):
+    # HUB_SESSION_POLICY: what a prompt for a session with a job queued or running does (ingress/admission.py).
+    session_policy: str = "enqueue"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
-        return cls(**WebDatabaseSettings.values(env), **RequestLimits.values(env), **AuthSettings.values(env))
+        return cls(session_policy=parse_choice(env, "HUB_SESSION_POLICY", "enqueue", SESSION_POLICIES))
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngressConfig(AdmissionSettings, AuthSettings, RequestLimits, WebDatabaseSettings):
+    """The web process's settings: its database, request limits, auth and session policy."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if env is None else env
+        return cls(**WebDatabaseSettings.values(env), **RequestLimits.values(env), **AuthSettings.values(env),
+                   **AdmissionSettings.values(env))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +220,8 @@ class LogConfig(Section):
 
 __all__ = [
     "MIN_TOKEN_CHARS",
+    "SESSION_POLICIES",
+    "AdmissionSettings",
     "AuthSettings",
     "ConfigError",
     "IngressConfig",

@@ -5,6 +5,11 @@ the lookup row (sql/queries/ingress/enqueue.sql's ``look``) must hold for a requ
 lookup row with it, and ``expected`` hands the same values to the enqueue statement, which inserts
 only when the lookup row holds all of them (``to_jsonb(look) @> expected``). So the statement and
 the answer the caller gets cannot disagree about what is admitted.
+
+``HUB_SESSION_POLICY`` says what a prompt for a busy session (another of its jobs queued or running) does:
+``enqueue`` (it waits its turn), ``interrupt`` (it is queued and the session's older jobs are cancelled: the
+running one really stopped, ingress/enqueue.py) or ``reject`` (409 ``session_busy``, nothing queued: one
+more requirement, ``SESSION_IDLE``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from core.vocabulary import PUBLIC_STATUS, JobStatus, JobType, OutboxStatus
@@ -21,6 +27,14 @@ from ingress.validation import InvokeRequest
 Row = dict[str, Any]
 
 
+class SessionPolicy(StrEnum):
+    """HUB_SESSION_POLICY: what a prompt for a session with a job queued or running does."""
+
+    ENQUEUE = "enqueue"      # it waits its turn (one run per session, in order)
+    INTERRUPT = "interrupt"  # the session's older jobs are cancelled (the running one stopped); it runs next
+    REJECT = "reject"        # 409 session_busy; nothing is queued
+
+
 @dataclass(frozen=True)
 class Accepted:
     created: bool  # False: this jobId was already queued (idempotent repeat)
@@ -28,6 +42,7 @@ class Accepted:
     job_id: str
     status: str
     created_at: datetime
+    interrupted: tuple[str, ...] = ()  # HUB_SESSION_POLICY=interrupt: the Jobs this one cancelled
 
     def body(self) -> dict[str, Any]:
         return {
@@ -79,13 +94,24 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 )
 
 
-def expected(req: InvokeRequest) -> dict[str, object]:
+# HUB_SESSION_POLICY=reject only: no other job of the session queued or running.
+SESSION_IDLE = Requirement("session_busy", lambda req: False, 409, "session_busy", "sessionId",
+                           lambda req, row: "another job of this session is queued or running (HUB_SESSION_POLICY="
+                                            "reject); nothing was queued: send the prompt again once it has ended")
+
+
+def requirements(policy: SessionPolicy = SessionPolicy.ENQUEUE) -> tuple[Requirement, ...]:
+    """The requirements under ``policy``, in the order they are reported."""
+    return (*REQUIREMENTS, SESSION_IDLE) if policy is SessionPolicy.REJECT else REQUIREMENTS
+
+
+def expected(req: InvokeRequest, policy: SessionPolicy = SessionPolicy.ENQUEUE) -> dict[str, object]:
     """What the lookup row must hold for ``req`` to be inserted: no outbox row for its job yet, and every
     requirement met (the enqueue statement's ``%(expected)s``)."""
-    return {"outbox_id": None, **{r.column: r.wanted(req) for r in REQUIREMENTS}}
+    return {"outbox_id": None, **{r.column: r.wanted(req) for r in requirements(policy)}}
 
 
-def check(req: InvokeRequest, row: Row) -> Accepted | None:
+def check(req: InvokeRequest, row: Row, policy: SessionPolicy = SessionPolicy.ENQUEUE) -> Accepted | None:
     """Decide from the lookup row: an existing row to repeat, None to insert, or raise.
 
     Pure, so every branch is unit-tested without a database.
@@ -104,7 +130,7 @@ def check(req: InvokeRequest, row: Row) -> Accepted | None:
                 field="jobId",
             )
         return Accepted(False, row["outbox_id"], req.job_id, row["outbox_status"], row["outbox_created_at"])
-    for requirement in REQUIREMENTS:
+    for requirement in requirements(policy):
         if row[requirement.column] != requirement.wanted(req):
             raise requirement.refusal(req, row)
     return None

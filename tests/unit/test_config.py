@@ -126,3 +126,10 @@ def test_log_config_defaults_and_case_insensitivity() -> None:
 def test_log_config_bad_choice_names_the_variable(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{name} must be one of "):
         LogConfig.from_env({name: raw})
+
+
+def test_session_policy_defaults_to_enqueue_and_a_bad_one_is_named() -> None:
+    assert IngressConfig.from_env({"DATABASE_URL": URL}).session_policy == "enqueue"
+    assert IngressConfig.from_env({"DATABASE_URL": URL, "HUB_SESSION_POLICY": " Reject "}).session_policy == "reject"
+    with pytest.raises(ConfigError, match=r"^HUB_SESSION_POLICY must be one of enqueue, interrupt, reject, got 'drop'$"):
+        IngressConfig.from_env({"DATABASE_URL": URL, "HUB_SESSION_POLICY": "drop"})

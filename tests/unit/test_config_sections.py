@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from core.config import (
+    AdmissionSettings,
     AuthSettings,
     ConfigError,
     IngressConfig,
@@ -30,7 +31,7 @@ def names(cls: type) -> set[str]:
 
 @pytest.mark.parametrize(("config", "sections"), [
     (DispatcherConfig, SECTIONS),
-    (IngressConfig, (WebDatabaseSettings, RequestLimits, AuthSettings)),
+    (IngressConfig, (WebDatabaseSettings, RequestLimits, AuthSettings, AdmissionSettings)),
 ])
 def test_a_config_is_exactly_its_sections_each_setting_in_one_section(
     config: type, sections: tuple[type[Section], ...]

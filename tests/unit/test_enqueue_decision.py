@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ingress.admission import REQUIREMENTS, expected
+from ingress.admission import REQUIREMENTS, SessionPolicy, expected
 from ingress.enqueue import PUBLIC_STATUS, Accepted, check
 from ingress.errors import ApiError
 from ingress.validation import InvokeRequest
@@ -174,3 +174,22 @@ def test_the_statement_inserts_exactly_the_rows_check_would_insert() -> None:
         row = lookup_row(**{requirement.column: "something else"})
         assert refused(row).code == requirement.code
         assert not contains(row, expected(REQ)), requirement.column
+
+
+def test_under_reject_a_busy_session_is_refused_with_409_session_busy() -> None:
+    with pytest.raises(ApiError) as caught:
+        check(REQ, lookup_row(session_busy=True), SessionPolicy.REJECT)
+    assert (caught.value.status, caught.value.code, caught.value.field) == (409, "session_busy", "sessionId")
+    assert check(REQ, lookup_row(session_busy=False), SessionPolicy.REJECT) is None
+    assert expected(REQ, SessionPolicy.REJECT)["session_busy"] is False  # the statement inserts only when idle
+
+
+@pytest.mark.parametrize("policy", [SessionPolicy.ENQUEUE, SessionPolicy.INTERRUPT])
+def test_other_policies_queue_behind_a_busy_session(policy: SessionPolicy) -> None:
+    assert check(REQ, lookup_row(session_busy=True), policy) is None
+    assert "session_busy" not in expected(REQ, policy)
+
+
+def test_under_reject_a_repeat_of_a_queued_job_is_still_answered_as_a_repeat() -> None:
+    # Its own row makes the session busy: the repeat is recognised before the policy is looked at.
+    assert check(REQ, queued_row(session_busy=True), SessionPolicy.REJECT) == Accepted(False, 42, "j1", "pending", QUEUED_AT)

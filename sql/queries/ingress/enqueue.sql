@@ -27,7 +27,12 @@ WITH look AS (
         o.session_id      AS outbox_session_id,
         o.user_id         AS outbox_user_id,
         o.prompt          AS outbox_prompt,
-        o.created_at      AS outbox_created_at
+        o.created_at      AS outbox_created_at,
+        -- HUB_SESSION_POLICY=reject only (%(check_busy)s): another job of the session queued or running.
+        CASE WHEN %(check_busy)s THEN EXISTS (
+            SELECT 1 FROM agent_hub.invocation_outbox b
+            WHERE b.session_id = %(session_id)s AND b.status IN ('pending', 'running') AND b.job_id <> %(job_id)s
+        ) ELSE false END  AS session_busy
     FROM (VALUES (1)) AS one (x)
     LEFT JOIN "Job" j ON j."id" = %(job_id)s
     LEFT JOIN "Session" s ON s."id" = %(session_id)s
