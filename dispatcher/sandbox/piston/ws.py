@@ -176,12 +176,12 @@ class _WsRun:
         while True:
             if self.exit is None and should_stop is not None and should_stop():
                 return self.abandon(RunStatus.STOPPED, STOPPED_MESSAGE)
+            self.check_own_deadline()  # every turn: an agent that prints without pause is not exempt
             deadline = self.deadline()
             wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - time.monotonic()))
             try:
                 raw = self.ws.recv(timeout=wait)
             except TimeoutError:
-                self.check_own_deadline()
                 if deadline is not None and time.monotonic() >= deadline:
                     if self.exit is not None:  # exit seen, the 4999 close never came: the result stands
                         return self.finish()
