@@ -6,10 +6,12 @@ lookup row with it, and ``expected`` hands the same values to the enqueue statem
 only when the lookup row holds all of them (``to_jsonb(look) @> expected``). So the statement and
 the answer the caller gets cannot disagree about what is admitted.
 
-``HUB_SESSION_POLICY`` says what a prompt for a busy session (another of its jobs queued or running) does:
-``enqueue`` (it waits its turn), ``interrupt`` (it is queued and the session's older jobs are cancelled: the
-running one really stopped, ingress/enqueue.py) or ``reject`` (409 ``session_busy``, nothing queued: one
-more requirement, ``SESSION_IDLE``).
+The process's ``Rules`` add to them: ``HUB_SESSION_POLICY`` says what a prompt for a busy session (another
+of its jobs queued or running) does: ``enqueue`` (it waits its turn), ``interrupt`` (it is queued and the
+session's older jobs are cancelled: the running one really stopped, ingress/enqueue.py) or ``reject`` (409
+``session_busy``, nothing queued: one more requirement, ``SESSION_IDLE``); ``INGRESS_RATE_PER_USER`` (e.g.
+``30/min``) refuses a user's prompt past that many in the window with 429 ``rate_limited`` and
+``Retry-After``, nothing queued (``RATE``; counted in Postgres from the user's outbox rows).
 """
 
 from __future__ import annotations
@@ -54,6 +56,15 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class Rules:
+    """What this web process adds to the admission rule (its configuration)."""
+
+    policy: SessionPolicy = SessionPolicy.ENQUEUE  # HUB_SESSION_POLICY
+    rate_limit: int = 0  # INGRESS_RATE_PER_USER: prompts per user in the window; 0 = no limit
+    rate_window_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Requirement:
     """``column`` of the lookup row must equal ``wanted(request)``, else the request is refused with this error."""
 
@@ -63,9 +74,11 @@ class Requirement:
     code: str
     field: str
     message: Callable[[InvokeRequest, Row], str]
+    headers: Callable[[Row], dict[str, str]] | None = None
 
     def refusal(self, req: InvokeRequest, row: Row) -> ApiError:
-        return ApiError(self.status, self.code, self.message(req, row), field=self.field)
+        headers = self.headers(row) if self.headers is not None else None
+        return ApiError(self.status, self.code, self.message(req, row), field=self.field, headers=headers)
 
 
 def _mismatch(whose: str, field: str) -> Callable[[InvokeRequest, Row], str]:
@@ -100,18 +113,28 @@ SESSION_IDLE = Requirement("session_busy", lambda req: False, 409, "session_busy
                                             "reject); nothing was queued: send the prompt again once it has ended")
 
 
-def requirements(policy: SessionPolicy = SessionPolicy.ENQUEUE) -> tuple[Requirement, ...]:
-    """The requirements under ``policy``, in the order they are reported."""
-    return (*REQUIREMENTS, SESSION_IDLE) if policy is SessionPolicy.REJECT else REQUIREMENTS
+# INGRESS_RATE_PER_USER only: the user is under the rate (nothing is queued past it).
+RATE = Requirement("rate_exceeded", lambda req: False, 429, "rate_limited", "userId",
+                   lambda req, row: "this user sent more prompts than INGRESS_RATE_PER_USER allows; nothing was "
+                                    f"queued: retry in {row['rate_retry_after_s']} s",
+                   headers=lambda row: {"Retry-After": str(row["rate_retry_after_s"])})
+
+DEFAULT_RULES = Rules()
 
 
-def expected(req: InvokeRequest, policy: SessionPolicy = SessionPolicy.ENQUEUE) -> dict[str, object]:
+def requirements(rules: Rules = DEFAULT_RULES) -> tuple[Requirement, ...]:
+    """The requirements under ``rules``, in the order they are reported."""
+    extra = (SESSION_IDLE,) if rules.policy is SessionPolicy.REJECT else ()
+    return (*REQUIREMENTS, *extra, *((RATE,) if rules.rate_limit > 0 else ()))
+
+
+def expected(req: InvokeRequest, rules: Rules = DEFAULT_RULES) -> dict[str, object]:
     """What the lookup row must hold for ``req`` to be inserted: no outbox row for its job yet, and every
     requirement met (the enqueue statement's ``%(expected)s``)."""
-    return {"outbox_id": None, **{r.column: r.wanted(req) for r in requirements(policy)}}
+    return {"outbox_id": None, **{r.column: r.wanted(req) for r in requirements(rules)}}
 
 
-def check(req: InvokeRequest, row: Row, policy: SessionPolicy = SessionPolicy.ENQUEUE) -> Accepted | None:
+def check(req: InvokeRequest, row: Row, rules: Rules = DEFAULT_RULES) -> Accepted | None:
     """Decide from the lookup row: an existing row to repeat, None to insert, or raise.
 
     Pure, so every branch is unit-tested without a database.
@@ -130,7 +153,7 @@ def check(req: InvokeRequest, row: Row, policy: SessionPolicy = SessionPolicy.EN
                 field="jobId",
             )
         return Accepted(False, row["outbox_id"], req.job_id, row["outbox_status"], row["outbox_created_at"])
-    for requirement in requirements(policy):
+    for requirement in requirements(rules):
         if row[requirement.column] != requirement.wanted(req):
             raise requirement.refusal(req, row)
     return None

@@ -19,7 +19,7 @@ from core.db import Pool, make_pool
 from core.logging import get_logger
 from core.sqlfiles import query
 from ingress import openapi
-from ingress.admission import SessionPolicy
+from ingress.admission import Rules, SessionPolicy
 from ingress.auth import bearer_problem
 from ingress.body import RequestBody, drain_limit
 from ingress.enqueue import enqueue
@@ -38,7 +38,9 @@ _HTTP_CODES = {
 
 
 def _error(err: ApiError) -> tuple[Response, int]:
-    return jsonify(err.body()), err.status
+    resp = jsonify(err.body())
+    resp.headers.update(err.headers)
+    return resp, err.status
 
 
 def create_app(config: IngressConfig | None = None, pool: Pool | None = None) -> Flask:
@@ -56,7 +58,7 @@ def create_app(config: IngressConfig | None = None, pool: Pool | None = None) ->
         # Do not wait: the process must start (and /readyz say why) even while Postgres is down.
         pool.open(wait=False)
     limits = Limits(max_prompt_chars=cfg.max_prompt_chars, max_id_chars=cfg.max_id_chars)
-    policy = SessionPolicy(cfg.session_policy)
+    rules = Rules(SessionPolicy(cfg.session_policy), rate_limit=cfg.rate_limit, rate_window_s=cfg.rate_window_s)
     max_drain = drain_limit(cfg.max_body_bytes)
 
     app = Flask("ingress")
@@ -159,7 +161,7 @@ def create_app(config: IngressConfig | None = None, pool: Pool | None = None) ->
             raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
         req = parse_invoke(agent_id, body, limits)
         structlog.contextvars.bind_contextvars(job_id=req.job_id, agent_id=req.agent_id)
-        accepted = enqueue(pool, req, max_attempts=cfg.max_attempts, policy=policy)
+        accepted = enqueue(pool, req, max_attempts=cfg.max_attempts, rules=rules)
         structlog.contextvars.bind_contextvars(outbox_id=accepted.invocation_id)
         log.info("invocation_queued" if accepted.created else "invocation_repeat", session_id=req.session_id)
         if accepted.interrupted:

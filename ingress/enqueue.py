@@ -5,9 +5,10 @@ nothing was queued and a 2xx answer means the row (and its notification) committ
 queued is ingress/admission.py's rule, handed to the statement as ``expected``.
 
 With ``HUB_SESSION_POLICY`` ``reject`` or ``interrupt`` the statement runs in a transaction under the
-session's lock (sql/queries/ingress/lock_session.sql), so prompts of one session sent at once are decided
-one after the other; under ``interrupt`` the same transaction cancels the session's older jobs
-(sql/queries/ingress/interrupt.sql), whose new status is announced on ``hub_events`` once it committed.
+session's lock (sql/queries/ingress/lock_session.sql), and with ``INGRESS_RATE_PER_USER`` under the user's
+(lock_user.sql, taken first), so prompts sent at once are decided one after the other; under ``interrupt``
+the same transaction cancels the session's older jobs (sql/queries/ingress/interrupt.sql), whose new status
+is announced on ``hub_events`` once it committed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from core.db import Conn, Pool, autocommit
 from core.logging import get_logger
 from core.sqlfiles import query
 from core.vocabulary import PUBLIC_STATUS, encode_event, status_event
-from ingress.admission import Accepted, SessionPolicy, check, expected
+from ingress.admission import DEFAULT_RULES, Accepted, Rules, SessionPolicy, check, expected
 from ingress.errors import ApiError
 from ingress.validation import InvokeRequest
 
@@ -30,7 +31,7 @@ log = get_logger("ingress")
 INTERRUPT_REASON = "interrupted by a newer prompt"
 
 
-def params(req: InvokeRequest, *, max_attempts: int, policy: SessionPolicy = SessionPolicy.ENQUEUE) -> dict[str, Any]:
+def params(req: InvokeRequest, *, max_attempts: int, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
     """The enqueue statement's parameters for ``req``."""
     return {
         "agent_id": req.agent_id,
@@ -39,23 +40,24 @@ def params(req: InvokeRequest, *, max_attempts: int, policy: SessionPolicy = Ses
         "user_id": req.user_id,
         "prompt": req.prompt,
         "max_attempts": max_attempts,
-        "check_busy": policy is SessionPolicy.REJECT,
-        "expected": Jsonb(expected(req, policy)),
+        "check_busy": rules.policy is SessionPolicy.REJECT,
+        "rate_limit": rules.rate_limit,
+        "rate_window_s": rules.rate_window_s,
+        "expected": Jsonb(expected(req, rules)),
     }
 
 
-def enqueue(pool: Pool, req: InvokeRequest, *, max_attempts: int,
-            policy: SessionPolicy = SessionPolicy.ENQUEUE) -> Accepted:
-    statement_params = params(req, max_attempts=max_attempts, policy=policy)
+def enqueue(pool: Pool, req: InvokeRequest, *, max_attempts: int, rules: Rules = DEFAULT_RULES) -> Accepted:
+    statement_params = params(req, max_attempts=max_attempts, rules=rules)
     # Two tries at most: the second only when a concurrent identical POST committed its row between
     # our look and our insert; the second look then finds that row and answers as a repeat.
     for _ in range(2):
         interrupted: list[dict[str, Any]] = []
-        if policy is SessionPolicy.ENQUEUE:
+        if rules.policy is SessionPolicy.ENQUEUE and not rules.rate_limit:
             row = _run(pool, statement_params)
         else:
-            row, interrupted = _run_in_turn(pool, statement_params, req, policy)
-        existing = check(req, row, policy)  # raises for a refused request: the statement inserted nothing
+            row, interrupted = _run_in_turn(pool, statement_params, req, rules)
+        existing = check(req, row, rules)  # raises for a refused request: the statement inserted nothing
         if existing is not None:
             return existing
         if row["id"] is not None:
@@ -75,10 +77,15 @@ def _run(pool: Pool, statement_params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_in_turn(pool: Pool, statement_params: dict[str, Any], req: InvokeRequest,
-                 policy: SessionPolicy) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The enqueue under the session's lock; under interrupt, with the cancel of the session's older jobs."""
+                 rules: Rules) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The enqueue under the user's and/or the session's lock (always in that order); under interrupt, with the
+    cancel of the session's older jobs."""
+    policy = rules.policy
     with pool.connection() as conn, conn.transaction():
-        conn.execute(query("ingress/lock_session"), {"session_id": req.session_id})
+        if rules.rate_limit:
+            conn.execute(query("ingress/lock_user"), {"user_id": req.user_id})
+        if policy is not SessionPolicy.ENQUEUE:
+            conn.execute(query("ingress/lock_session"), {"session_id": req.session_id})
         row = conn.execute(query("ingress/enqueue"), statement_params).fetchone()
         assert row is not None
         interrupted: list[dict[str, Any]] = []
