@@ -207,8 +207,9 @@ class Runner:
         # Redacted before any cut (the errorMessage takes its last line), so no fragment of a secret is kept.
         result = replace(result, stderr_tail=redact.tail(protocol.clean_text(result.stderr_tail), TAIL_CHARS))
         if result.limits is not None and result.limits != limits:
-            wb.log("warning", f"Piston server {result.server or ''} allows less than this run asked: it ran with "
-                              f"{_limits_text(result.limits)} (asked {_limits_text(limits)})".replace("  ", " "))
+            server = f"Piston server {result.server}" if result.server else "Piston"
+            wb.log("warning", f"{server} allows less than this run asked: it ran with {_limits_text(result.limits)} "
+                              f"(asked {_limits_text(limits)})")
             limits = result.limits
         summary = result_summary(result, stats, max_messages=self.cfg.max_messages, elapsed_s=elapsed_s)
         if result.stderr_tail.strip():
