@@ -177,14 +177,54 @@ class AuthSettings(Section):
         )
 
 
+SESSION_POLICIES = ("enqueue", "interrupt", "reject")  # ingress/admission.py's SessionPolicy
+RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0,
+              "d": 86400.0, "day": 86400.0}
+
+
+def parse_rate(env: Mapping[str, str], name: str) -> tuple[int, float]:
+    """A rate like ``30/min`` (units: s, min, h, day; ``500/10min`` too): (count, window in seconds); unset or
+    empty means none, (0, 60.0)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return 0, 60.0
+    count, _, per = raw.partition("/")
+    per = per.strip().lower()
+    digits = per.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = per[len(digits):]
+    problem = f"{name} must be a count per window, e.g. 30/min, 500/h or 100/10min, got {raw!r}"
+    if not count.strip().isdigit() or int(count) < 1 or unit not in RATE_UNITS:
+        raise ConfigError(problem)
+    if digits and (not digits.strip().isdigit() or int(digits) < 1):
+        raise ConfigError(problem)
+    return int(count), RATE_UNITS[unit] * (int(digits) if digits else 1)
+
+
 @dataclass(frozen=True, kw_only=True)
-class IngressConfig(AuthSettings, RequestLimits, WebDatabaseSettings):
-    """The web process's settings: its database, request limits and auth."""
+class AdmissionSettings(Section):
+    # HUB_SESSION_POLICY: what a prompt for a session with a job queued or running does (ingress/admission.py).
+    session_policy: str = "enqueue"
+    # INGRESS_RATE_PER_USER: a user's prompts accepted per window (0: no limit); more get 429 rate_limited.
+    rate_limit: int = 0
+    rate_window_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
-        return cls(**WebDatabaseSettings.values(env), **RequestLimits.values(env), **AuthSettings.values(env))
+        rate_limit, rate_window_s = parse_rate(env, "INGRESS_RATE_PER_USER")
+        return cls(session_policy=parse_choice(env, "HUB_SESSION_POLICY", "enqueue", SESSION_POLICIES),
+                   rate_limit=rate_limit, rate_window_s=rate_window_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngressConfig(AdmissionSettings, AuthSettings, RequestLimits, WebDatabaseSettings):
+    """The web process's settings: its database, request limits, auth and session policy."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if env is None else env
+        return cls(**WebDatabaseSettings.values(env), **RequestLimits.values(env), **AuthSettings.values(env),
+                   **AdmissionSettings.values(env))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,6 +271,8 @@ class LogConfig(Section):
 
 __all__ = [
     "MIN_TOKEN_CHARS",
+    "SESSION_POLICIES",
+    "AdmissionSettings",
     "AuthSettings",
     "ConfigError",
     "IngressConfig",
@@ -244,6 +286,7 @@ __all__ = [
     "parse_flag",
     "parse_float",
     "parse_int",
+    "parse_rate",
     "parse_text",
     "parse_token",
 ]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg_pool import PoolTimeout
@@ -65,6 +65,15 @@ LLM_CALLS = Counter("agenthub_llm_calls", "hub.call_llm calls by model and outco
                     ["model", "outcome"], registry=REGISTRY)
 LLM_TOKENS = Counter("agenthub_llm_tokens", "Gemini tokens used by hub.call_llm, by model and kind (prompt, output)",
                      ["model", "kind"], registry=REGISTRY)
+# A pool of Piston servers (PISTON_URL with several servers; dispatcher/sandbox/pool.py), by server URL.
+PISTON_SERVER_RUNS = Gauge("agenthub_piston_server_runs_in_flight", "Runs this dispatcher has on a pool's Piston server",
+                           ["server"], registry=REGISTRY)
+PISTON_SERVER_UP = Gauge("agenthub_piston_server_up",
+                         "1 while a pool's Piston server takes runs, 0 while it cools down after a transient fault",
+                         ["server"], registry=REGISTRY)
+PISTON_SERVER_FAILURES = Counter("agenthub_piston_server_failures",
+                                 "Transient faults of a pool's Piston server (each starts or lengthens a cool-down)",
+                                 ["server"], registry=REGISTRY)
 
 for _outcome in RunLabel:
     RUNS.labels(outcome=_outcome.value)  # every label present from the start: rate() needs the zero

@@ -37,6 +37,7 @@ class CallScope:
     stats: RunStats
     redact: Redactor  # masks the agent's secrets: an error text may quote the agent's own data
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # SECRET_* env vars, for hub.http only
+    max_llm_calls: int | None = None  # this run's call_llm cap (the agent's HUB_MAX_LLM_CALLS); None: the service's
 
 
 class CallHandler(Protocol):

@@ -39,27 +39,63 @@ class DatabaseSettings(Section):
         return cls(database_url=database_url(env))
 
 
+PISTON_DEFAULT_SLOTS = 64  # Piston's max_concurrent_jobs
+
+
+@dataclass(frozen=True)
+class PistonServer:
+    url: str
+    slots: int  # its concurrent jobs (PISTON_MAX_CONCURRENT_JOBS): how the pool weighs its load
+
+
+def parse_piston_servers(env: Mapping[str, str], name: str = "PISTON_URL") -> tuple[PistonServer, ...]:
+    """One Piston server or a comma-separated pool, each with an optional ``=slots``:
+    ``http://a:2000=16,http://b:2000=32`` (slots default to Piston's 64)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        raise ConfigError(f"{name} is not set (e.g. http://127.0.0.1:2000)")
+    servers: list[PistonServer] = []
+    for item in (part.strip() for part in raw.split(",")):
+        url, slots = item, PISTON_DEFAULT_SLOTS
+        if "=" in item:
+            url, _, count = item.rpartition("=")
+            if not count.strip().isdigit() or int(count) < 1:
+                raise ConfigError(f"{name}: the slot count after {url!r} must be a whole number from 1, got {count!r}")
+            slots = int(count)
+        url = url.strip().rstrip("/")
+        if not url:
+            raise ConfigError(f"{name} has an empty server in {raw!r}")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} must start with http:// or https://, got {url!r}")
+        if any(s.url == url for s in servers):
+            raise ConfigError(f"{name} names {url} twice")
+        servers.append(PistonServer(url, slots))
+    return tuple(servers)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PistonSettings(Section):
-    """Where the sandbox is, how to reach it, and how to retry it in process."""
+    """Where the sandbox is (one Piston server or a pool), how to reach it, and how to retry it in process."""
 
-    piston_url: str
+    piston_url: str  # the first (or only) server
     piston_transport: str  # ws | execute | auto
     piston_retry_attempts: int
     piston_retry_base_s: float
     piston_retry_max_s: float
     piston_max_body_bytes: int
+    piston_servers: tuple[PistonServer, ...] = ()  # every server of PISTON_URL, with its slots
+    piston_cooldown_base_s: float = 2.0  # a pool's server that failed transiently: out this long, doubling…
+    piston_cooldown_max_s: float = 60.0  # …up to this (jittered)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
-        piston_url = (env.get("PISTON_URL") or "").strip().rstrip("/")
-        if not piston_url:
-            raise ConfigError("PISTON_URL is not set (e.g. http://127.0.0.1:2000)")
-        if not piston_url.startswith(("http://", "https://")):
-            raise ConfigError(f"PISTON_URL must start with http:// or https://, got {piston_url!r}")
+        servers = parse_piston_servers(env)
         return cls(
-            piston_url=piston_url,
+            piston_url=servers[0].url,
+            piston_servers=servers,
+            piston_cooldown_base_s=parse_float(env, "PISTON_COOLDOWN_BASE_S", 2.0, minimum=0.0),
+            piston_cooldown_max_s=parse_float(env, "PISTON_COOLDOWN_MAX_S", 60.0, minimum=0.0),
             piston_transport=parse_choice(env, "PISTON_TRANSPORT", "auto", ("ws", "execute", "auto")),
             piston_retry_attempts=parse_int(env, "PISTON_RETRY_ATTEMPTS", 4, minimum=1),
             piston_retry_base_s=parse_float(env, "PISTON_RETRY_BASE_S", 0.5, minimum=0.0),
@@ -111,6 +147,20 @@ class LoopSettings(Section):
         )
 
 
+def parse_run_maxima(env: Mapping[str, str], *, timeout_ms: int, memory: int) -> tuple[int, int | None]:
+    """AGENT_RUN_TIMEOUT_MAX_MS (default 300000, or AGENT_RUN_TIMEOUT_MS when larger) and AGENT_RUN_MEMORY_LIMIT_MAX
+    (-1 = none): the most an agent may ask for itself; neither may be under the service's default."""
+    timeout_max = parse_int(env, "AGENT_RUN_TIMEOUT_MAX_MS", max(300_000, timeout_ms), minimum=1)
+    if timeout_max < timeout_ms:
+        raise ConfigError(f"AGENT_RUN_TIMEOUT_MAX_MS ({timeout_max}) must be at least AGENT_RUN_TIMEOUT_MS ({timeout_ms})")
+    memory_max = parse_int(env, "AGENT_RUN_MEMORY_LIMIT_MAX", -1, minimum=-1)
+    if memory_max == 0:
+        raise ConfigError("AGENT_RUN_MEMORY_LIMIT_MAX must be a number of bytes, or -1 for no maximum; got 0")
+    if 0 < memory_max < memory:
+        raise ConfigError(f"AGENT_RUN_MEMORY_LIMIT_MAX ({memory_max}) must be at least AGENT_RUN_MEMORY_LIMIT ({memory})")
+    return timeout_max, (None if memory_max < 0 else memory_max)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunLimitSettings(Section):
     """What one agent run may take and send: time, memory, history, messages, output."""
@@ -121,14 +171,21 @@ class RunLimitSettings(Section):
     max_messages: int
     max_message_chars: int
     max_output_chars: int
+    # The most an agent's own HUB_RUN_TIMEOUT_MS / HUB_RUN_MEMORY_LIMIT may ask (dispatcher/agentlimits.py).
+    run_timeout_max_ms: int = 300_000
+    run_memory_limit_max: int | None = None  # None: no maximum of ours (Piston's own still applies)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
+        timeout = parse_int(env, "AGENT_RUN_TIMEOUT_MS", 3000, minimum=1)
         memory = parse_int(env, "AGENT_RUN_MEMORY_LIMIT", -1, minimum=-1)
+        timeout_max, memory_max = parse_run_maxima(env, timeout_ms=timeout, memory=memory)
         return cls(
-            run_timeout_ms=parse_int(env, "AGENT_RUN_TIMEOUT_MS", 3000, minimum=1),
+            run_timeout_ms=timeout,
             run_memory_limit=None if memory < 0 else memory,
+            run_timeout_max_ms=timeout_max,
+            run_memory_limit_max=memory_max,
             history_max_messages=parse_int(env, "HISTORY_MAX_MESSAGES", 500, minimum=0),
             max_messages=parse_int(env, "MAX_MESSAGES_PER_RUN", 200, minimum=1),
             max_message_chars=parse_int(env, "MAX_MESSAGE_CHARS", 100_000, minimum=1),
@@ -172,6 +229,7 @@ class LLMSettings(Section):
     llm_retry_base_s: float = 1.0
     llm_retry_max_s: float = 10.0
     max_llm_calls: int = 20
+    max_llm_calls_max: int = 100  # HUB_MAX_LLM_CALLS_MAX: the most an agent's own HUB_MAX_LLM_CALLS may ask
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -182,6 +240,10 @@ class LLMSettings(Section):
             split_model(model)  # gemini-…, gemini:…, or openai:…
         except BadModelName as exc:
             raise ConfigError(f"HUB_LLM_MODEL: {exc}, got {model[:80]!r}") from None
+        max_calls = parse_int(env, "HUB_MAX_LLM_CALLS", 20, minimum=0)
+        max_calls_max = parse_int(env, "HUB_MAX_LLM_CALLS_MAX", max(100, max_calls), minimum=0)
+        if max_calls_max < max_calls:
+            raise ConfigError(f"HUB_MAX_LLM_CALLS_MAX ({max_calls_max}) must be at least HUB_MAX_LLM_CALLS ({max_calls})")
         return cls(
             gemini_api_key=parse_text(env, "GEMINI_API_KEY"),
             gemini_base_url=base_url or None,
@@ -190,7 +252,8 @@ class LLMSettings(Section):
             llm_retry_attempts=parse_int(env, "HUB_LLM_RETRY_ATTEMPTS", 4, minimum=1),
             llm_retry_base_s=parse_float(env, "HUB_LLM_RETRY_BASE_S", 1.0, minimum=0.0),
             llm_retry_max_s=parse_float(env, "HUB_LLM_RETRY_MAX_S", 10.0, minimum=0.0),
-            max_llm_calls=parse_int(env, "HUB_MAX_LLM_CALLS", 20, minimum=0),
+            max_llm_calls=max_calls,
+            max_llm_calls_max=max_calls_max,
         )
 
 

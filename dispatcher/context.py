@@ -9,6 +9,7 @@ from typing import Any
 
 from core.db import Pool, run_with_retry
 from core.sqlfiles import query
+from dispatcher import agentlimits
 from dispatcher.agentfiles import AgentFileRow
 from dispatcher.claim import Claimed
 from hubpy.hub._httprecord import AGENT_ALLOW_VAR
@@ -34,13 +35,17 @@ class AgentContext:
 
     def redactor(self) -> Redactor:
         """Masks every env var value of the agent in what is stored or logged; the secrets also in the forms an
-        echoing server hands them back in (percent-encoded, base64, ...). Not HUB_HTTP_ALLOW: a setting of the hub's
-        naming hosts, which every hub.http JobLog line names anyway."""
+        echoing server hands them back in (percent-encoded, base64, ...). Not the hub's own settings (NOT_SECRET:
+        HUB_HTTP_ALLOW names hosts every hub.http JobLog line names anyway; the run limits are quoted by theirs)."""
         return SecretBox(self.secrets, also_mask=masked_env_values(self.context["env_vars"])).log_redactor
 
 
+# The hub's own settings an author sets as env vars: they name hosts or limits, and JobLog lines quote them.
+NOT_SECRET = frozenset({AGENT_ALLOW_VAR, *agentlimits.RESERVED})
+
+
 def masked_env_values(env_vars: dict[str, str]) -> list[str]:
-    return [v for k, v in env_vars.items() if k != AGENT_ALLOW_VAR]
+    return [v for k, v in env_vars.items() if k not in NOT_SECRET]
 
 
 def _iso(ts: Any) -> str:

@@ -3,8 +3,9 @@
 An ``openai:<name>`` model goes to the OpenAI-compatible endpoint (dispatcher/llm_openai.py), any other to
 Gemini (dispatcher/gemini.py): the same checks, kinds, retries, record and limit for both.
 
-At most ``HUB_MAX_LLM_CALLS`` per run; each call is one JobLog line (model, outcome, tokens, latency,
-tries), one metric and one entry of the outbox row's ``result["llm"]``. No prompt text is logged.
+At most ``HUB_MAX_LLM_CALLS`` per run (the agent's own AgentEnvVar up to ``HUB_MAX_LLM_CALLS_MAX``, else the
+service's); each call is one JobLog line (model, outcome, tokens, latency, tries), one metric and one entry
+of the outbox row's ``result["llm"]``. No prompt text is logged.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ class LlmCalls:
         cfg = self.cfg
         scope.stats.llm_requests += 1
         n = scope.stats.llm_requests
-        if n > cfg.max_llm_calls:
-            if n == cfg.max_llm_calls + 1:
-                scope.wb.log("warning", f"llm call refused: over HUB_MAX_LLM_CALLS ({cfg.max_llm_calls}) for this run")
+        cap = cfg.max_llm_calls if scope.max_llm_calls is None else scope.max_llm_calls
+        if n > cap:
+            if n == cap + 1:
+                scope.wb.log("warning", f"llm call refused: over HUB_MAX_LLM_CALLS ({cap}) for this run")
             return error_reply(call.id, llm.LLMErrorKind.LIMIT.value,
-                               f"this run may make at most {cfg.max_llm_calls} call_llm calls (HUB_MAX_LLM_CALLS)")
+                               f"this run may make at most {cap} call_llm calls (HUB_MAX_LLM_CALLS)")
         try:
             req = llm.parse_request(call.params, chat_history=list(scope.context.get("chat_history") or []),
                                     default_model=cfg.llm_model, max_prompt_chars=cfg.max_message_chars)

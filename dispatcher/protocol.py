@@ -29,6 +29,14 @@ Dispatcher → agent (stdin), one JSON object per line (see ``encode_reply``)::
                                                   http's {"status", "reason", "headers", "text", "url", ...}
     {"id": int, "ok": false, "error": {"kind": str, "message": str}}
 
+Dispatcher → agent (stdin), control lines, marked like the agent's own lines (see ``encode_control``)::
+
+    "\\x1ehub:" + nonce + ":" + {"type": "cancel"} + "\\n"
+
+On the WebSocket transport the hub reads stdin in a background thread from the start of the run, so a
+``cancel`` line ends the agent's process at once (exit status ``CANCEL_EXIT_STATUS``) even while it
+computes or waits; a control line with another nonce, or of another type, is ignored.
+
 The hub ignores reply lines that are not JSON or answer no pending call. A call line the decoder
 rejects but whose id it could read gives ``ProtocolError.call_id``: answer it with an error reply,
 or the agent waits until its time limit.
@@ -53,6 +61,8 @@ from typing import Any
 
 MARKER = "\x1ehub:"
 PROTOCOL_VERSION = 1
+CANCEL = "cancel"  # the control line that ends the agent's process
+CANCEL_EXIT_STATUS = 143  # the agent's exit status after a cancel line (as a SIGTERM would leave it)
 
 
 class EventType(StrEnum):
@@ -154,6 +164,11 @@ def encode_reply(id: int, ok: bool, result: Any = None, error: dict[str, str] | 
         body = {"id": id, "ok": False, "error": detail}
     # ASCII-only: no character inside the JSON can end the line early on the agent's side.
     return json.dumps(body, ensure_ascii=True, separators=(",", ":"), default=str) + "\n"
+
+
+def encode_control(nonce: str, kind: str = CANCEL) -> str:
+    """The stdin control line of the run with ``nonce``: ``cancel`` ends the agent's process at once."""
+    return protocol_prefix(nonce) + json.dumps({"type": kind}, separators=(",", ":")) + "\n"
 
 
 def _short(value: object, limit: int = 40) -> str:

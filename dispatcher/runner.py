@@ -16,7 +16,7 @@ import structlog
 
 from core import metrics
 from core.db import Pool
-from dispatcher import bundle, context, protocol
+from dispatcher import agentlimits, bundle, context, protocol
 from dispatcher.agentfiles import AgentFilesError, load_sources
 from dispatcher.calls import CallRouter, CallScope
 from dispatcher.claim import Claimed
@@ -32,6 +32,7 @@ from dispatcher.sandbox.port import (
     RunResult,
     Sandbox,
     SandboxError,
+    SandboxFailover,
     SandboxRefused,
     SandboxRequest,
     SandboxTransient,
@@ -46,6 +47,7 @@ from hubpy.hub._redact import Redactor
 log = structlog.get_logger("dispatcher.run")
 
 FALLBACK_LOG = "Piston has no WebSocket endpoint; using the batch /execute transport"
+MAX_FAILOVERS = 8  # per try: a run moved to another Piston server this often in a row counts as a failed try
 
 Box = Callable[[Transport], bundle.BuiltBundle]  # a run's files for the transport it goes over
 
@@ -62,10 +64,14 @@ class Runner:
         self.sandbox = AutoTransport(sandbox)  # one per process: it remembers a Piston without WebSocket
         self.calls = calls
         self.requested = Transport(cfg.piston_transport)
+        self.limit_defaults = agentlimits.Defaults(
+            run_timeout_ms=cfg.run_timeout_ms, run_timeout_max_ms=cfg.run_timeout_max_ms,
+            run_memory_limit=cfg.run_memory_limit, run_memory_limit_max=cfg.run_memory_limit_max,
+            max_llm_calls=cfg.max_llm_calls, max_llm_calls_max=cfg.max_llm_calls_max)
 
     def attempt(self, row: Claimed, wb: WriteBack, control: RunControl, *, time_limit_ms: int | None = None) -> Outcome:
-        """Run one attempt. ``time_limit_ms``: a call_agent child's share of its caller's time (default:
-        AGENT_RUN_TIMEOUT_MS)."""
+        """Run one attempt. ``time_limit_ms``: a call_agent child's share of its caller's time (the agent's own
+        HUB_RUN_TIMEOUT_MS or the service's AGENT_RUN_TIMEOUT_MS when lower)."""
         if not row.job_started:
             early = claim_outcome_for_job(context.job_status(self.pool, row.job_id))
             if early is not None:
@@ -77,6 +83,7 @@ class Runner:
         except context.AgentGone as exc:
             return Outcome.finish(OutboxStatus.FAILED, str(exc))
         redact = ctx.redactor()
+        own = agentlimits.agent_limits(ctx.context["env_vars"], self.limit_defaults)
         try:
             sources = load_sources(
                 ctx.files,
@@ -92,13 +99,15 @@ class Runner:
         if ctx.history_total > built.history_kept:
             wb.log("info", f"chat history windowed: the agent sees the newest {built.history_kept} of "
                            f"{ctx.history_total} messages ({self._window_causes(ctx, built)})")
+        for level, note in own.notes:
+            wb.log(level, note)
         wb.log("info", f"run started: attempt {row.attempts} of {row.max_attempts}, entrypoint {built.entry}, "
                        f"transport {transport.value}")
-        limits = RunLimits(run_timeout_ms=self.cfg.run_timeout_ms if time_limit_ms is None else time_limit_ms,
-                           run_memory_limit=self.cfg.run_memory_limit)
+        timeout_ms = own.run_timeout_ms if time_limit_ms is None else min(own.run_timeout_ms, time_limit_ms)
+        limits = RunLimits(run_timeout_ms=timeout_ms, run_memory_limit=own.run_memory_limit)
         started = time.monotonic()
         try:
-            result, stats = self._run(row, ctx, box, limits, wb, control, redact)
+            result, stats = self._run(row, ctx, box, limits, wb, control, redact, max_llm_calls=own.max_llm_calls)
         except SandboxRefused as exc:
             metrics.piston_error("refused")
             return Outcome.finish(OutboxStatus.FAILED, redact(f"Piston refused the run: {exc.message}"))
@@ -141,9 +150,13 @@ class Runner:
         wb: WriteBack,
         control: RunControl,
         redact: Redactor,
+        *,
+        max_llm_calls: int,
     ) -> tuple[RunResult, RunStats]:
         """The sandbox run, with in-process retries of a transient fault. Each try relays from message 1
-        again, so the messages a failed try already wrote are recognised (same ids) and not duplicated."""
+        again, so the messages a failed try already wrote are recognised (same ids) and not duplicated.
+        A run that a pool of Piston servers moves to another server (SandboxFailover) goes again at once,
+        without using a try."""
         cfg = self.cfg
 
         def fallback(transport: Transport) -> Sequence[File]:
@@ -156,20 +169,32 @@ class Runner:
                 if n > 1:
                     metrics.PISTON_RETRIES.inc()
                     wb.log("warning", f"Piston unavailable, retrying (try {n} of {cfg.piston_retry_attempts})")
-                scope = CallScope(row=row, context=ctx.context, wb=wb, control=control, redact=redact, stats=RunStats(),
-                                  deadline=time.monotonic() + limits.run_timeout_ms / 1000, secrets=ctx.secrets)
-                relay = EventRelay(scope, nonce=ctx.nonce, calls=self.calls,
-                                   limits=RelayLimits(max_messages=cfg.max_messages, max_message_chars=cfg.max_message_chars))
-                transport = self.sandbox.resolve(self.requested)
-                result = self.sandbox.run(SandboxRequest(
-                    files=box(transport).files,
-                    limits=limits,
-                    transport=transport,
-                    on_stdout=relay.on_stdout,
-                    should_stop=control.should_stop,
-                    fallback=fallback if self.requested is Transport.AUTO else None,
-                ))
-                return result, relay.close()
+                for failovers in range(MAX_FAILOVERS + 1):
+                    scope = CallScope(row=row, context=ctx.context, wb=wb, control=control, redact=redact,
+                                      stats=RunStats(), deadline=time.monotonic() + limits.run_timeout_ms / 1000,
+                                      secrets=ctx.secrets, max_llm_calls=max_llm_calls)
+                    relay = EventRelay(scope, nonce=ctx.nonce, calls=self.calls,
+                                       limits=RelayLimits(max_messages=cfg.max_messages,
+                                                          max_message_chars=cfg.max_message_chars))
+                    transport = self.sandbox.resolve(self.requested)
+                    try:
+                        result = self.sandbox.run(SandboxRequest(
+                            files=box(transport).files,
+                            limits=limits,
+                            transport=transport,
+                            on_stdout=relay.on_stdout,
+                            should_stop=control.should_stop,
+                            fallback=fallback if self.requested is Transport.AUTO else None,
+                            # The hub's cancel line: a stop (cancel, lease, shutdown, cap) ends the agent's process.
+                            stop_stdin=protocol.encode_control(ctx.nonce),
+                            on_stop=control.on_stop,
+                        ))
+                    except SandboxFailover as exc:
+                        if failovers == MAX_FAILOVERS:
+                            raise
+                        wb.log("warning", f"{exc}; the run goes to {exc.next_server} at once")
+                        continue
+                    return result, relay.close()
         raise AssertionError("unreachable: retrying() reraises the last failure")
 
     def _conclude(
@@ -185,6 +210,11 @@ class Runner:
         # clean_text: an agent may write NUL or invalid UTF-8 to stderr, which Postgres cannot store.
         # Redacted before any cut (the errorMessage takes its last line), so no fragment of a secret is kept.
         result = replace(result, stderr_tail=redact.tail(protocol.clean_text(result.stderr_tail), TAIL_CHARS))
+        if result.limits is not None and result.limits != limits:
+            server = f"Piston server {result.server}" if result.server else "Piston"
+            wb.log("warning", f"{server} allows less than this run asked: it ran with {_limits_text(result.limits)} "
+                              f"(asked {_limits_text(limits)})")
+            limits = result.limits
         summary = result_summary(result, stats, max_messages=self.cfg.max_messages, elapsed_s=elapsed_s)
         if result.stderr_tail.strip():
             wb.log("info", f"stderr (last {TAIL_CHARS} characters):\n{result.stderr_tail}")
@@ -208,3 +238,8 @@ class Runner:
                 if error is None:
                     return Outcome.finish(OutboxStatus.SUCCEEDED, None, summary)
                 return Outcome.finish(OutboxStatus.FAILED, redact(error), summary)
+
+
+def _limits_text(limits: RunLimits) -> str:
+    memory = "Piston's default memory" if limits.run_memory_limit is None else f"{limits.run_memory_limit} bytes"
+    return f"{limits.run_timeout_ms} ms, {memory}"

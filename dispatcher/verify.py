@@ -4,7 +4,9 @@ Checks, each printed as one ``ok`` / ``FAIL`` line saying what is wrong:
 - the database answers and our migrations (sql/migrations) are all applied, none edited since;
 - no object of ours is outside our schema ``agent_hub`` (a half-done move, or an older version's migrate);
 - the Prisma tables and columns (and enum labels) our queries use are there;
-- Piston answers ``GET /api/v2/runtimes`` and has a Python runtime.
+- each Piston server of ``PISTON_URL`` (one, or a pool) answers ``GET /api/v2/runtimes`` and has a Python
+  runtime; and its own run limits, found by one empty probe run asking for far more than any server allows
+  (the server refuses each limit it has, naming it: dispatcher/sandbox/piston/limits.py).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from core import migrate
-from core.config import ConfigError, database_url
+from core.config import ConfigError, database_url, parse_int
 from core.db import Conn
 from core.sqlfiles import query
 from core.vocabulary import JobStatus, JobType
-from dispatcher.sandbox.piston.client import PistonClient
-from dispatcher.sandbox.port import SandboxError
+from dispatcher.config import parse_piston_servers
+from dispatcher.sandbox.piston.client import PistonClient, server_name
+from dispatcher.sandbox.piston.limits import ServerLimits
+from dispatcher.sandbox.port import RunLimits, SandboxError, SandboxRequest, Transport
 
 # Every Prisma table and column a query under sql/queries/ reads or writes (keep in step with them).
 PRISMA_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -117,19 +121,58 @@ def _ours(conn: Conn, obj: Mapping[str, str]) -> bool:
     return bool(row and row["ours"])
 
 
-def check_piston(url: str) -> Check:
-    """Piston reachable, with a Python runtime."""
+# The probe asks more than any server allows, so the server names each limit it has; what it accepts it does
+# not limit. The program is empty: it ends at once whatever it was given.
+PROBE = RunLimits(run_timeout_ms=1_000_000_000, run_cpu_time_ms=1_000_000_000, run_memory_limit=2**40)
+UNITS = {"run_timeout": "ms", "run_cpu_time": "ms", "run_memory_limit": "bytes"}
+
+
+def server_limits(client: PistonClient) -> dict[str, int | None]:
+    """The server's run limits (None: not limited), from one probe run (SandboxError when it cannot run)."""
+    client.limits = ServerLimits(client.name, announce=False)  # reported below, not logged
+    client.run(SandboxRequest([{"name": "probe.py", "content": ""}], PROBE, transport=Transport.EXECUTE))
+    return {field: client.limits.known.get(field) for field in UNITS}
+
+
+def check_piston(url: str, *, slots: int | None = None, run_timeout_ms: int | None = None) -> Check:
+    """Piston reachable, with a Python runtime; its run limits (compared with AGENT_RUN_TIMEOUT_MS)."""
+    name = "piston" if slots is None else f"piston {server_name(url)} ({slots} slots)"
     try:
-        client = PistonClient(url, connect_timeout_s=3.0)
+        client = PistonClient(url, connect_timeout_s=3.0, execute_margin_s=10.0)
         runtimes = client.runtimes()
     except (SandboxError, OSError) as exc:
-        return Check("piston", False, f"{url}: not reachable or not Piston ({exc})")
+        return Check(name, False, f"{url}: not reachable or not Piston ({exc})")
     pythons = [f"{rt.get('language')} {rt.get('version')}" for rt in runtimes
                if rt.get("language") == "python" or "python" in (rt.get("aliases") or [])]
     if not pythons:
         names = ", ".join(sorted({str(rt.get("language")) for rt in runtimes})) or "none"
-        return Check("piston", False, f"{url}: no Python runtime installed (runtimes: {names}); install it with ppman")
-    return Check("piston", True, f"{url}: {', '.join(pythons)}")
+        return Check(name, False, f"{url}: no Python runtime installed (runtimes: {names}); install it with ppman")
+    try:
+        limits = server_limits(client)
+    except (SandboxError, OSError) as exc:
+        return Check(name, False, f"{url}: {', '.join(pythons)}; a probe run failed: {exc}")
+    shown = ", ".join(f"{field} {'not limited' if value is None else f'{value} {UNITS[field]}'}"
+                      for field, value in limits.items())
+    detail = f"{url}: {', '.join(pythons)}; limits {shown}"
+    most = limits["run_timeout"]
+    if run_timeout_ms is not None and most is not None and run_timeout_ms > most:
+        detail += f" (AGENT_RUN_TIMEOUT_MS {run_timeout_ms} is above it: runs go at {most} ms)"
+    return Check(name, True, detail)
+
+
+def check_pistons(env: Mapping[str, str]) -> list[Check]:
+    """Every server of PISTON_URL (one, or a pool)."""
+    try:
+        servers = parse_piston_servers(env)
+    except ConfigError as exc:
+        return [Check("piston", False, str(exc))]
+    try:
+        timeout_ms: int | None = parse_int(env, "AGENT_RUN_TIMEOUT_MS", 3000, minimum=1)
+    except ConfigError:
+        timeout_ms = None
+    if len(servers) == 1:
+        return [check_piston(servers[0].url, run_timeout_ms=timeout_ms)]
+    return [check_piston(s.url, slots=s.slots, run_timeout_ms=timeout_ms) for s in servers]
 
 
 def run(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
@@ -139,11 +182,7 @@ def run(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
         checks.extend(check_database(database_url(env)))
     except ConfigError as exc:
         checks.append(Check("database", False, str(exc)))
-    piston_url = (env.get("PISTON_URL") or "").strip().rstrip("/")
-    if not piston_url:
-        checks.append(Check("piston", False, "PISTON_URL is not set (e.g. http://127.0.0.1:2000)"))
-    else:
-        checks.append(check_piston(piston_url))
+    checks.extend(check_pistons(env))
     for check in checks:
         print(check.line(), file=out)
     failed = [c for c in checks if not c.ok]

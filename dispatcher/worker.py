@@ -40,7 +40,7 @@ from dispatcher.maintenance.schedule_firer import schedule_firer
 from dispatcher.outcome import Disposition, Outcome
 from dispatcher.protocol import CallMethod
 from dispatcher.runner import Runner
-from dispatcher.sandbox.piston.client import PistonClient
+from dispatcher.sandbox.pool import piston_sandbox
 from dispatcher.sandbox.port import Sandbox
 from dispatcher.writeback import WriteBack, count_retry
 
@@ -88,8 +88,7 @@ class Dispatcher:
             # Every use retries a dead connection (core.db.run_with_retry): no round trip per check-out.
             check=False,
         )
-        self.sandbox = sandbox or PistonClient(cfg.piston_url, max_output_chars=cfg.max_output_chars,
-                                               pool_size=cfg.concurrency)
+        self.sandbox = sandbox or piston_sandbox(cfg)  # one Piston server, or a pool (PISTON_URL=a,b)
         self.llm = GeminiClient(cfg)  # one per process
         self.held = HeldRows()  # every row running here, call_agent children included: the heartbeat renews them
         self.runner = wire_runner(cfg, self.pool, self.sandbox, self.held, self.llm)
@@ -249,7 +248,7 @@ class Dispatcher:
         services = Services(self.services())
         services.start()
         log.info("dispatcher_started", owner=self.cfg.owner, concurrency=self.cfg.concurrency,
-                 transport=self.cfg.piston_transport)
+                 transport=self.cfg.piston_transport, piston=[s.url for s in self.cfg.piston_servers])
         streak = Streak(CLAIM_BACKOFF)
         while not self.stopping.is_set():
             try:

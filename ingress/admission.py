@@ -5,6 +5,13 @@ the lookup row (sql/queries/ingress/enqueue.sql's ``look``) must hold for a requ
 lookup row with it, and ``expected`` hands the same values to the enqueue statement, which inserts
 only when the lookup row holds all of them (``to_jsonb(look) @> expected``). So the statement and
 the answer the caller gets cannot disagree about what is admitted.
+
+The process's ``Rules`` add to them: ``HUB_SESSION_POLICY`` says what a prompt for a busy session (another
+of its jobs queued or running) does: ``enqueue`` (it waits its turn), ``interrupt`` (it is queued and the
+session's older jobs are cancelled: the running one really stopped, ingress/enqueue.py) or ``reject`` (409
+``session_busy``, nothing queued: one more requirement, ``SESSION_IDLE``); ``INGRESS_RATE_PER_USER`` (e.g.
+``30/min``) refuses a user's prompt past that many in the window with 429 ``rate_limited`` and
+``Retry-After``, nothing queued (``RATE``; counted in Postgres from the user's outbox rows).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from core.vocabulary import PUBLIC_STATUS, JobStatus, JobType, OutboxStatus
@@ -21,6 +29,14 @@ from ingress.validation import InvokeRequest
 Row = dict[str, Any]
 
 
+class SessionPolicy(StrEnum):
+    """HUB_SESSION_POLICY: what a prompt for a session with a job queued or running does."""
+
+    ENQUEUE = "enqueue"      # it waits its turn (one run per session, in order)
+    INTERRUPT = "interrupt"  # the session's older jobs are cancelled (the running one stopped); it runs next
+    REJECT = "reject"        # 409 session_busy; nothing is queued
+
+
 @dataclass(frozen=True)
 class Accepted:
     created: bool  # False: this jobId was already queued (idempotent repeat)
@@ -28,6 +44,7 @@ class Accepted:
     job_id: str
     status: str
     created_at: datetime
+    interrupted: tuple[str, ...] = ()  # HUB_SESSION_POLICY=interrupt: the Jobs this one cancelled
 
     def body(self) -> dict[str, Any]:
         return {
@@ -36,6 +53,15 @@ class Accepted:
             "status": PUBLIC_STATUS[OutboxStatus(self.status)],
             "queuedAt": self.created_at.isoformat(),
         }
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What this web process adds to the admission rule (its configuration)."""
+
+    policy: SessionPolicy = SessionPolicy.ENQUEUE  # HUB_SESSION_POLICY
+    rate_limit: int = 0  # INGRESS_RATE_PER_USER: prompts per user in the window; 0 = no limit
+    rate_window_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -48,9 +74,11 @@ class Requirement:
     code: str
     field: str
     message: Callable[[InvokeRequest, Row], str]
+    headers: Callable[[Row], dict[str, str]] | None = None
 
     def refusal(self, req: InvokeRequest, row: Row) -> ApiError:
-        return ApiError(self.status, self.code, self.message(req, row), field=self.field)
+        headers = self.headers(row) if self.headers is not None else None
+        return ApiError(self.status, self.code, self.message(req, row), field=self.field, headers=headers)
 
 
 def _mismatch(whose: str, field: str) -> Callable[[InvokeRequest, Row], str]:
@@ -79,13 +107,34 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 )
 
 
-def expected(req: InvokeRequest) -> dict[str, object]:
+# HUB_SESSION_POLICY=reject only: no other job of the session queued or running.
+SESSION_IDLE = Requirement("session_busy", lambda req: False, 409, "session_busy", "sessionId",
+                           lambda req, row: "another job of this session is queued or running (HUB_SESSION_POLICY="
+                                            "reject); nothing was queued: send the prompt again once it has ended")
+
+
+# INGRESS_RATE_PER_USER only: the user is under the rate (nothing is queued past it).
+RATE = Requirement("rate_exceeded", lambda req: False, 429, "rate_limited", "userId",
+                   lambda req, row: "this user sent more prompts than INGRESS_RATE_PER_USER allows; nothing was "
+                                    f"queued: retry in {row['rate_retry_after_s']} s",
+                   headers=lambda row: {"Retry-After": str(row["rate_retry_after_s"])})
+
+DEFAULT_RULES = Rules()
+
+
+def requirements(rules: Rules = DEFAULT_RULES) -> tuple[Requirement, ...]:
+    """The requirements under ``rules``, in the order they are reported."""
+    extra = (SESSION_IDLE,) if rules.policy is SessionPolicy.REJECT else ()
+    return (*REQUIREMENTS, *extra, *((RATE,) if rules.rate_limit > 0 else ()))
+
+
+def expected(req: InvokeRequest, rules: Rules = DEFAULT_RULES) -> dict[str, object]:
     """What the lookup row must hold for ``req`` to be inserted: no outbox row for its job yet, and every
     requirement met (the enqueue statement's ``%(expected)s``)."""
-    return {"outbox_id": None, **{r.column: r.wanted(req) for r in REQUIREMENTS}}
+    return {"outbox_id": None, **{r.column: r.wanted(req) for r in requirements(rules)}}
 
 
-def check(req: InvokeRequest, row: Row) -> Accepted | None:
+def check(req: InvokeRequest, row: Row, rules: Rules = DEFAULT_RULES) -> Accepted | None:
     """Decide from the lookup row: an existing row to repeat, None to insert, or raise.
 
     Pure, so every branch is unit-tested without a database.
@@ -104,7 +153,7 @@ def check(req: InvokeRequest, row: Row) -> Accepted | None:
                 field="jobId",
             )
         return Accepted(False, row["outbox_id"], req.job_id, row["outbox_status"], row["outbox_created_at"])
-    for requirement in REQUIREMENTS:
+    for requirement in requirements(rules):
         if row[requirement.column] != requirement.wanted(req):
             raise requirement.refusal(req, row)
     return None

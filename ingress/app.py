@@ -19,6 +19,7 @@ from core.db import Pool, make_pool
 from core.logging import get_logger
 from core.sqlfiles import query
 from ingress import openapi
+from ingress.admission import Rules, SessionPolicy
 from ingress.auth import bearer_problem
 from ingress.body import RequestBody, drain_limit
 from ingress.enqueue import enqueue
@@ -37,7 +38,9 @@ _HTTP_CODES = {
 
 
 def _error(err: ApiError) -> tuple[Response, int]:
-    return jsonify(err.body()), err.status
+    resp = jsonify(err.body())
+    resp.headers.update(err.headers)
+    return resp, err.status
 
 
 def create_app(config: IngressConfig | None = None, pool: Pool | None = None) -> Flask:
@@ -55,6 +58,7 @@ def create_app(config: IngressConfig | None = None, pool: Pool | None = None) ->
         # Do not wait: the process must start (and /readyz say why) even while Postgres is down.
         pool.open(wait=False)
     limits = Limits(max_prompt_chars=cfg.max_prompt_chars, max_id_chars=cfg.max_id_chars)
+    rules = Rules(SessionPolicy(cfg.session_policy), rate_limit=cfg.rate_limit, rate_window_s=cfg.rate_window_s)
     max_drain = drain_limit(cfg.max_body_bytes)
 
     app = Flask("ingress")
@@ -157,9 +161,11 @@ def create_app(config: IngressConfig | None = None, pool: Pool | None = None) ->
             raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
         req = parse_invoke(agent_id, body, limits)
         structlog.contextvars.bind_contextvars(job_id=req.job_id, agent_id=req.agent_id)
-        accepted = enqueue(pool, req, max_attempts=cfg.max_attempts)
+        accepted = enqueue(pool, req, max_attempts=cfg.max_attempts, rules=rules)
         structlog.contextvars.bind_contextvars(outbox_id=accepted.invocation_id)
         log.info("invocation_queued" if accepted.created else "invocation_repeat", session_id=req.session_id)
+        if accepted.interrupted:
+            log.info("session_interrupted", session_id=req.session_id, cancelled_jobs=list(accepted.interrupted))
         return jsonify(accepted.body()), 202 if accepted.created else 200
 
     @app.get("/healthz")

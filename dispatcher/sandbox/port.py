@@ -8,8 +8,9 @@ Piston (``dispatcher/sandbox/piston/``) and a scripted in-process sandbox for te
 (``dispatcher/sandbox/auto.py``): adapters themselves only ever see ``ws`` or ``execute``.
 
 A run that the sandbox could not carry out raises one of three errors: ``SandboxTransient`` (worth
-retrying), ``SandboxRefused`` (the request itself is wrong) and ``SandboxUnsupported`` (the sandbox has
-no WebSocket transport). Everything else, the agent's own failures included, is a ``RunResult``.
+retrying; its ``SandboxFailover`` says another server of a pool takes the run at once), ``SandboxRefused``
+(the request itself is wrong) and ``SandboxUnsupported`` (the sandbox has no WebSocket transport).
+Everything else, the agent's own failures included, is a ``RunResult``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class RunResult:
     cpu_ms: float | None
     memory_bytes: int | None
     started: bool  # whether the program started (ws: stage run seen; execute: a response came back)
+    limits: RunLimits | None = None  # what the run really got, when the sandbox lowered what was asked
+    server: str | None = None  # which sandbox server ran it (a pool of Piston servers names it)
 
 
 class SandboxError(Exception):
@@ -72,6 +75,15 @@ class SandboxTransient(SandboxError):
     def __init__(self, message: str, *, started: bool = False) -> None:
         super().__init__(message)
         self.started = started  # True when the program may already have run (side effects possible)
+
+
+class SandboxFailover(SandboxTransient):
+    """One server of a pool failed transiently and another is ready: run the request again at once, from the
+    start and with fresh hooks, without counting it as a retry (dispatcher/sandbox/pool.py)."""
+
+    def __init__(self, message: str, *, started: bool, next_server: str) -> None:
+        super().__init__(message, started=started)
+        self.next_server = next_server
 
 
 class SandboxRefused(SandboxError):
@@ -101,6 +113,8 @@ File = dict[str, str]  # {"name", "content", "encoding"?}: Piston's files field,
 StdoutHook = Callable[[str, StdinWriter], None]
 StderrHook = Callable[[str], None]
 StopCheck = Callable[[], bool]
+# Registers a listener called (in any thread) when the run is stopped; returns its unsubscribe (RunControl.on_stop).
+OnStop = Callable[[Callable[[], None]], Callable[[], None]]
 Rebuild = Callable[[Transport], Sequence[File]]
 
 
@@ -116,6 +130,11 @@ class SandboxRequest:
     on_stdout: StdoutHook | None = None  # each chunk of stdout, with the writer of the program's stdin
     on_stderr: StderrHook | None = None
     should_stop: StopCheck | None = None  # polled while the run goes on; True: stop waiting for it
+    # ws: written to the program's stdin the moment the run is stopped (``on_stop``), its deadline passes or its
+    # output goes over the cap: the hub's cancel line, on which the agent's process ends at once and frees its
+    # slot. Empty: the program is only abandoned (it goes on until its limits). The batch transport has no stdin.
+    stop_stdin: str = ""
+    on_stop: OnStop | None = None
     # A ws run that may go on over /execute should the sandbox have no WebSocket (auto), with the files
     # for it (the hub inside must know). An auto request may fall back without it (same files).
     fallback: Rebuild | None = None

@@ -14,6 +14,9 @@ context beside it as data (``_hub_context.json``) and a small launcher that call
 The sandbox has no network, so everything the agent tells the hub travels as protocol lines on
 stdout, and answers to ``call_llm`` / ``call_agent`` / ``http`` come back as lines on stdin (WebSocket
 transport only). The wire format is documented in ``dispatcher/protocol.py``; both sides must agree.
+On the WebSocket transport stdin belongs to the hub: a background thread reads it from the start,
+hands each reply to its caller, and ends the process at once on the hub's ``cancel`` line (a
+stopped or cancelled run); the agent's own ``sys.stdin`` is empty.
 
 This file is standard-library only and self-contained. Imported outside the sandbox (tests,
 tools) it works with an empty context; call ``hub._init({...})`` to give it one.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import itertools
 import json
 import math
@@ -58,6 +62,8 @@ _CONTEXT_FILE = "_hub_context.json"  # the run's context, written by the dispatc
 # Must match dispatcher/protocol.py: a protocol line is MARKER + nonce + ":" + JSON + "\n".
 _MARKER = "\x1ehub:"
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_CANCEL = "cancel"  # a control line on stdin (dispatcher/protocol.py, encode_control): end the process now
+_CANCEL_EXIT_STATUS = 143
 _WS_ONLY = "{name} requires the WebSocket transport (PISTON_TRANSPORT=ws); this run uses the batch /execute transport"
 
 
@@ -172,6 +178,54 @@ def _bootstrap() -> None:
     tracked = _LineTrackingStdout(sys.stdout)
     sys.stdout = tracked
     _init(context, stdout=tracked, stdin=sys.stdin)
+    if context.get("transport") == "ws":
+        _start_stdin_reader()
+
+
+def _start_stdin_reader() -> None:
+    """Read stdin in the background from now on (WebSocket transport): replies go to their callers, and the
+    hub's cancel line ends this process at once, whatever the agent is doing."""
+    global _reader_active
+    stream = _in if _in is not None else sys.stdin
+    with _replies_cond:
+        _reader_active = True  # callers of _call now wait for their reply instead of reading stdin themselves
+    sys.stdin = io.StringIO()  # the agent reading stdin would take the hub's lines: it sees an empty stream
+    threading.Thread(target=_read_stdin, args=(stream,), name="hub-stdin", daemon=True).start()
+
+
+def _read_stdin(stream: IO[str]) -> None:
+    global _reader_active
+    control = _MARKER + str(_context.get("nonce", "")) + ":"  # only the hub knows the run's nonce
+    try:
+        while True:
+            line = stream.readline()
+            if not line:
+                return
+            if line.startswith(control):
+                _control(line[len(control):])
+                continue
+            reply = _parse_reply(line)
+            if reply is not None:
+                with _replies_cond:
+                    if reply["id"] in _pending:
+                        _replies[reply["id"]] = reply
+                        _replies_cond.notify_all()
+    except (OSError, ValueError):  # stdin closed under us: like its end
+        return
+    finally:
+        with _replies_cond:
+            _reader_active = False  # a caller still waiting reads stdin itself, finds its end and says so
+            _replies_cond.notify_all()
+
+
+def _control(payload: str) -> None:
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return
+    if isinstance(message, dict) and message.get("type") == _CANCEL:
+        # At once: no flush (another thread may hold stdout's lock), no cleanup. The run's output is not wanted.
+        os._exit(_CANCEL_EXIT_STATUS)
 
 
 def _flush() -> None:

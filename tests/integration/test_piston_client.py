@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import structlog
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
@@ -343,10 +344,24 @@ def test_execute_runs_share_one_pooled_keep_alive_connection(client: PistonClien
 
 
 @pytest.mark.parametrize("transport", BOTH)
-def test_run_timeout_above_the_servers_limit_is_refused_with_pistons_message(client: PistonClient, transport: Transport) -> None:
-    with pytest.raises(SandboxRefused) as caught:
-        run(client, program("print(1)"), RunLimits(run_timeout_ms=5000), transport=transport)
-    assert caught.value.message == "run_timeout cannot exceed the configured limit of 3000"
+def test_a_run_asking_more_than_the_servers_limit_runs_at_it_and_the_limit_is_learned_once(
+    piston: LocalPiston, transport: Transport
+) -> None:
+    client = PistonClient(piston.url)  # a client of its own: nothing learned yet
+    with structlog.testing.capture_logs() as logs:
+        first = run(client, program("print(1)"), RunLimits(run_timeout_ms=5000), transport=transport)
+        second = run(client, program("print(2)"), RunLimits(run_timeout_ms=60_000), transport=transport)
+    assert (first.status, second.status) == (RunStatus.OK, RunStatus.OK)
+    assert first.limits == second.limits == RunLimits(run_timeout_ms=3000)  # what the runs really got
+    assert first.server == client.name == piston.url
+    learned = [e for e in logs if e["event"] == "piston_limit_learned"]
+    assert [(e["field"], e["limit"], e["server"]) for e in learned] == [("run_timeout", 3000, piston.url)]
+    # Only the first run was refused: the second went out lowered.
+    assert [e["run_timeout_ms"] for e in logs if e["event"] == "piston_run_start"] == [5000, 3000, 3000]
+
+
+def test_a_run_within_the_servers_limit_reports_no_lowered_limits(client: PistonClient) -> None:
+    assert run(client, program("print(1)"), LIMITS, transport=Transport.EXECUTE).limits is None
 
 
 @pytest.mark.parametrize("transport", BOTH)
@@ -443,7 +458,8 @@ def test_retrying_does_not_retry_a_refusal(client: PistonClient) -> None:
         for attempt in retrying(attempts=5, base_s=0.01, max_s=0.02):
             with attempt:
                 attempts += 1
-                run(client, program("print(1)"), RunLimits(run_timeout_ms=5000), transport=Transport.EXECUTE)
+                run(PistonClient(client.endpoint.api, version="9"), program("print(1)"), LIMITS,
+                    transport=Transport.EXECUTE)
     assert attempts == 1
 
 

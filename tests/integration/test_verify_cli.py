@@ -22,8 +22,8 @@ def piston() -> Iterator[LocalPiston]:
     p.close()
 
 
-def verify(db_url: str, piston_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": db_url, "PISTON_URL": piston_url, "PYTHONPATH": str(REPO)}
+def verify(db_url: str, piston_url: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": db_url, "PISTON_URL": piston_url, "PYTHONPATH": str(REPO), **extra}
     return subprocess.run([sys.executable, "-m", "dispatcher", "verify"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -64,3 +64,23 @@ def test_verify_fails_when_the_database_is_unreachable(piston: LocalPiston) -> N
     proc = verify(f"postgresql://nobody@127.0.0.1:{free_port()}/none", piston.url)
     assert proc.returncode == 1
     assert "FAIL database: cannot connect" in proc.stdout
+
+
+def test_verify_reports_the_servers_own_run_limits(db_url: str, piston: LocalPiston) -> None:
+    proc = verify(db_url, piston.url, AGENT_RUN_TIMEOUT_MS="60000")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("; limits run_timeout 3000 ms, run_cpu_time 3000 ms, run_memory_limit not limited "
+            "(AGENT_RUN_TIMEOUT_MS 60000 is above it: runs go at 3000 ms)") in proc.stdout
+    assert "piston_limit_learned" not in proc.stdout + proc.stderr  # probed on purpose: reported, not logged
+
+
+def test_verify_checks_every_server_of_a_pool_and_names_each(db_url: str, piston: LocalPiston) -> None:
+    with LocalPiston({"PISTON_RUN_TIMEOUT": "20000", "PISTON_RUN_MEMORY_LIMIT": "500000000"}) as other:
+        other.start()
+        down = f"http://127.0.0.1:{free_port()}"
+        proc = verify(db_url, f"{piston.url}=16,{other.url},{down}=8")
+    assert proc.returncode == 1
+    assert f"ok   piston {piston.url} (16 slots): {piston.url}: python 3" in proc.stdout
+    assert (f"ok   piston {other.url} (64 slots): {other.url}: python 3") in proc.stdout
+    assert "limits run_timeout 20000 ms, run_cpu_time 3000 ms, run_memory_limit 500000000 bytes" in proc.stdout
+    assert f"FAIL piston {down} (8 slots): {down}: not reachable" in proc.stdout

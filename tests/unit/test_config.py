@@ -126,3 +126,23 @@ def test_log_config_defaults_and_case_insensitivity() -> None:
 def test_log_config_bad_choice_names_the_variable(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{name} must be one of "):
         LogConfig.from_env({name: raw})
+
+
+def test_session_policy_defaults_to_enqueue_and_a_bad_one_is_named() -> None:
+    assert IngressConfig.from_env({"DATABASE_URL": URL}).session_policy == "enqueue"
+    assert IngressConfig.from_env({"DATABASE_URL": URL, "HUB_SESSION_POLICY": " Reject "}).session_policy == "reject"
+    with pytest.raises(ConfigError, match=r"^HUB_SESSION_POLICY must be one of enqueue, interrupt, reject, got 'drop'$"):
+        IngressConfig.from_env({"DATABASE_URL": URL, "HUB_SESSION_POLICY": "drop"})
+
+
+@pytest.mark.parametrize(("raw", "rate"), [("", (0, 60.0)), ("30/min", (30, 60.0)), (" 500 / h ", (500, 3600.0)),
+                                          ("100/10min", (100, 600.0)), ("2/s", (2, 1.0)), ("1000/day", (1000, 86400.0))])
+def test_the_rate_per_user_is_a_count_per_window(raw: str, rate: tuple[int, float]) -> None:
+    cfg = IngressConfig.from_env({"DATABASE_URL": URL, "INGRESS_RATE_PER_USER": raw})
+    assert (cfg.rate_limit, cfg.rate_window_s) == rate
+
+
+@pytest.mark.parametrize("raw", ["30", "30/", "0/min", "x/min", "30/fortnight", "30/0min", "-1/min"])
+def test_a_bad_rate_per_user_is_named(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"^INGRESS_RATE_PER_USER must be a count per window, e.g. 30/min"):
+        IngressConfig.from_env({"DATABASE_URL": URL, "INGRESS_RATE_PER_USER": raw})

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.config import (
+    AdmissionSettings,
     AuthSettings,
     ConfigError,
     IngressConfig,
@@ -28,6 +29,7 @@ from dispatcher.config import (
     LLMSettings,
     LoopSettings,
     OpenAISettings,
+    PistonServer,
     PistonSettings,
 )
 
@@ -40,7 +42,7 @@ def names(cls: type) -> set[str]:
 
 @pytest.mark.parametrize(("config", "sections"), [
     (DispatcherConfig, SECTIONS),
-    (IngressConfig, (WebDatabaseSettings, RequestLimits, AuthSettings)),
+    (IngressConfig, (WebDatabaseSettings, RequestLimits, AuthSettings, AdmissionSettings)),
 ])
 def test_a_config_is_exactly_its_sections_each_setting_in_one_section(
     config: type, sections: tuple[type[Section], ...]
@@ -55,15 +57,18 @@ def test_the_dispatchers_defaults_are_the_readmes() -> None:
     assert {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "owner"} == {
         "database_url": "postgresql://u@h/d", "piston_url": "http://p:1", "piston_transport": "auto",
         "piston_retry_attempts": 4, "piston_retry_base_s": 0.5, "piston_retry_max_s": 8.0,
-        "piston_max_body_bytes": 100_000, "concurrency": 4, "batch_size": 4, "poll_interval_s": 2.0, "lease_s": 30.0,
+        "piston_max_body_bytes": 100_000, "piston_servers": (PistonServer("http://p:1", 64),),
+        "piston_cooldown_base_s": 2.0, "piston_cooldown_max_s": 60.0, "concurrency": 4, "batch_size": 4,
+        "poll_interval_s": 2.0, "lease_s": 30.0,
         "heartbeat_s": 2.0, "retry_delay_s": 5.0, "retry_max_delay_s": 300.0, "shutdown_grace_s": 25.0,
         "metrics_port": 0, "outbox_max_attempts": 5, "max_running_per_user": 0, "max_running_per_agent": 0,
-        "run_timeout_ms": 3000, "run_memory_limit": None, "history_max_messages": 500,
+        "run_timeout_ms": 3000, "run_memory_limit": None, "run_timeout_max_ms": 300_000, "run_memory_limit_max": None,
+        "history_max_messages": 500,
         "max_messages": 200, "max_message_chars": 100_000, "max_output_chars": 2_000_000, "agent_files_root": None,
         "agent_files_max_count": 50, "agent_files_max_bytes": 80_000, "agent_files_http_timeout_s": 10.0,
         "gemini_api_key": None, "gemini_base_url": None, "llm_model": "gemini-2.5-flash", "llm_timeout_s": 60.0,
         "llm_retry_attempts": 4, "llm_retry_base_s": 1.0, "llm_retry_max_s": 10.0, "max_llm_calls": 20,
-        "max_agent_depth": 3, "child_time_margin_ms": 1000,
+        "max_llm_calls_max": 100, "max_agent_depth": 3, "child_time_margin_ms": 1000,
         "openai_api_key": None, "openai_base_url": None, "openai_max_tokens_field": "max_completion_tokens",
         "http_allow_hosts": None, "http_allow_private": False, "http_max_calls": 50, "http_max_response_bytes": 1 << 20,
         "http_max_request_bytes": 1 << 20, "http_timeout_s": 30.0, "http_max_redirects": 5,
@@ -89,6 +94,18 @@ def test_the_dispatchers_defaults_are_the_readmes() -> None:
     ({"HUB_HTTP_TIMEOUT_S": "0"}, r"^HUB_HTTP_TIMEOUT_S must be >= 0.1, got 0.0$"),
     ({"HUB_HTTP_MAX_REDIRECTS": "x"}, r"^HUB_HTTP_MAX_REDIRECTS must be an integer, got 'x'$"),
     ({"DATABASE_URL": ""}, r"^DATABASE_URL is not set"),
+    ({"PISTON_URL": "http://a:1=16,ftp://b"}, r"^PISTON_URL must start with http:// or https://, got 'ftp://b'$"),
+    ({"PISTON_URL": "http://a:1=lots"}, r"^PISTON_URL: the slot count after 'http://a:1' must be a whole number from 1, "
+                                        r"got 'lots'$"),
+    ({"PISTON_URL": "http://a:1=0"}, r"^PISTON_URL: the slot count after 'http://a:1' must be a whole number"),
+    ({"PISTON_URL": "http://a:1,,http://b:1"}, r"^PISTON_URL has an empty server in"),
+    ({"PISTON_URL": "http://a:1/,http://a:1=8"}, r"^PISTON_URL names http://a:1 twice$"),
+    ({"PISTON_COOLDOWN_MAX_S": "-1"}, r"^PISTON_COOLDOWN_MAX_S must be >= 0.0, got -1.0$"),
+    ({"AGENT_RUN_TIMEOUT_MAX_MS": "2000"}, r"^AGENT_RUN_TIMEOUT_MAX_MS \(2000\) must be at least AGENT_RUN_TIMEOUT_MS \(3000\)$"),
+    ({"AGENT_RUN_MEMORY_LIMIT_MAX": "0"}, r"^AGENT_RUN_MEMORY_LIMIT_MAX must be a number of bytes, or -1"),
+    ({"AGENT_RUN_MEMORY_LIMIT": "2000", "AGENT_RUN_MEMORY_LIMIT_MAX": "1000"},
+     r"^AGENT_RUN_MEMORY_LIMIT_MAX \(1000\) must be at least AGENT_RUN_MEMORY_LIMIT \(2000\)$"),
+    ({"HUB_MAX_LLM_CALLS_MAX": "5"}, r"^HUB_MAX_LLM_CALLS_MAX \(5\) must be at least HUB_MAX_LLM_CALLS \(20\)$"),
 ])
 def test_a_bad_dispatcher_variable_is_named_in_one_line(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -148,3 +165,15 @@ def test_every_variable_the_dispatcher_reads_has_a_row_in_the_readmes_configurat
     DispatcherConfig.from_env(env)
     assert {"HUB_HTTP_ALLOW_HOSTS", "OPENAI_API_KEY", "HUB_HTTP_MAX_REDIRECTS"} <= env.asked
     assert env.asked - rows == set()
+
+
+def test_piston_url_takes_a_pool_of_servers_each_with_its_slots() -> None:
+    settings = PistonSettings.from_env({"PISTON_URL": " http://a:2000=16, https://b:2000/ , http://c:2000=32 "})
+    assert settings.piston_servers == (PistonServer("http://a:2000", 16), PistonServer("https://b:2000", 64),
+                                       PistonServer("http://c:2000", 32))
+    assert settings.piston_url == "http://a:2000"
+
+
+def test_the_maxima_of_an_agents_own_limits_follow_a_larger_service_default() -> None:
+    cfg = DispatcherConfig.from_env({**BASE, "AGENT_RUN_TIMEOUT_MS": "600000", "HUB_MAX_LLM_CALLS": "500"})
+    assert (cfg.run_timeout_max_ms, cfg.max_llm_calls_max) == (600_000, 500)

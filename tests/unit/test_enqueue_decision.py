@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ingress.admission import REQUIREMENTS, expected
+from ingress.admission import REQUIREMENTS, Rules, SessionPolicy, expected
 from ingress.enqueue import PUBLIC_STATUS, Accepted, check
 from ingress.errors import ApiError
 from ingress.validation import InvokeRequest
@@ -174,3 +174,48 @@ def test_the_statement_inserts_exactly_the_rows_check_would_insert() -> None:
         row = lookup_row(**{requirement.column: "something else"})
         assert refused(row).code == requirement.code
         assert not contains(row, expected(REQ)), requirement.column
+
+
+REJECT = Rules(SessionPolicy.REJECT)
+
+
+def test_under_reject_a_busy_session_is_refused_with_409_session_busy() -> None:
+    with pytest.raises(ApiError) as caught:
+        check(REQ, lookup_row(session_busy=True), REJECT)
+    assert (caught.value.status, caught.value.code, caught.value.field) == (409, "session_busy", "sessionId")
+    assert check(REQ, lookup_row(session_busy=False), REJECT) is None
+    assert expected(REQ, REJECT)["session_busy"] is False  # the statement inserts only when idle
+
+
+@pytest.mark.parametrize("policy", [SessionPolicy.ENQUEUE, SessionPolicy.INTERRUPT])
+def test_other_policies_queue_behind_a_busy_session(policy: SessionPolicy) -> None:
+    assert check(REQ, lookup_row(session_busy=True), Rules(policy)) is None
+    assert "session_busy" not in expected(REQ, Rules(policy))
+
+
+def test_under_reject_a_repeat_of_a_queued_job_is_still_answered_as_a_repeat() -> None:
+    # Its own row makes the session busy: the repeat is recognised before the policy is looked at.
+    assert check(REQ, queued_row(session_busy=True), REJECT) == Accepted(False, 42, "j1", "pending", QUEUED_AT)
+
+
+RATED = Rules(rate_limit=30, rate_window_s=60.0)
+
+
+def test_over_the_rate_a_prompt_is_refused_with_429_rate_limited_and_retry_after() -> None:
+    with pytest.raises(ApiError) as caught:
+        check(REQ, lookup_row(rate_exceeded=True, rate_retry_after_s=17), RATED)
+    err = caught.value
+    assert (err.status, err.code, err.field, err.headers) == (429, "rate_limited", "userId", {"Retry-After": "17"})
+    assert check(REQ, lookup_row(rate_exceeded=False, rate_retry_after_s=1), RATED) is None
+    assert expected(REQ, RATED)["rate_exceeded"] is False
+
+
+def test_without_a_rate_the_count_is_not_a_requirement() -> None:
+    assert check(REQ, lookup_row(rate_exceeded=True), Rules()) is None
+    assert "rate_exceeded" not in expected(REQ)
+
+
+def test_a_busy_session_is_reported_before_the_rate() -> None:
+    with pytest.raises(ApiError, match="queued or running"):
+        check(REQ, lookup_row(session_busy=True, rate_exceeded=True, rate_retry_after_s=5),
+              Rules(SessionPolicy.REJECT, rate_limit=1))

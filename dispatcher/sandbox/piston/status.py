@@ -14,6 +14,7 @@ from dispatcher.sandbox.port import RunLimits, RunStatus
 TO_FRACTION = 0.9  # a SIGKILL after this share of the time limit is a time-out, earlier it is a plain signal
 REPORTED = ("RE", "SG", "TO", "OL", "EL", "XX")
 STOPPED_MESSAGE = "Stopped by the caller; the run goes on server-side until its limits"
+STOPPED_ENDED_MESSAGE = "Stopped by the caller; the program ended on the hub's cancel line"
 
 
 def derive_status(code: int | None, signal: str | None, wall_ms: float | None, limits: RunLimits) -> tuple[RunStatus, str | None]:

@@ -5,8 +5,11 @@ What Piston's WebSocket does and a client must live with (docs/piston.md):
 - it reports no status, so TO / SG / RE are derived from the exit code, signal and wall time;
 - it caps no output: ``max_output_chars`` is ours and counts stdout + stderr characters (CAPPED);
 - closing the socket does NOT stop the run on the server (nor does a signal, which Piston never
-  delivers): after CAPPED or STOPPED the program goes on until its own limits. We still send a SIGKILL
-  frame, best effort, for servers that honour it;
+  delivers). So a run that is stopped (``on_stop``), passes its own deadline, or goes over the output cap
+  gets the request's ``stop_stdin`` on its stdin (the hub's cancel line: the agent's process ends at once
+  and its slot is free), and the socket is read for up to ``STOP_WAIT_S`` more until the exit frame shows
+  the process ended. Without ``stop_stdin`` (or a program that ignores it) the program goes on until its
+  own limits. We still send a SIGKILL frame, best effort, for servers that honour it;
 - jobs queue with no timeout: every wait is bounded by run_timeout + execute_margin_s, plus
   execute_margin_s of queue allowance before the run starts; a run_timeout of 0 means "no limit", and
   then there is no deadline once the run started.
@@ -26,7 +29,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from dispatcher.sandbox.piston.endpoint import Endpoint
 from dispatcher.sandbox.piston.http import TRANSIENT_STATUSES
-from dispatcher.sandbox.piston.status import STOPPED_MESSAGE, derive_status, tail
+from dispatcher.sandbox.piston.status import STOPPED_ENDED_MESSAGE, STOPPED_MESSAGE, derive_status, tail
 from dispatcher.sandbox.port import (
     RunResult,
     RunStatus,
@@ -44,6 +47,8 @@ POLL_S = 0.2  # the stop check is polled at least this often while no frame arri
 EXIT_GRACE_S = 2.0  # after the exit frame, how long late data frames are still read before the 4999 close
 CLOSE_TIMEOUT_S = 2.0
 ABANDON_CLOSE_TIMEOUT_S = 0.5  # after CAPPED / STOPPED the server's close reply is not worth waiting for
+STOP_WAIT_S = 2.0  # after stop_stdin went out, how long the exit frame (the process ended, its slot free) is awaited
+DEADLINE_GRACE_S = 1.0  # past run_timeout by this much with no exit frame: the run is ended with stop_stdin
 MAX_FRAME_BYTES = 16 * 2**20
 PROTOCOL_MISUSE = (4000, 4003, 4004, 4005)  # on our side: retrying repeats it
 
@@ -58,7 +63,14 @@ def run_ws(endpoint: Endpoint, request: SandboxRequest) -> RunResult:
             raise SandboxTransient(f"WebSocket closed before init was sent: {err}") from err
         run = _WsRun(endpoint, ws, request, t0)
         run.stdin.write(request.stdin)  # Piston ignores stdin in init: it goes out as data after `stage: run`
-        return run.loop()
+        # A stop decided in another thread (the heartbeat, shutdown) ends the process at once, even while
+        # this thread is busy in a hook (answering a call).
+        unsubscribe = request.on_stop(run.send_stop) if request.on_stop is not None else None
+        try:
+            return run.loop()
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
 
 
 def _open(endpoint: Endpoint) -> ClientConnection:
@@ -135,6 +147,19 @@ class _WsRun:
         self.chars = 0
         self.stderr_tail = ""
         self.hooks_s = 0.0  # time spent in the hooks does not count against the server's deadline
+        self._stop_lock = threading.Lock()
+        self.stop_sent_at: float | None = None  # when stop_stdin went out (or was queued until `stage: run`)
+        self.past_deadline = False  # stop_stdin went out because the run outlived its own time limit
+
+    def send_stop(self) -> None:
+        """Write stop_stdin once (held back until `stage: run` if the program has not started). Any thread."""
+        if not self.request.stop_stdin:
+            return
+        with self._stop_lock:
+            if self.stop_sent_at is not None:
+                return
+            self.stop_sent_at = time.monotonic()
+        self.stdin.write(self.request.stop_stdin)
 
     def deadline(self) -> float | None:
         margin = self.endpoint.execute_margin_s
@@ -151,6 +176,7 @@ class _WsRun:
         while True:
             if self.exit is None and should_stop is not None and should_stop():
                 return self.abandon(RunStatus.STOPPED, STOPPED_MESSAGE)
+            self.check_own_deadline()  # every turn: an agent that prints without pause is not exempt
             deadline = self.deadline()
             wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - time.monotonic()))
             try:
@@ -169,6 +195,16 @@ class _WsRun:
             result = self.frame(raw)
             if result is not None:
                 return result
+
+    def check_own_deadline(self) -> None:
+        """Past run_timeout (and a grace) with no exit frame: the server did not end the run, so we do."""
+        limit_ms = self.request.limits.run_timeout_ms
+        if self.run_t0 is None or self.exit is not None or limit_ms <= 0 or self.stop_sent_at is not None:
+            return
+        if time.monotonic() >= self.run_t0 + limit_ms / 1000 + DEADLINE_GRACE_S + self.hooks_s:
+            self.past_deadline = bool(self.request.stop_stdin)
+            log.warning("piston_ws_past_deadline", run_timeout_ms=limit_ms, stopping=self.past_deadline)
+            self.send_stop()
 
     def frame(self, raw: str | bytes) -> RunResult | None:
         try:
@@ -222,13 +258,43 @@ class _WsRun:
         return None
 
     def abandon(self, status: RunStatus, message: str) -> RunResult:
-        """Stop reading: ask for a kill (Piston ignores it, a better server may not) and close."""
+        """Stop the run: stop_stdin (the process ends), wait briefly for its exit, ask for a kill (Piston ignores
+        it, a better server may not) and close."""
+        self.send_stop()
+        ended = self.await_exit() if self.stop_sent_at is not None else False
         with contextlib.suppress(ConnectionClosed):
             self.ws.send(json.dumps({"type": "signal", "signal": "SIGKILL"}))
         self.ws.close_timeout = ABANDON_CLOSE_TIMEOUT_S
         self.ws.close()
-        log.info("piston_ws_abandoned", status=str(status), started=self.started, output_chars=self.chars)
+        waited_ms = None if self.stop_sent_at is None else round((time.monotonic() - self.stop_sent_at) * 1000, 1)
+        log.info("piston_ws_abandoned", status=str(status), started=self.started, output_chars=self.chars,
+                 process_ended=ended, stop_to_close_ms=waited_ms)
+        if ended:
+            message = STOPPED_ENDED_MESSAGE if status is RunStatus.STOPPED else message.split(" (the run goes on")[0]
         return self.result(status, None, None, message)
+
+    def await_exit(self) -> bool:
+        """After stop_stdin: read (and drop) frames until the exit frame or the close, for up to STOP_WAIT_S.
+        True when the process is known to have ended (its Piston slot is free)."""
+        assert self.stop_sent_at is not None
+        until = self.stop_sent_at + STOP_WAIT_S
+        while self.exit is None:
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                raw = self.ws.recv(timeout=left)
+            except TimeoutError:
+                return False
+            except ConnectionClosed as err:
+                return err.rcvd is not None and err.rcvd.code == 4999  # "Job Completed"
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and msg.get("type") != "data":  # the output of a stopped run is not wanted
+                self.frame(raw)
+        return True
 
     def closed(self, err: ConnectionClosed) -> RunResult:
         close_code = err.rcvd.code if err.rcvd is not None else 1006
@@ -250,6 +316,10 @@ class _WsRun:
     def finish(self) -> RunResult:
         assert self.exit is not None
         code, signal = self.exit
+        if self.past_deadline:  # ended by our stop_stdin at its time limit: a time-out, whatever its exit code
+            return self.result(RunStatus.TO, code, signal, "Time limit exceeded")
+        if self.stop_sent_at is not None:  # stopped from another thread; its exit came before this loop looked
+            return self.result(RunStatus.STOPPED, code, signal, STOPPED_ENDED_MESSAGE)
         status, message = derive_status(code, signal, self.wall_ms(), self.request.limits)
         return self.result(status, code, signal, message)
 

@@ -27,8 +27,27 @@ WITH look AS (
         o.session_id      AS outbox_session_id,
         o.user_id         AS outbox_user_id,
         o.prompt          AS outbox_prompt,
-        o.created_at      AS outbox_created_at
+        o.created_at      AS outbox_created_at,
+        -- HUB_SESSION_POLICY=reject only (%(check_busy)s): another job of the session queued or running.
+        CASE WHEN %(check_busy)s THEN EXISTS (
+            SELECT 1 FROM agent_hub.invocation_outbox b
+            WHERE b.session_id = %(session_id)s AND b.status IN ('pending', 'running') AND b.job_id <> %(job_id)s
+        ) ELSE false END  AS session_busy,
+        -- INGRESS_RATE_PER_USER only (%(rate_limit)s > 0): whether the user already has rate_limit prompts
+        -- queued in the window, and if so when the oldest of the newest rate_limit leaves it (Retry-After).
+        -- Index invocation_outbox_user_created_idx (migration 0009).
+        rate.full_until IS NOT NULL AS rate_exceeded,
+        greatest(1, ceil(extract(epoch FROM rate.full_until - now())))::int AS rate_retry_after_s
     FROM (VALUES (1)) AS one (x)
+    LEFT JOIN LATERAL (
+        SELECT r.created_at + make_interval(secs => %(rate_window_s)s) AS full_until
+        FROM agent_hub.invocation_outbox r
+        WHERE %(rate_limit)s::int > 0
+          AND r.user_id = %(user_id)s AND r.parent_id IS NULL
+          AND r.created_at > now() - make_interval(secs => %(rate_window_s)s)
+        ORDER BY r.created_at DESC
+        OFFSET greatest(%(rate_limit)s::int - 1, 0) LIMIT 1
+    ) rate ON true
     LEFT JOIN "Job" j ON j."id" = %(job_id)s
     LEFT JOIN "Session" s ON s."id" = %(session_id)s
     LEFT JOIN agent_hub.invocation_outbox o ON o.job_id = %(job_id)s
