@@ -58,6 +58,9 @@ FENCED_WRITES = Counter("agenthub_dispatcher_fenced_runs", "Runs whose write was
                         registry=REGISTRY)
 SELF_FENCED = Counter("agenthub_dispatcher_self_fenced_runs",
                       "Runs stopped by this dispatcher before their lease could expire unrenewed", registry=REGISTRY)
+WRITES_ABANDONED = Counter("agenthub_dispatcher_writes_abandoned",
+                           "Writes of a stopped run no longer waited for (Postgres unreachable): fenced, they may land later",
+                           registry=REGISTRY)
 OUTCOMES_DROPPED = Counter("agenthub_dispatcher_outcomes_dropped",
                            "Finished runs whose outcome was not written: the row had been claimed by another dispatcher",
                            registry=REGISTRY)

@@ -137,7 +137,8 @@ class ChildAgents:
     def child_writeback(self, child: Claimed, caller_wb: WriteBack, control: RunControl) -> CollectingWriteBack:
         return CollectingWriteBack(self.pool, outbox_id=child.id, job_id=child.job_id, session_id=None,
                                    owner=self.cfg.owner, attempt=child.attempts, events=caller_wb.events,
-                                   committer=caller_wb.committer, on_lost=lambda: control.stop(StopReason.LEASE_LOST))
+                                   committer=caller_wb.committer, on_lost=lambda: control.stop(StopReason.LEASE_LOST),
+                                   stopped=control.should_stop)
 
     def complete_child(self, outcome: Outcome, child: Claimed, wb: WriteBack) -> None:
         label = apply_outcome(outcome, child, wb, cfg=self.cfg, pool=self.pool)

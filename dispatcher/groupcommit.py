@@ -65,6 +65,14 @@ class Closed(RuntimeError):
     """submit() after stop(): the dispatcher is shutting down and its writer has gone."""
 
 
+class Abandoned(RuntimeError):
+    """submit(until=…) stopped waiting because ``until()`` turned true first (the caller's run was stopped).
+    The write stays queued and may still commit: like every write sent here it is fenced or idempotent."""
+
+
+ABANDON_POLL_S = 0.05  # how often a waiting caller's ``until`` is checked while its write has not committed
+
+
 class GroupCommitter:
     """The shared writers. A service (core/lifecycle.py): ``start()``, ``stop(timeout)``."""
 
@@ -101,11 +109,20 @@ class GroupCommitter:
                          for i in range(writers)]
 
     # -- callers' side ----------------------------------------------------------
-    def submit(self, statements: Sequence[Statement], *, key: int = 0, wait: bool = True) -> list[Row]:
+    def submit(
+        self,
+        statements: Sequence[Statement],
+        *,
+        key: int = 0,
+        wait: bool = True,
+        until: Callable[[], bool] | None = None,
+    ) -> list[Row]:
         """Run the statements in order in one transaction (shared with other callers'). With ``wait``, block
         until it has committed and return each statement's first row (None for a statement without rows).
         Without, return at once (an empty list); a failure is only logged. ``key`` (e.g. the outbox id) keeps
-        one caller's writes in submission order: the same key always goes to the same writer."""
+        one caller's writes in submission order: the same key always goes to the same writer. ``until``: stop
+        waiting (``Abandoned``) once it returns true, e.g. when the caller's run was stopped while Postgres is
+        away, so a stopped run is not held up for as long as the writer retries."""
         if not statements:
             return []
         request = _Request(statements, awaited=wait)
@@ -117,7 +134,12 @@ class GroupCommitter:
             self._wakeups[i].notify()
         if not wait:
             return []
-        request.done.wait()
+        if until is None:
+            request.done.wait()
+        else:
+            while not request.done.wait(ABANDON_POLL_S):
+                if until():
+                    raise Abandoned("stopped waiting for a write that has not committed yet")
         if request.error is not None:
             raise request.error
         return request.rows

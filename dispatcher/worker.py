@@ -118,7 +118,7 @@ class Dispatcher:
         )
         wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner,
                        attempt=row.attempts, events=self.events, committer=self.committer,
-                       on_lost=lambda: control.stop(StopReason.LEASE_LOST))
+                       on_lost=lambda: control.stop(StopReason.LEASE_LOST), stopped=control.should_stop)
         started = time.monotonic()
         label: str = RunLabel.ERROR
         try:

@@ -21,7 +21,7 @@ from core.logging import get_logger
 from core.sqlfiles import query
 from core.vocabulary import JOB_STATUS_FOR, HubEvent, OutboxStatus, message_event, status_event
 from dispatcher.events import EventNotifier
-from dispatcher.groupcommit import GroupCommitter, Row, Statement, execute_in_order
+from dispatcher.groupcommit import Abandoned, GroupCommitter, Row, Statement, execute_in_order
 
 log = get_logger("dispatcher.writeback")
 
@@ -55,6 +55,7 @@ class WriteBack:
         events: EventNotifier | None = None,
         committer: GroupCommitter | None = None,
         on_lost: Callable[[], None] | None = None,
+        stopped: Callable[[], bool] | None = None,
     ) -> None:
         self.pool = pool
         self.outbox_id = outbox_id
@@ -63,20 +64,23 @@ class WriteBack:
         self.owner = owner
         self.attempt = attempt
         self.on_lost = on_lost
+        self.stopped = stopped
         self.lost = False
         self.db_retry_s = db_retry_s
         self.events = events  # hub_events, emitted after each write commits (None: not announced)
         # The dispatcher's shared writer (dispatcher/groupcommit.py); None: each write on its own pooled connection.
         self.committer = committer
 
-    def _write(self, statements: list[Statement], *, wait: bool = True) -> list[Row]:
+    def _write(self, statements: list[Statement], *, wait: bool = True, mid_run: bool = False) -> list[Row]:
         """Run the statements in order in one transaction; returns once they have committed. Every write
         here is safe to repeat (idempotent or fenced by the lease), as both paths may retry it.
 
         ``wait=False`` (log lines only): with the dispatcher's writer, return at once; the line still
-        commits before any later write of this run (same writer, in order), and a failure is logged."""
+        commits before any later write of this run (same writer, in order), and a failure is logged.
+        ``mid_run``: raise ``Abandoned`` instead of waiting on once the run is stopped (dispatcher's writer)."""
         if self.committer is not None:
-            return self.committer.submit(statements, key=self.outbox_id, wait=wait)
+            until = self.stopped if mid_run else None
+            return self.committer.submit(statements, key=self.outbox_id, wait=wait, until=until)
         return run_with_retry(self.pool, lambda c: execute_in_order(c, statements), retry_s=self.db_retry_s,
                               on_retry=count_retry)
 
@@ -104,7 +108,11 @@ class WriteBack:
         if self.session_id is None:
             return False  # child invocations have no session: messages are returned to the caller
         params = {"id": message_id(self.job_id, seq), "content": content, "session_id": self.session_id, "job_id": self.job_id}
-        row = self._write([(query("dispatcher/insert_message"), self._fenced(params))])[0]
+        try:
+            row = self._write([(query("dispatcher/insert_message"), self._fenced(params))], mid_run=True)[0]
+        except Abandoned:
+            self._abandoned("message")
+            return False
         if not self._held(row) or row is None or row["id"] is None:
             return False
         self.announce(message_event(self.job_id, row["sessionId"], row["id"]))
@@ -114,12 +122,22 @@ class WriteBack:
         if self.session_id is None:
             return False
         params = {"id": str(uuid.uuid4()), "key": key, "value": value, "session_id": self.session_id}
-        self._held(self._write([(query("dispatcher/upsert_user_var"), self._fenced(params))])[0])
+        try:
+            self._held(self._write([(query("dispatcher/upsert_user_var"), self._fenced(params))], mid_run=True)[0])
+        except Abandoned:
+            self._abandoned("user_var")
         return True
 
     def progress(self, percent: float, message: str | None) -> None:
         params = {"percent": float(percent), "message": message, "job_id": self.job_id}
-        self._held(self._write([(query("dispatcher/set_progress"), self._fenced(params))])[0])
+        try:
+            self._held(self._write([(query("dispatcher/set_progress"), self._fenced(params))], mid_run=True)[0])
+        except Abandoned:
+            self._abandoned("progress")
+
+    def _abandoned(self, kind: str) -> None:
+        metrics.WRITES_ABANDONED.inc()
+        log.info("write_abandoned", outbox_id=self.outbox_id, attempt=self.attempt, kind=kind)
 
     def log(self, level: str, message: str) -> None:
         params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}

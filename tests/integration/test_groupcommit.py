@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from dispatcher.groupcommit import Closed, GroupCommitter
+from dispatcher.groupcommit import Abandoned, Closed, GroupCommitter
 from tests.waiting import wait_until
 
 INSERT = "INSERT INTO gc_t (id) VALUES (%(id)s) RETURNING id, txid_current() AS tx"
@@ -200,3 +200,30 @@ def test_an_unawaited_write_that_fails_is_counted_and_does_not_stop_the_writer(
     committer.submit([(INSERT, {"id": 1})], wait=False)
     assert committer.submit([(INSERT, {"id": 2})])[0]["id"] == 2
     assert committer.failed_unawaited == 1
+
+
+def test_a_caller_stops_waiting_once_its_until_turns_true_and_its_write_still_commits_later(
+    table: psycopg.Connection, committer: GroupCommitter
+) -> None:
+    gate = Gate(table)
+    blocker = threading.Thread(target=committer.submit, args=([Gate.statement],))
+    blocker.start()
+    gate.wait_for_writer()  # the writer is stuck, as it is while Postgres is away
+    stopped = threading.Event()
+    threading.Timer(0.2, stopped.set).start()
+    # Were `until` ignored, the writer would be let go after 20 s and the submit return rows: a failure, not a hang.
+    late = threading.Timer(20, gate.open)
+    late.start()
+    with pytest.raises(Abandoned):
+        committer.submit([(INSERT, {"id": 7})], until=stopped.is_set)
+    late.cancel()
+    assert stopped.is_set()
+    gate.open()
+    blocker.join(30)
+    wait_until(lambda: table.execute("SELECT count(*) AS n FROM gc_t WHERE id = 7").fetchone()["n"] == 1,
+               what="the abandoned write to commit once the writer is free")
+
+
+def test_a_write_that_commits_before_until_turns_true_returns_its_rows(committer: GroupCommitter,
+                                                                       table: psycopg.Connection) -> None:
+    assert committer.submit([(INSERT, {"id": 8})], until=lambda: False)[0]["id"] == 8
