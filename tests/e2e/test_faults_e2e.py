@@ -443,10 +443,11 @@ def test_a_killed_listen_connection_is_replaced_and_new_invocations_are_still_pi
 def test_operator_cancel_of_a_running_invocation_ends_the_row_cancelled_and_relays_nothing_more(
     db_url: str, tmp_path: Path, transport: str
 ) -> None:
-    stack = Stack(db_url, dispatcher_env={"PISTON_TRANSPORT": transport}).start()
+    # 15 s: long enough that the cancel command (a Python start-up, seconds on a loaded machine) comes mid-sleep.
+    stack = Stack(db_url, dispatcher_env={"PISTON_TRANSPORT": transport, "AGENT_RUN_TIMEOUT_MS": "19000"}).start()
     try:
         with stack.connect() as conn:
-            ws = worlds(conn, tmp_path, START_SLEEP_END.format(sleep=6), 1)
+            ws = worlds(conn, tmp_path, START_SLEEP_END.format(sleep=15), 1)
         w = ws[0]
         post_all(stack, ws)
         stack.wait_job(w.job_id, ("PROCESSING",), timeout=15)
@@ -457,7 +458,7 @@ def test_operator_cancel_of_a_running_invocation_ends_the_row_cancelled_and_rela
         res = cli(stack.db_url, "cancel", w.job_id, "--reason", "user pressed stop")
         assert res.returncode == 0, res.stdout + res.stderr
         # The heartbeat (0.5 s) noticed and the runner stopped relaying: the row ends cancelled while the agent
-        # is still in its 6 s sleep.
+        # is still in its 15 s sleep.
         wait_until(lambda: stack.outbox(w.job_id)["status"] == "cancelled", what="the row to end cancelled",
                    details=stack.logs)
         if transport == "execute":  # no stdin during a batch run: Piston has not ended (nor logged) it yet
@@ -465,14 +466,14 @@ def test_operator_cancel_of_a_running_invocation_ends_the_row_cancelled_and_rela
         job = stack.job(w.job_id)
         assert job["status"] == "CANCELLED" and job["errorMessage"] is None
         assert stack.outbox(w.job_id)["result"]["status"] == "STOPPED"
-        # ws: the hub's cancel line ended the agent's process inside its 6 s sleep; execute: the agent goes on in
+        # ws: the hub's cancel line ended the agent's process inside its 15 s sleep; execute: the agent goes on in
         # Piston (it cannot be killed there). Once it has ended (localpiston logs each job's end, and this stack
         # runs no other), its output must have gone nowhere.
         wait_until(lambda: "status=" in stack.piston.output(), what="the agent's run to end in Piston",
                    details=stack.logs)
         if transport == "ws":
             [wall_ms] = re.findall(r"status=\S+ wall=(\d+)ms", stack.piston.output())
-            assert int(wall_ms) < 6000, f"the agent was not ended by the cancel line\n{stack.logs()}"
+            assert int(wall_ms) < 15000, f"the agent was not ended by the cancel line\n{stack.logs()}"
         expected = ["start"] if transport == "ws" else []
         assert stack.messages(w.session_id) == expected
         assert stack.job(w.job_id)["status"] == "CANCELLED"
