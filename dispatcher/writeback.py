@@ -176,7 +176,7 @@ class WriteBack:
         """``delta`` feed events of the streaming message ``message_id`` (its chunks ``first_index``, +1, ...),
         fenced like every write of the run (dispatcher/fence_check.sql) and not awaited, like a log line: the
         run's next write (e.g. the message itself) commits after them."""
-        if not texts:
+        if not texts or self.session_id is None:  # a child's messages go back to its caller, not to a session
             return
         chunks = [feed.delta(self.job_id, self.session_id, message_id=message_id, index=first_index + i, text=t)
                   for i, t in enumerate(texts)]
