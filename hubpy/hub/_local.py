@@ -415,7 +415,10 @@ def run_agent(
             if not body["ok"]:
                 printer.say("[call error]", f"{method}: {body['error']['kind']}: {body['error']['message']}", stream=printer.err)
             else:
-                printer.say("[call]", f"{method} answered ({len(json.dumps(body['result']))} characters)")
+                # A streamed answer is being printed on stdout as a message, chunk by chunk: say this on stderr.
+                streaming = isinstance(params, dict) and params.get("stream") is True
+                printer.say("[call]", f"{method} answered ({len(json.dumps(body['result']))} characters)",
+                            stream=printer.err if streaming else None)
             reply(call_id, body)
 
         def pump_stderr() -> None:
