@@ -10,7 +10,8 @@ of the outbox row's ``result["llm"]``. No prompt text is logged.
 ``stream: true`` (``hub.call_llm(..., stream=True)``): the answer's text goes to the agent as ``chunk`` reply
 lines while the model produces it (Gemini's ``generate_content_stream``), then the usual final reply with the
 whole text; a failure midway is an error reply after the chunks (the agent's iterator raises ``LLMError``).
-An ``openai:`` model answers a streaming call in one chunk (the OpenAI client does not stream yet).
+Both providers stream (Gemini's ``streamGenerateContent``, the OpenAI SDK's ``stream=True``); a client without
+``generate_stream`` would answer a streaming call in one chunk.
 """
 
 from __future__ import annotations
