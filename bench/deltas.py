@@ -22,23 +22,80 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import requests
 
 from bench import seed
 from bench.measure import summary_ms
-from bench.stack import PISTON_ENV, Proc, _agent_files, start_dispatcher
+from bench.stack import PISTON_ENV, Proc, _agent_files, _wait_done, start_dispatcher
 from bench.streams import open_streams, start_web
 from tests.fakegemini_proc import FakeGemini
 from tests.integration.localpiston_proc import LocalPiston
 
 KEY = "AIzaBENCH-deltas"
 AGENT = 'import hub\nhub.send_message(hub.call_llm("bench " + hub.get_job_id(), stream=True))\n'
+
+
+class CpuSampler:
+    """CPU seconds used by each named process and its descendants (agents come and go: each pid's last sample)."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots = roots
+        self.seen: dict[str, dict[int, float]] = {name: {} for name in roots}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for name, pid in self.roots.items():
+            try:
+                root = psutil.Process(pid)
+                if name == "postgres":  # the embedded server: its postmaster's and backends' time
+                    procs = [root, *root.children(recursive=True)]
+                elif pid == os.getpid():  # this process only: the servers are its children too
+                    procs = [root]
+                else:
+                    procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    self.seen[name][p.pid] = t.user + t.system
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def start(self) -> CpuSampler:
+        self._sample()
+        self.base = {name: dict(v) for name, v in self.seen.items()}
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {name: round(sum(v - self.base[name].get(pid, 0.0) for pid, v in seen.items()), 2)
+                for name, seen in self.seen.items()}
+
+
+def _postgres() -> dict[str, int]:
+    """The embedded Postgres's postmaster (a child of this process), if found."""
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if child.name().startswith("postgres"):
+                return {"postgres": child.pid}
+    return {}
 
 
 def _events(buf: bytes) -> tuple[list[tuple[str, dict[str, Any]]], bytes]:
@@ -57,10 +114,12 @@ def _events(buf: bytes) -> tuple[list[tuple[str, dict[str, Any]]], bytes]:
     return out, buf
 
 
-def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path) -> dict[str, Any]:
+def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path,
+        profile: Path | None = None) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True) as conn:
         user_id, agent_id = seed.agent(conn, _agent_files(tmp, AGENT))
         jobs = seed.invocations(conn, user_id, agent_id, streams, tag="deltas")
+        warmups = seed.invocations(conn, user_id, agent_id, 3, tag="warmup")
     gemini = FakeGemini(KEY).start()
     requests.post(gemini.url + "/_control/stream", json={"chunks": chunks, "delay_ms": delay_ms},
                   timeout=5).raise_for_status()
@@ -74,8 +133,26 @@ def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path) -> d
     finals: dict[str, str] = {}
     ended: dict[str, float] = {}
 
+    cpu = CpuSampler({"dispatcher": dispatcher.pid, "web": web.pid, "localpiston+agents": piston._proc.pid,  # type: ignore[union-attr]
+                      "fakegemini": gemini._proc.pid, "bench client": os.getpid(),  # type: ignore[union-attr]
+                      **_postgres()})
+
+    spy: subprocess.Popen[bytes] | None = None
+
+    # Warm up first (the dispatcher's imports, google-genai's client, localpiston's runtime): not measured.
+    with requests.Session() as http:
+        for inv in warmups:
+            http.post(base + inv.path, json=inv.body(), timeout=10).raise_for_status()
+    _wait_done(url, [inv.job_id for inv in warmups], 120)
+
     async def main() -> float:
+        nonlocal spy
         held = await open_streams(port, [f"/api/jobs/{j.job_id}/events" for j in jobs])
+        cpu.start()
+        if profile is not None:  # py-spy on the dispatcher (GIL holder only: its Python CPU), collapsed stacks
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-r", "200", "-f", "raw",
+                                    "-o", str(profile), "-p", str(dispatcher.pid)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
 
         async def read(job_id: str, reader: asyncio.StreamReader) -> None:
             buf = b""
@@ -105,8 +182,14 @@ def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path) -> d
             w.close()
         return time.perf_counter() - t0
 
+    cpu_s: dict[str, float] = {}
+
     try:
         elapsed = asyncio.run(main())
+        cpu_s = cpu.stop()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         sent = {r["body"]["contents"][-1]["parts"][0]["text"].split()[-1]: r
                 for r in gemini.requests(containing="bench ")}
     finally:
@@ -114,7 +197,15 @@ def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path) -> d
         web.stop()
         piston.close()
         gemini.close()
+    with psycopg.connect(url, autocommit=True) as conn:  # when each delta row was inserted (clock_timestamp())
+        rows = conn.execute("SELECT job_id, extract(epoch FROM created_at)::float8 AS at FROM agent_hub.feed_event "
+                            "WHERE kind = 'delta' ORDER BY id").fetchall()
+    inserted: dict[str, list[float]] = {}
+    for job_id, at in rows:
+        inserted.setdefault(job_id, []).append(at)
     latencies: list[float] = []
+    to_insert: list[float] = []
+    insert_to_client: list[float] = []
     overlap: list[tuple[float, float]] = []
     broken = 0
     for j in jobs:
@@ -138,6 +229,10 @@ def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path) -> d
             upto += len(piece)
             k = next(i for i, e in enumerate(ends) if e >= upto)
             latencies.append(got[k][0] - at)
+            rows_at = inserted.get(j.job_id, [])
+            if k < len(rows_at):
+                to_insert.append(rows_at[k] - at)
+                insert_to_client.append(got[k][0] - rows_at[k])
         overlap.append((times[0], times[-1]))
     starts, stops = sorted(a for a, _ in overlap), sorted(b for _, b in overlap)
     return {
@@ -145,7 +240,10 @@ def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path) -> d
         "chunks_measured": len(latencies), "answers_broken": broken,
         "deltas_received": sum(len(v) for v in received.values()),
         "max_streams_at_once": _max_overlap(overlap), "span_s": round(stops[-1] - starts[0], 2) if overlap else None,
-        "jobs_ended": len(ended), "elapsed_s": round(elapsed, 2), "chunk_to_delta": summary_ms(latencies) if latencies else None,
+        "cpu_s": cpu_s, "jobs_ended": len(ended), "elapsed_s": round(elapsed, 2),
+        "chunk_to_delta": summary_ms(latencies) if latencies else None,
+        "chunk_to_feed_insert": summary_ms(to_insert) if to_insert else None,
+        "feed_insert_to_client": summary_ms(insert_to_client) if insert_to_client else None,
     }
 
 
@@ -175,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--delay-ms", type=float, default=200)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy the dispatcher into this file (raw stacks)")
     args = parser.parse_args(argv)
     configure(LogConfig(fmt="json", level="warning"))
     pg = EmbeddedPostgres().start()
@@ -182,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         url = seed.migrated(pg.create_db("agenthub"))
         with tempfile.TemporaryDirectory() as tmp:
             result = run(url, streams=args.streams or (20 if args.quick else 100), chunks=args.chunks,
-                         delay_ms=args.delay_ms, tmp=Path(tmp))
+                         delay_ms=args.delay_ms, tmp=Path(tmp), profile=args.profile)
     finally:
         pg.stop()
     result["load_avg"] = [round(x, 2) for x in os.getloadavg()]
