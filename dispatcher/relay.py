@@ -73,6 +73,7 @@ class EventRelay:
         self.calls = calls
         self.streaming: _Streaming | None = None
         self._call_threads: list[threading.Thread] = []
+        self._closed = threading.Event()  # the run is over: a streaming call still going stops at its next chunk
         self.decoder = protocol.StreamDecoder(
             nonce,
             max_line_chars=line_limit(limits.max_message_chars),
@@ -87,6 +88,7 @@ class EventRelay:
         """The run is over: relay what the decoder still held (no one waits for a reply now), end a streaming
         call's thread and keep a streaming message that was cut."""
         self._relay(self.decoder.close(), None)
+        self._closed.set()
         for thread in self._call_threads:
             thread.join(STREAM_JOIN_S)
         if self.streaming is not None:
@@ -171,9 +173,14 @@ class EventRelay:
 
     def _stream_call(self, event: protocol.Call, stdin: StdinWriter) -> None:
         """Answer a streaming call in its own thread: chunk lines, then the final reply, on the agent's stdin."""
+        def partial(line: str) -> None:
+            if self._closed.is_set():  # the agent is gone: stop asking the model (its call is recorded as stopped)
+                raise RuntimeError("the run is over")
+            stdin.write(line)
+
         def answer() -> None:
             try:
-                stdin.write(self.calls.answer(event, self.scope, partial=stdin.write))
+                stdin.write(self.calls.answer(event, self.scope, partial=partial))
             except Exception as exc:  # the agent's stdin is gone: the run is over, nobody waits for the reply
                 log.info("stream_reply_not_sent", error=type(exc).__name__)
 
