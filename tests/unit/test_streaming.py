@@ -6,6 +6,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from dispatcher.calls import CallRouter, CallScope
+from dispatcher.claim import Claimed
+from dispatcher.control import RunControl, StopReason
 from dispatcher.deltas import DeltaBatcher
 from dispatcher.llm import LLMErrorKind
 from dispatcher.protocol import (
@@ -19,6 +22,11 @@ from dispatcher.protocol import (
     encode_reply,
     is_streaming,
 )
+from dispatcher.relay import EventRelay, RelayLimits
+from dispatcher.runstats import RunStats
+from dispatcher.sandbox.port import NoStdin
+from dispatcher.writeback import message_id
+from hubpy.hub._redact import Redactor
 from tests.unit.test_hub_sdk import NONCE, run_agent
 from tests.waiting import wait_until
 
@@ -128,3 +136,81 @@ def test_send_message_of_a_generator_streams_it_and_a_list_is_still_sent_as_json
     run = run_agent(tmp_path, {"main.py": agent})
     assert run.code == 0, run.stderr
     assert run.events == [Delta("a"), Delta("b"), Delta("", True), Message('["a", "b"]')]
+
+
+# -- the relay: a streaming message from delta lines ---------------------------------------------------------
+
+
+class FakeWriteBack:
+    """The writes a relay makes, recorded in order."""
+
+    def __init__(self) -> None:
+        self.job_id = "job-1"
+        self.writes: list[tuple[str, object]] = []
+        self.lock = threading.Lock()
+
+    def deltas(self, message_id: str, first_index: int, texts: list[str]) -> None:
+        with self.lock:
+            self.writes.append(("delta", (message_id, first_index, tuple(texts))))
+
+    def message(self, seq: int, content: str) -> bool:
+        with self.lock:
+            self.writes.append(("message", (seq, content)))
+        return True
+
+    def log(self, level: str, message: str) -> None:
+        with self.lock:
+            self.writes.append(("log", message))
+
+
+def relay_for(wb: FakeWriteBack, control: RunControl, max_chars: int = 1000) -> EventRelay:
+    row = Claimed(id=1, job_id=wb.job_id, agent_id="a", session_id="s", user_id="u", prompt="p", attempts=1,
+                  max_attempts=3, job_started=True, job_status_before="QUEUED")
+    scope = CallScope(row=row, context={}, wb=wb, control=control, deadline=0.0,  # type: ignore[arg-type]
+                      stats=RunStats(), redact=Redactor([]))
+    return EventRelay(scope, nonce=NONCE, limits=RelayLimits(max_messages=10, max_message_chars=max_chars),
+                      calls=CallRouter())
+
+
+def feed_lines(relay: EventRelay, *payloads: str) -> None:
+    relay.on_stdout("".join(f"\x1ehub:{NONCE}:{p}\n" for p in payloads), NoStdin())
+
+
+def test_relay_sends_deltas_under_the_messages_future_id_and_writes_the_whole_text_at_the_final_chunk() -> None:
+    wb, control = FakeWriteBack(), RunControl()
+    relay = relay_for(wb, control)
+    feed_lines(relay, '{"type": "message", "content": "first"}', '{"type": "delta", "text": "Hel"}',
+               '{"type": "delta", "text": "lo"}', '{"type": "delta", "text": "", "final": true}')
+    relay.close()
+    mid = message_id(wb.job_id, 2)
+    deltas = [w[1] for w in wb.writes if w[0] == "delta"]
+    assert "".join("".join(d[2]) for d in deltas) == "Hello"  # type: ignore[index]
+    assert [d[1] for d in deltas] == list(range(len(deltas))) and {d[0] for d in deltas} == {mid}  # type: ignore[index]
+    assert wb.writes[0] == ("message", (1, "first")) and wb.writes[-1] == ("message", (2, "Hello"))
+    assert not [w for w in wb.writes if w[0] == "log"]
+
+
+def test_relay_keeps_a_cut_streaming_message_with_a_log_line_but_not_when_the_run_goes_again() -> None:
+    wb, control = FakeWriteBack(), RunControl()
+    relay = relay_for(wb, control)
+    feed_lines(relay, '{"type": "delta", "text": "half a"}')
+    relay.close()  # the agent died mid-message
+    assert wb.writes[-2][0] == "log" and "was cut" in str(wb.writes[-2][1])
+    assert wb.writes[-1] == ("message", (1, "half a"))
+
+    wb, control = FakeWriteBack(), RunControl()
+    relay = relay_for(wb, control)
+    feed_lines(relay, '{"type": "delta", "text": "half a"}')
+    control.stop(StopReason.SHUTDOWN)  # released: the next run sends the message again under the same id
+    relay.close()
+    assert not [w for w in wb.writes if w[0] in ("message", "log")]
+
+
+def test_relay_caps_a_streamed_message_at_max_message_chars_and_says_so_once() -> None:
+    wb, control = FakeWriteBack(), RunControl()
+    relay = relay_for(wb, control, max_chars=5)
+    feed_lines(relay, '{"type": "delta", "text": "abcd"}', '{"type": "delta", "text": "efgh"}',
+               '{"type": "delta", "text": "ijkl"}', '{"type": "delta", "final": true, "text": ""}')
+    relay.close()
+    assert wb.writes[-1] == ("message", (1, "abcde"))
+    assert len([w for w in wb.writes if w[0] == "log" and "MAX_MESSAGE_CHARS" in str(w[1])]) == 1
