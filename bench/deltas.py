@@ -44,6 +44,17 @@ from tests.integration.localpiston_proc import LocalPiston
 
 KEY = "AIzaBENCH-deltas"
 AGENT = 'import hub\nhub.send_message(hub.call_llm("bench " + hub.get_job_id(), stream=True))\n'
+# --source agent: the agent makes its chunks itself (no model), each one its wall-clock time: the agent -> client leg.
+AGENT_SELF = """import time
+import hub
+
+def chunks():
+    for _ in range({chunks}):
+        time.sleep({delay_s})
+        yield repr(time.time()) + " "
+
+hub.send_message(chunks())
+"""
 
 
 class CpuSampler:
@@ -115,9 +126,10 @@ def _events(buf: bytes) -> tuple[list[tuple[str, dict[str, Any]]], bytes]:
 
 
 def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path,
-        profile: Path | None = None) -> dict[str, Any]:
+        profile: Path | None = None, source: str = "model") -> dict[str, Any]:
+    code = AGENT if source == "model" else AGENT_SELF.format(chunks=chunks, delay_s=delay_ms / 1000)
     with psycopg.connect(url, autocommit=True) as conn:
-        user_id, agent_id = seed.agent(conn, _agent_files(tmp, AGENT))
+        user_id, agent_id = seed.agent(conn, _agent_files(tmp, code))
         jobs = seed.invocations(conn, user_id, agent_id, streams, tag="deltas")
         warmups = seed.invocations(conn, user_id, agent_id, 3, tag="warmup")
     gemini = FakeGemini(KEY).start()
@@ -197,6 +209,9 @@ def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path,
         web.stop()
         piston.close()
         gemini.close()
+    if source == "agent":
+        return _agent_source(received, finals, streams=streams, chunks=chunks, delay_ms=delay_ms, cpu_s=cpu_s,
+                             elapsed=elapsed)
     with psycopg.connect(url, autocommit=True) as conn:  # when each delta row was inserted (clock_timestamp())
         rows = conn.execute("SELECT job_id, extract(epoch FROM created_at)::float8 AS at FROM agent_hub.feed_event "
                             "WHERE kind = 'delta' ORDER BY id").fetchall()
@@ -204,6 +219,7 @@ def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path,
     for job_id, at in rows:
         inserted.setdefault(job_id, []).append(at)
     latencies: list[float] = []
+    timed: list[tuple[float, float]] = []  # (chunk sent at, its latency)
     to_insert: list[float] = []
     insert_to_client: list[float] = []
     overlap: list[tuple[float, float]] = []
@@ -229,12 +245,16 @@ def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path,
             upto += len(piece)
             k = next(i for i, e in enumerate(ends) if e >= upto)
             latencies.append(got[k][0] - at)
+            timed.append((at, got[k][0] - at))
             rows_at = inserted.get(j.job_id, [])
             if k < len(rows_at):
                 to_insert.append(rows_at[k] - at)
                 insert_to_client.append(got[k][0] - rows_at[k])
         overlap.append((times[0], times[-1]))
     starts, stops = sorted(a for a, _ in overlap), sorted(b for _, b in overlap)
+    # Steady state: the chunks sent once every stream had started and before the first one ended (no agent
+    # process starting or ending meanwhile), when there is such a window.
+    steady = [lat for at, lat in timed if starts and starts[-1] <= at <= stops[0]]
     return {
         "streams": streams, "chunks_per_answer": chunks, "chunk_delay_ms": delay_ms,
         "chunks_measured": len(latencies), "answers_broken": broken,
@@ -242,9 +262,20 @@ def run(url: str, *, streams: int, chunks: int, delay_ms: float, tmp: Path,
         "max_streams_at_once": _max_overlap(overlap), "span_s": round(stops[-1] - starts[0], 2) if overlap else None,
         "cpu_s": cpu_s, "jobs_ended": len(ended), "elapsed_s": round(elapsed, 2),
         "chunk_to_delta": summary_ms(latencies) if latencies else None,
+        "chunk_to_delta_all_streams_running": summary_ms(steady) if steady else None,
         "chunk_to_feed_insert": summary_ms(to_insert) if to_insert else None,
         "feed_insert_to_client": summary_ms(insert_to_client) if insert_to_client else None,
     }
+
+
+def _agent_source(received: dict[str, list[tuple[float, str]]], finals: dict[str, str], *, streams: int, chunks: int,
+                  delay_ms: float, cpu_s: dict[str, float], elapsed: float) -> dict[str, Any]:
+    """--source agent: each chunk carries the time the agent made it."""
+    latencies = [at - float(stamp) for got in received.values() for at, text in got for stamp in text.split()]
+    broken = sum(1 for job_id, got in received.items() if finals.get(job_id) != "".join(t for _, t in got))
+    return {"source": "agent", "streams": streams, "chunks_per_answer": chunks, "chunk_delay_ms": delay_ms,
+            "answers_broken": broken, "deltas_received": sum(len(v) for v in received.values()), "cpu_s": cpu_s,
+            "elapsed_s": round(elapsed, 2), "agent_chunk_to_delta": summary_ms(latencies) if latencies else None}
 
 
 def _pieces(text: str, chunks: int) -> list[str]:
@@ -273,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--delay-ms", type=float, default=200)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--source", choices=["model", "agent"], default="model",
+                        help="model: fakegemini streams, the agent forwards (default); agent: the agent makes the chunks")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the dispatcher into this file (raw stacks)")
     args = parser.parse_args(argv)
     configure(LogConfig(fmt="json", level="warning"))
@@ -281,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         url = seed.migrated(pg.create_db("agenthub"))
         with tempfile.TemporaryDirectory() as tmp:
             result = run(url, streams=args.streams or (20 if args.quick else 100), chunks=args.chunks,
-                         delay_ms=args.delay_ms, tmp=Path(tmp), profile=args.profile)
+                         delay_ms=args.delay_ms, tmp=Path(tmp), profile=args.profile,
+                         source=args.source)
     finally:
         pg.stop()
     result["load_avg"] = [round(x, 2) for x in os.getloadavg()]
