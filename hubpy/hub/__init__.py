@@ -655,8 +655,11 @@ class _ChunkStream:
             self._finish()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # Also at interpreter exit, when this module's globals (contextlib included) may be gone already.
+        try:  # noqa: SIM105
             self.close()
+        except Exception:
+            pass
 
 
 def _parse_reply(line: str) -> dict[str, Any] | None:
