@@ -8,7 +8,7 @@ on its call anyway, and a child invocation must run while its caller's lease is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,12 +57,18 @@ class CallRouter:
     def route(self, method: CallMethod, handler: CallHandler) -> None:
         self._handlers[method] = handler
 
-    def answer(self, call: protocol.Call, scope: CallScope) -> str:
-        """The reply line for ``call``; a handler's crash becomes an ``internal`` error reply."""
+    def answer(self, call: protocol.Call, scope: CallScope, partial: Callable[[str], None] | None = None) -> str:
+        """The reply line for ``call``; a handler's crash becomes an ``internal`` error reply. ``partial``: where a
+        streaming call's (``protocol.is_streaming``) chunk lines go before that final reply, for a handler that
+        streams (``answer_streaming``)."""
         handler = self._handlers.get(call.method)
         if handler is None:
             return error_reply(call.id, "invalid_request", f"unknown method {str(call.method)[:40]!r}")
         try:
+            streaming = getattr(handler, "answer_streaming", None)
+            if partial is not None and streaming is not None:
+                reply: str = streaming(call, scope, partial)
+                return reply
             return handler(call, scope)
         except Exception as exc:
             log.exception("call_failed", method=str(call.method))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core import feed
 from core.db import Conn, Pool, run_with_retry
 from core.sqlfiles import query
 from dispatcher.claim import Claimed
@@ -60,7 +61,10 @@ def insert_child(pool: Pool, child: NewChild, *, owner: str, lease_s: float, cal
     def insert(conn: Conn) -> dict[str, Any] | None:
         with conn.transaction():  # the actor setting is local to this transaction (0003's trigger reads it)
             conn.execute(query("ops/set_actor"), actor)
-            return conn.execute(query("dispatcher/insert_child"), params).fetchone()
+            row = conn.execute(query("dispatcher/insert_child"), params).fetchone()
+            if row is not None:  # its PROCESSING status on the feed, in the same transaction (last: core/feed.py)
+                feed.insert_events(conn, [feed.status(child.job_id, None, status=JobStatus.PROCESSING.value)])
+            return row
 
     # Retried on a lost connection like every dispatcher use of the pool. Should a commit succeed and its
     # answer be lost, the retry makes a second child; the first, never run, is failed by sweep_orphans.

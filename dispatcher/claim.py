@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core import feed
 from core.db import Conn, Pool, run_with_retry
 from core.sqlfiles import query
 from core.vocabulary import JobStatus, StatusEvent, status_event
@@ -34,6 +35,7 @@ class Claimed:
 # Long enough to get past a pooled connection that died while idle (one failed try, then the pool is
 # checked), short enough that an outage reaches the claim and heartbeat loops' own back-off and logs.
 RETRY_S = 2.0
+ORPHAN_ERROR = "the calling run stopped before this call_agent child finished"  # sweep_orphans.sql's errorMessage
 
 
 def _one_statement(pool: Pool, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -42,25 +44,62 @@ def _one_statement(pool: Pool, sql: str, params: dict[str, Any]) -> list[dict[st
     return run_with_retry(pool, lambda conn: conn.execute(sql, params).fetchall(), retry_s=RETRY_S)
 
 
+Wake = Callable[[list[str]], None]  # where hub_feed wake-ups go after the commit (EventNotifier.emit_feed)
+FeedOf = Callable[[list[dict[str, Any]]], list[feed.FeedEvent]]
+
+
+def with_feed(conn: Conn, rows: list[dict[str, Any]], feed_of: FeedOf, wake: Wake | None) -> list[str]:
+    """In ``conn``'s open transaction, after the statement that gave ``rows``: append its feed events, last
+    (core/feed.py: one insert, the transaction's final locks). Returns the wake-ups to send after the commit
+    (none when ``wake`` is None: the insert NOTIFYs with the commit itself)."""
+    events = feed_of(rows)
+    ids = feed.insert_events(conn, events, notify=wake is None)
+    return feed.wake_payloads(events, ids) if wake is not None and events else []
+
+
+def _statement_with_feed(pool: Pool, sql: str, params: dict[str, Any], feed_of: FeedOf,
+                         wake: Wake | None) -> list[dict[str, Any]]:
+    """One statement and the feed events of what it changed, in one transaction."""
+    def run(conn: Conn) -> tuple[list[dict[str, Any]], list[str]]:
+        with conn.transaction():
+            rows = conn.execute(sql, params).fetchall()
+            return rows, with_feed(conn, rows, feed_of, wake)
+
+    rows, wakes = run_with_retry(pool, run, retry_s=RETRY_S)
+    if wakes and wake is not None:
+        wake(wakes)
+    return rows
+
+
+def _started(rows: list[dict[str, Any]]) -> list[feed.FeedEvent]:
+    """PROCESSING for the Jobs a claim moved out of QUEUED (a reclaimed PROCESSING Job said so already)."""
+    return [feed.status(r["job_id"], r["job_session_id"], status=JobStatus.PROCESSING.value) for r in rows
+            if r["job_started"] and r["job_status_before"] == JobStatus.QUEUED.value]
+
+
 def claim(pool: Pool, *, owner: str, batch: int, lease_s: float, running: Sequence[int] = (),
-          max_per_user: int = 0, max_per_agent: int = 0) -> list[Claimed]:
+          max_per_user: int = 0, max_per_agent: int = 0, wake: Wake | None = None) -> list[Claimed]:
     """`running`: the ids this dispatcher is running now; their expired leases are not reclaimed by it.
 
     With a cap (``max_per_user`` / ``max_per_agent`` > 0: live runs across every dispatcher) the fair claim
-    runs, serialised across dispatchers by an advisory lock for its transaction (claim_fair.sql)."""
+    runs, serialised across dispatchers by an advisory lock for its transaction (claim_fair.sql).
+    The Jobs' PROCESSING ``status`` feed events commit with the claim (``wake``: see ``with_feed``)."""
     if batch <= 0:
         return []
     params = {"owner": owner, "batch": batch, "lease_s": lease_s, "running": list(running),
               "max_per_user": max_per_user, "max_per_agent": max_per_agent}
     if max_per_user <= 0 and max_per_agent <= 0:
-        rows = _one_statement(pool, query("dispatcher/claim"), params)
+        rows = _statement_with_feed(pool, query("dispatcher/claim"), params, _started, wake)
     else:
-        def fair(conn: Conn) -> list[dict[str, Any]]:
+        def fair(conn: Conn) -> tuple[list[dict[str, Any]], list[str]]:
             with conn.transaction():
                 conn.execute(query("dispatcher/claim_lock"))
-                return conn.execute(query("dispatcher/claim_fair"), params).fetchall()
+                rows = conn.execute(query("dispatcher/claim_fair"), params).fetchall()
+                return rows, with_feed(conn, rows, _started, wake)
 
-        rows = run_with_retry(pool, fair, retry_s=RETRY_S)
+        rows, wakes = run_with_retry(pool, fair, retry_s=RETRY_S)
+        if wakes and wake is not None:
+            wake(wakes)
     return [Claimed(**row) for row in rows]
 
 
@@ -85,7 +124,11 @@ def release(pool: Pool, *, owner: str, rows: Sequence[tuple[int, int]],
     if not rows:
         return []
     params = {"owner": owner, "ids": [r[0] for r in rows], "attempts": [r[1] for r in rows]}
-    rows_out = _one_statement(pool, query("dispatcher/release"), params)
+    rows_out = _statement_with_feed(
+        pool, query("dispatcher/release"), params,
+        lambda out: [feed.status(r["job_id"], r["session_id"], status=r["job_status"]) for r in out
+                     if r["job_status"] is not None],
+        None if events is None else events.emit_feed)
     if events is not None:
         for r in rows_out:
             if r["job_status"] is not None:
@@ -96,7 +139,11 @@ def release(pool: Pool, *, owner: str, rows: Sequence[tuple[int, int]],
 def sweep_orphans(pool: Pool, events: EventNotifier | None = None) -> list[int]:
     """Fail call_agent children whose caller's dispatcher died (their lease expired). The Jobs' FAILED
     status goes to ``events`` once this has committed."""
-    rows = _one_statement(pool, query("dispatcher/sweep_orphans"), {})
+    rows = _statement_with_feed(
+        pool, query("dispatcher/sweep_orphans"), {},
+        lambda out: [feed.status(r["job_id"], r["session_id"], status=JobStatus.FAILED.value, error_message=ORPHAN_ERROR)
+                     for r in out if r["job_failed"]],
+        None if events is None else events.emit_feed)
     if events is not None:
         for r in rows:
             if r["job_failed"]:

@@ -67,6 +67,9 @@ class DryWriteBack(CollectingWriteBack):
         self._say(f"user var: {key} = {value!r}")
         return True
 
+    def deltas(self, message_id: str, first_index: int, texts: Sequence[str]) -> None:
+        pass  # the whole message is printed when it ends
+
     def progress(self, percent: float, message: str | None) -> None:
         self._say(f"progress: {percent:g}%" + (f" ({message})" if message else ""))
 

@@ -8,6 +8,10 @@ thread per process sends whatever has queued in one statement from its own autoc
 Events are hints (readers re-read the rows), so nothing here ever blocks a writer: the queue is
 bounded and drops its oldest event when full, and a batch that cannot be sent within a bounded retry
 is dropped with a warning. Both are counted (``dropped``, ``lost``).
+
+The same thread sends the ``hub_feed`` wake-ups of feed events the writers appended with
+``notify=False`` (core/feed.py; dispatcher/groupcommit.py): ``emit_feed``. Those are hints too: the
+events themselves are durable rows, and the web process's streams also poll.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 
 import psycopg
 
+from core import feed
 from core.backoff import Backoff, Streak
 from core.db import Conn, connect
 from core.logging import get_logger
@@ -44,6 +49,23 @@ def _send_encoded(conn: Conn, payloads: list[str]) -> None:
     conn.execute(query("events/send"), {"payloads": payloads})
 
 
+def _send_batch(conn: Conn, batch: list[tuple[str, str]]) -> None:
+    """(channel, payload) pairs in order: hub_events through events/send.sql, hub_feed through feed/wake.sql,
+    one statement per run of the same channel (each an autocommit transaction)."""
+    at = 0
+    while at < len(batch):
+        channel = batch[at][0]
+        end = at
+        while end < len(batch) and batch[end][0] == channel:
+            end += 1
+        payloads = [p for _, p in batch[at:end]]
+        if channel == CHANNEL:
+            _send_encoded(conn, payloads)
+        else:
+            feed.wake(conn, payloads)
+        at = end
+
+
 class EventNotifier:
     """Per-process batching sender of ``hub_events`` NOTIFYs, in emit order. A service (core/lifecycle.py)."""
 
@@ -66,7 +88,7 @@ class EventNotifier:
         self.dropped = 0  # oldest events dropped because the queue was full
         self.lost = 0     # events dropped because they could not be sent within retry_s
         self.sent = 0
-        self._queue: deque[str] = deque()
+        self._queue: deque[tuple[str, str]] = deque()  # (channel, payload)
         self._inflight = 0
         self._cond = threading.Condition()
         self._stopping = False
@@ -76,14 +98,21 @@ class EventNotifier:
     # -- writers' side ----------------------------------------------------------
     def emit(self, event: HubEvent) -> None:
         """Queue one event; call it only AFTER the write it announces has committed. Never blocks."""
-        text = encode_event(event)
+        self._put([(CHANNEL, encode_event(event))])
+
+    def emit_feed(self, payloads: Sequence[str]) -> None:
+        """Queue hub_feed wake-ups (core/feed.py: wake_payloads) of feed rows that have committed. Never blocks."""
+        self._put([(feed.CHANNEL, p) for p in payloads])
+
+    def _put(self, items: list[tuple[str, str]]) -> None:
         with self._cond:
-            if len(self._queue) >= self.max_queue:
-                self._queue.popleft()
-                self.dropped += 1
-                if self.dropped == 1 or self.dropped % 1000 == 0:
-                    log.warning("hub_events_queue_full", dropped_total=self.dropped)
-            self._queue.append(text)
+            for item in items:
+                if len(self._queue) >= self.max_queue:
+                    self._queue.popleft()
+                    self.dropped += 1
+                    if self.dropped == 1 or self.dropped % 1000 == 0:
+                        log.warning("hub_events_queue_full", dropped_total=self.dropped)
+                self._queue.append(item)
             self._cond.notify_all()
 
     # -- lifecycle --------------------------------------------------------------
@@ -115,11 +144,11 @@ class EventNotifier:
         self._close()
 
     # -- the sending thread -----------------------------------------------------
-    def _take(self) -> list[str]:
+    def _take(self) -> list[tuple[str, str]]:
         """The next batch, oldest first. Postgres folds identical payloads within one transaction into one
         notification, so a repeated payload (e.g. PROCESSING again after a retry) ends the batch."""
-        batch: list[str] = []
-        seen: set[str] = set()
+        batch: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
         while self._queue and len(batch) < self.batch and self._queue[0] not in seen:
             text = self._queue.popleft()
             seen.add(text)
@@ -142,14 +171,14 @@ class EventNotifier:
                     self._inflight = 0
                     self._cond.notify_all()
 
-    def _send(self, batch: list[str]) -> None:
+    def _send(self, batch: list[tuple[str, str]]) -> None:
         deadline = time.monotonic() + self.retry_s
         streak = Streak(SEND_BACKOFF)
         while True:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self.database_url, autocommit=True, application_name=self.application_name)
-                _send_encoded(self._conn, batch)
+                _send_batch(self._conn, batch)
                 self.sent += len(batch)
                 return
             except psycopg.Error as exc:

@@ -180,11 +180,76 @@ class GeminiClient:
             raise failure from None
         return read_answer(response, req.model)
 
-    def generate(self, req: LLMRequest, *, deadline: float, on_retry: Callable[[int, LLMFailure], None] | None = None
-                 ) -> tuple[LLMAnswer, int]:
-        """The answer and how many tries it took; raises LLMFailure (with ``.tries`` set)."""
+    def _once_stream(self, req: LLMRequest, deadline: float, on_chunk: Callable[[str], None]) -> LLMAnswer:
+        """One ``generate_content_stream`` call (``streamGenerateContent?alt=sse``): each piece of text goes to
+        ``on_chunk`` as it arrives. A failure after the first piece is final (``retryable`` False): the agent
+        has that text already, so another try cannot start over."""
+        from google.genai import errors as genai_errors  # loaded by _sdk() by now
+        from google.genai import types
+
+        client = self._sdk()
+        left = deadline - time.monotonic()
+        if left < MIN_TRY_S:
+            raise LLMFailure(LLMErrorKind.UNAVAILABLE, "no time left in the agent's run for the call", retryable=False)
+        timeout_s = min(self.cfg.llm_timeout_s, left)
+        config = types.GenerateContentConfig(
+            system_instruction=req.system,
+            temperature=req.temperature,
+            max_output_tokens=req.max_output_tokens,
+            http_options=types.HttpOptions(timeout=max(1, int(timeout_s * 1000))),
+        )
+        pieces: list[str] = []
+        last: types.GenerateContentResponse | None = None
+        finish: str | None = None
+        try:
+            for response in client.models.generate_content_stream(model=req.model, contents=req.contents(), config=config):
+                last = response
+                candidate = response.candidates[0] if response.candidates else None
+                if candidate is not None and candidate.finish_reason:
+                    finish = candidate.finish_reason.value
+                text = ""
+                if candidate is not None and candidate.content is not None:
+                    text = "".join(p.text for p in candidate.content.parts or [] if p.text and not p.thought)
+                if text:
+                    pieces.append(text)
+                    on_chunk(text)
+        except genai_errors.APIError as exc:
+            raise self._mid_stream(classify_api_error(exc), pieces) from None
+        except LLMFailure:
+            raise
+        except Exception as exc:
+            failure = transport_failure(exc, timeout_s)
+            if failure is None:
+                raise
+            raise self._mid_stream(failure, pieces) from None
+        if last is None:
+            raise LLMFailure(LLMErrorKind.UNAVAILABLE, "Gemini's stream ended without an answer", retryable=False)
+        if not pieces:
+            read_answer(last, req.model)  # raises the failure a text-less answer means (block, MAX_TOKENS, empty)
+        return LLMAnswer(text="".join(pieces), model=req.model, model_version=last.model_version or req.model,
+                         usage=_usage(last), finish_reason=finish)
+
+    @staticmethod
+    def _mid_stream(failure: LLMFailure, pieces: list[str]) -> LLMFailure:
+        if pieces:
+            failure.retryable = False
+            failure.message = f"{failure.message} (the stream broke after {len(pieces)} chunk(s))"
+        return failure
+
+    def generate_stream(self, req: LLMRequest, *, deadline: float, on_chunk: Callable[[str], None],
+                        on_retry: Callable[[int, LLMFailure], None] | None = None) -> tuple[LLMAnswer, int]:
+        """``generate``, streamed: the text goes to ``on_chunk`` piece by piece as Gemini produces it; the whole
+        answer is returned at the end. Retried like ``generate`` until the first piece has been passed on."""
+        return self.generate(req, deadline=deadline, on_retry=on_retry,
+                             once=lambda: self._once_stream(req, deadline, on_chunk))
+
+    def generate(self, req: LLMRequest, *, deadline: float, on_retry: Callable[[int, LLMFailure], None] | None = None,
+                 once: Callable[[], LLMAnswer] | None = None) -> tuple[LLMAnswer, int]:
+        """The answer and how many tries it took; raises LLMFailure (with ``.tries`` set). ``once``: one try
+        (default: one generateContent call)."""
         if not self.configured:
             raise LLMFailure(LLMErrorKind.NOT_CONFIGURED, "call_llm is not configured on this hub (GEMINI_API_KEY is unset)")
+        one_try = once if once is not None else (lambda: self._once(req, deadline))
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -202,7 +267,7 @@ class GeminiClient:
             ):
                 with attempt:
                     tries = attempt.retry_state.attempt_number
-                    return self._once(req, deadline), tries
+                    return one_try(), tries
         except LLMFailure as exc:
             exc.message = self.redact(exc.message)
             exc.tries = tries

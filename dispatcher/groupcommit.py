@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from core import metrics
+from core import feed, metrics
 from core.db import Conn, connect, retry_while_unreachable, set_statement_timeout
 from core.logging import get_logger
 
@@ -36,6 +36,10 @@ log = get_logger("dispatcher.groupcommit")
 
 Statement = tuple[str, dict[str, Any]]  # (SQL text, bound parameters)
 Row = dict[str, Any] | None
+# A write's feed events (core/feed.py), built from its statements' rows once they have run, in the same
+# transaction: e.g. nothing when the lease fence refused the write.
+FeedFor = Callable[[list[Row]], Sequence[feed.FeedEvent]]
+Part = tuple[Sequence[Statement], FeedFor | None]  # one caller's statements and its feed events
 
 
 @dataclass
@@ -47,6 +51,7 @@ class _Request:
     rows: list[Row] = field(default_factory=list)
     error: BaseException | None = None
     awaited: bool = True
+    feed: FeedFor | None = None
 
 
 def execute_in_order(conn: Conn, statements: Sequence[Statement]) -> list[Row]:
@@ -59,6 +64,33 @@ def execute_in_order(conn: Conn, statements: Sequence[Statement]) -> list[Row]:
     with conn.pipeline(), conn.transaction():
         cursors = [conn.execute(sql, params) for sql, params in statements]
     return [cur.fetchone() if cur.description else None for cur in cursors]
+
+
+def execute_with_feed(conn: Conn, parts: Sequence[Part], *, notify: bool) -> tuple[list[Row], list[str]]:
+    """``execute_in_order`` for several callers' statements, plus their feed events in the SAME transaction.
+
+    The statements run first (pipelined, one round trip); then each caller's ``FeedFor`` turns its rows into
+    events, and ONE feed insert (sql/queries/feed/insert.sql) appends them all, last, before the commit. One
+    insert per transaction, and always last: its advisory locks (one per session, taken in key order) are the
+    transaction's final locks, so it never waits on a row lock while holding a feed lock, and two batches
+    cannot deadlock on the keys. ``notify``: the insert sends its NOTIFY hub_feed itself; else the returned
+    wake payloads are to be sent after the commit (core/feed.py: wake)."""
+    statements = [s for part, _ in parts for s in part]
+    if not any(f is not None for _, f in parts):
+        return execute_in_order(conn, statements), []
+    with conn.transaction():
+        with conn.pipeline():
+            cursors = [conn.execute(sql, params) for sql, params in statements]
+        rows = [cur.fetchone() if cur.description else None for cur in cursors]
+        events: list[feed.FeedEvent] = []
+        at = 0
+        for part, feed_for in parts:
+            mine = rows[at:at + len(part)]
+            at += len(part)
+            if feed_for is not None:
+                events.extend(feed_for(mine))
+        ids = feed.insert_events(conn, events, notify=notify)
+    return rows, ([] if notify or not events else feed.wake_payloads(events, ids))
 
 
 class Closed(RuntimeError):
@@ -88,6 +120,7 @@ class GroupCommitter:
         statement_timeout_ms: int = 30_000,
         on_retry: Callable[[int], None] | None = None,
         application_name: str = "agent-hub-dispatcher-writer",
+        on_feed: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.database_url = database_url
         self.max_statements = max_statements
@@ -95,6 +128,9 @@ class GroupCommitter:
         self.statement_timeout_ms = statement_timeout_ms
         self.on_retry = on_retry
         self.application_name = application_name
+        # Where the hub_feed wake-ups of a committed batch go (the EventNotifier's emit_feed); None: the feed
+        # insert NOTIFYs inside the transaction instead (which costs the batch its place in group commit).
+        self.on_feed = on_feed
         self.batches = 0      # transactions committed (for the bench and tests: writes per commit)
         self.statements = 0
         self.failed_unawaited = 0  # submit(wait=False) writes that failed (logged; nobody was waiting)
@@ -116,16 +152,18 @@ class GroupCommitter:
         key: int = 0,
         wait: bool = True,
         until: Callable[[], bool] | None = None,
+        feed: FeedFor | None = None,
     ) -> list[Row]:
         """Run the statements in order in one transaction (shared with other callers'). With ``wait``, block
         until it has committed and return each statement's first row (None for a statement without rows).
         Without, return at once (an empty list); a failure is only logged. ``key`` (e.g. the outbox id) keeps
         one caller's writes in submission order: the same key always goes to the same writer. ``until``: stop
         waiting (``Abandoned``) once it returns true, e.g. when the caller's run was stopped while Postgres is
-        away, so a stopped run is not held up for as long as the writer retries."""
+        away, so a stopped run is not held up for as long as the writer retries. ``feed``: the write's feed
+        events, built from its rows and appended in the same transaction (``execute_with_feed``)."""
         if not statements:
             return []
-        request = _Request(statements, awaited=wait)
+        request = _Request(statements, awaited=wait, feed=feed)
         i = key % len(self._queues)
         with self._lock:
             if self._stopping or not self._threads[i].is_alive():
@@ -194,7 +232,7 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Request]) -> None:
         try:
-            results = self._retrying([s for r in batch for s in r.statements])
+            results, wakes = self._retrying([(r.statements, r.feed) for r in batch])
         except psycopg.OperationalError as exc:  # Postgres gone for longer than retry_s: every caller fails
             for request in batch:
                 self._fail(request, exc)
@@ -213,6 +251,8 @@ class GroupCommitter:
             request.rows = results[at:at + len(request.statements)]
             at += len(request.statements)
             request.done.set()
+        if wakes and self.on_feed is not None:
+            self.on_feed(wakes)
 
     def _fail(self, request: _Request, error: BaseException) -> None:
         request.error = error
@@ -222,23 +262,23 @@ class GroupCommitter:
             log.warning("unawaited_write_failed", error=type(error).__name__, detail=str(error)[:200])
         request.done.set()
 
-    def _retrying(self, statements: list[Statement]) -> list[Row]:
+    def _retrying(self, parts: list[Part]) -> tuple[list[Row], list[str]]:
         for attempt in retry_while_unreachable(self.retry_s, self.on_retry):
             with attempt:
                 try:
-                    return self._execute(self._connection(), statements)
+                    return self._execute(self._connection(), parts)
                 except psycopg.OperationalError:
                     self._close()  # a dead or aborted connection: the next try opens a fresh one
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _execute(self, conn: Conn, statements: list[Statement]) -> list[Row]:
-        rows = execute_in_order(conn, statements)
+    def _execute(self, conn: Conn, parts: list[Part]) -> tuple[list[Row], list[str]]:
+        rows, wakes = execute_with_feed(conn, parts, notify=self.on_feed is None)
         self.batches += 1
-        self.statements += len(statements)
+        self.statements += len(rows)
         metrics.WRITE_COMMITS.inc()
-        metrics.WRITE_STATEMENTS.inc(len(statements))
-        return rows
+        metrics.WRITE_STATEMENTS.inc(len(rows))
+        return rows, wakes
 
     def _connection(self) -> Conn:
         conn: Conn | None = getattr(self._local, "conn", None)

@@ -7,8 +7,9 @@ Gemini client in dispatcher/llm.py, with the same retry rules: the SDK's own ret
 exponential backoff and jitter, and never past the run's deadline. The key stays in this process: never
 logged, never in an error message (masked if the endpoint echoes it), never sent to the sandbox.
 
-Streaming is to come: ``_create_kwargs`` builds the request for both, a ``stream()`` method would add
-``stream=True`` and ``stream_options={"include_usage": True}`` and map the same errors.
+``generate_stream`` (``hub.call_llm(..., stream=True)``) is the same request with ``stream=True`` and
+``stream_options={"include_usage": True}``: each content delta goes to ``on_chunk`` as it comes, with the same
+errors and kinds; a failure after the first chunk is not retried (the agent has that text already).
 """
 
 from __future__ import annotations
@@ -176,11 +177,70 @@ class OpenAIClient:
             raise failure from None
         return read_answer(completion, req.model)
 
+    def _once_stream(self, req: LLMRequest, model: str, deadline: float, on_chunk: Callable[[str], None]) -> LLMAnswer:
+        assert self._client is not None
+        left = deadline - time.monotonic()
+        if left < MIN_TRY_S:
+            raise LLMFailure(LLMErrorKind.UNAVAILABLE, "no time left in the agent's run for the call", retryable=False)
+        timeout_s = min(self.llm.llm_timeout_s, left)
+        kwargs = {**self._create_kwargs(req, model, timeout_s), "stream": True, "stream_options": {"include_usage": True}}
+        pieces: list[str] = []
+        refusal: list[str] = []
+        usage = Usage()
+        raw_finish: str | None = None
+        version: str | None = None
+        try:
+            with self._client.chat.completions.create(**kwargs) as stream:
+                for chunk in stream:
+                    version = chunk.model or version
+                    if chunk.usage is not None:
+                        p, o = chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0
+                        usage = Usage(p, o, chunk.usage.total_tokens or p + o)
+                    for choice in chunk.choices[:1]:
+                        raw_finish = choice.finish_reason or raw_finish
+                        if choice.delta.refusal:
+                            refusal.append(choice.delta.refusal)
+                        if choice.delta.content:
+                            pieces.append(choice.delta.content)
+                            on_chunk(choice.delta.content)
+        except openai.OpenAIError as exc:
+            failure = classify_error(exc, timeout_s)
+            if failure is None:
+                raise
+            if pieces:
+                failure.retryable = False
+                failure.message = f"{failure.message} (the stream broke after {len(pieces)} chunk(s))"
+            raise failure from None
+        finish = FINISH_REASONS.get(raw_finish, raw_finish.upper()) if raw_finish else None
+        if not pieces:
+            if refusal:
+                failure = LLMFailure(LLMErrorKind.BLOCKED, f"the model refused: {''.join(refusal)[:300]}")
+            elif raw_finish == "content_filter":
+                failure = LLMFailure(LLMErrorKind.BLOCKED, "the answer was blocked (finish_reason content_filter)")
+            elif raw_finish == "length":
+                failure = LLMFailure(LLMErrorKind.MAX_TOKENS, "the model reached max_output_tokens before writing any text")
+            else:
+                failure = LLMFailure(LLMErrorKind.UNAVAILABLE,
+                                     f"{ENDPOINT} returned no text (finish_reason {raw_finish or 'none'})", retryable=False)
+            failure.usage = usage
+            raise failure
+        return LLMAnswer(text="".join(pieces), model=req.model, model_version=version or req.model, usage=usage,
+                         finish_reason=finish)
+
+    def generate_stream(self, req: LLMRequest, *, deadline: float, on_chunk: Callable[[str], None],
+                        on_retry: Callable[[int, LLMFailure], None] | None = None) -> tuple[LLMAnswer, int]:
+        """``generate``, streamed: each piece of text goes to ``on_chunk`` as the endpoint sends it."""
+        name = req.model.removeprefix("openai:")
+        return self.generate(req, deadline=deadline, on_retry=on_retry,
+                             once=lambda: self._once_stream(req, name, deadline, on_chunk))
+
     def generate(self, req: LLMRequest, *, model: str | None = None, deadline: float,
-                 on_retry: Callable[[int, LLMFailure], None] | None = None) -> tuple[LLMAnswer, int]:
+                 on_retry: Callable[[int, LLMFailure], None] | None = None,
+                 once: Callable[[], LLMAnswer] | None = None) -> tuple[LLMAnswer, int]:
         """The answer and how many tries it took; raises LLMFailure (with ``.tries`` set).
 
         ``model`` is the name the endpoint knows (without ``openai:``); by default ``req.model`` without it.
+        ``once``: one try (default: one chat completion).
         """
         name = model or req.model.removeprefix("openai:")
         if self._client is None:
@@ -203,7 +263,7 @@ class OpenAIClient:
             ):
                 with attempt:
                     tries = attempt.retry_state.attempt_number
-                    return self._once(req, name, deadline), tries
+                    return (once() if once is not None else self._once(req, name, deadline)), tries
         except LLMFailure as exc:
             exc.message = self.redact(exc.message)
             exc.tries = tries

@@ -6,6 +6,12 @@ Gemini (dispatcher/gemini.py): the same checks, kinds, retries, record and limit
 At most ``HUB_MAX_LLM_CALLS`` per run (the agent's own AgentEnvVar up to ``HUB_MAX_LLM_CALLS_MAX``, else the
 service's); each call is one JobLog line (model, outcome, tokens, latency, tries), one metric and one entry
 of the outbox row's ``result["llm"]``. No prompt text is logged.
+
+``stream: true`` (``hub.call_llm(..., stream=True)``): the answer's text goes to the agent as ``chunk`` reply
+lines while the model produces it (Gemini's ``generate_content_stream``), then the usual final reply with the
+whole text; a failure midway is an error reply after the chunks (the agent's iterator raises ``LLMError``).
+Both providers stream (Gemini's ``streamGenerateContent``, the OpenAI SDK's ``stream=True``); a client without
+``generate_stream`` would answer a streaming call in one chunk.
 """
 
 from __future__ import annotations
@@ -31,6 +37,15 @@ class LlmClient(Protocol):
                  on_retry: Callable[[int, llm.LLMFailure], None] | None = None) -> tuple[llm.LLMAnswer, int]: ...
 
 
+class StreamingLlmClient(LlmClient, Protocol):
+    def generate_stream(self, req: llm.LLMRequest, *, deadline: float, on_chunk: Callable[[str], None],
+                        on_retry: Callable[[int, llm.LLMFailure], None] | None = None) -> tuple[llm.LLMAnswer, int]: ...
+
+
+class StreamStopped(Exception):
+    """The run stopped (or its stdin closed) while a streamed answer was being relayed."""
+
+
 class LlmCalls:
     def __init__(self, cfg: DispatcherConfig, client: LlmClient, openai: LlmClient | None = None) -> None:
         """``client``: Gemini's; ``openai``: for openai: models (default: the process's, from OPENAI_*)."""
@@ -39,6 +54,14 @@ class LlmCalls:
         self.openai = openai if openai is not None else client_for(OpenAISettings.of(cfg), LLMSettings.of(cfg))
 
     def __call__(self, call: protocol.Call, scope: CallScope) -> str:
+        return self._answer(call, scope, None)
+
+    def answer_streaming(self, call: protocol.Call, scope: CallScope, partial: Callable[[str], None]) -> str:
+        """A ``stream: true`` call: ``partial`` gets each chunk line as the model produces it; returns the final
+        reply line (the whole text, or the error)."""
+        return self._answer(call, scope, partial)
+
+    def _answer(self, call: protocol.Call, scope: CallScope, partial: Callable[[str], None] | None) -> str:
         cfg = self.cfg
         scope.stats.llm_requests += 1
         n = scope.stats.llm_requests
@@ -60,8 +83,29 @@ class LlmCalls:
 
         client = self.openai if split_model(req.model)[0] is Provider.OPENAI else self.client
         started = time.monotonic()
+        def on_chunk(text: str) -> None:
+            if scope.control.should_stop():
+                raise StreamStopped("the run stopped")
+            assert partial is not None
+            try:
+                partial(protocol.encode_chunk(call.id, text))
+            except Exception as exc:  # the agent's stdin is gone (its run ended)
+                raise StreamStopped("the agent's stdin closed") from exc
+
         try:
-            answer, tries = client.generate(req, deadline=scope.deadline, on_retry=on_retry)
+            if partial is None:
+                answer, tries = client.generate(req, deadline=scope.deadline, on_retry=on_retry)
+            elif hasattr(client, "generate_stream"):
+                streaming: StreamingLlmClient = client  # type: ignore[assignment]
+                answer, tries = streaming.generate_stream(req, deadline=scope.deadline, on_chunk=on_chunk, on_retry=on_retry)
+            else:  # no streaming for this provider: the whole text as one chunk
+                answer, tries = client.generate(req, deadline=scope.deadline, on_retry=on_retry)
+                on_chunk(answer.text)
+        except StreamStopped as exc:
+            latency = int((time.monotonic() - started) * 1000)
+            self._record(scope, llm.CallRecord(req.model, False, llm.LLMErrorKind.UNAVAILABLE.value, llm.Usage(), latency, 1))
+            log.info("llm_call", ok=False, kind="stopped", model=req.model, latency_ms=latency)
+            return error_reply(call.id, llm.LLMErrorKind.UNAVAILABLE.value, f"the streamed answer stopped: {exc}")
         except llm.LLMFailure as exc:
             latency = int((time.monotonic() - started) * 1000)
             self._record(scope, llm.CallRecord(req.model, False, exc.kind.value, exc.usage or llm.Usage(), latency, exc.tries))

@@ -257,6 +257,7 @@ def cmd_replay(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
             done, announce = store.replay(conn, todo)
             if set(done) != set(todo):  # pragma: no cover - the rows are locked, so nothing can change them meanwhile
                 raise RuntimeError("replay changed a different set of rows than it locked")
+        store.feed_statuses(conn, announce)  # the Jobs' QUEUED on the feed, in this transaction (last)
     send_now(conn, announce)  # committed: the Jobs' QUEUED status, for the hub's live UI
     _print_report(report, args, out)
     return report.exit_code
@@ -294,6 +295,7 @@ def cmd_cancel(conn: Conn, args: argparse.Namespace, out: TextIO) -> int:
             announce += store.cancel_pending(conn, pending, who)
         if running:
             announce += store.cancel_running(conn, running, who, reason)
+        store.feed_statuses(conn, announce)  # the Jobs' CANCELLED on the feed: one insert, last (core/feed.py)
     send_now(conn, announce)  # committed: the Jobs' CANCELLED status, for the hub's live UI
     _print_report(report, args, out)
     return report.exit_code

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core import feed
 from core.db import Conn
 from core.sqlfiles import query
 from core.vocabulary import HubEvent, OutboxStatus, status_event
@@ -97,6 +98,14 @@ def set_actor(conn: Conn, actor: str, reason: str) -> None:
 def _announced(changed: list[Row]) -> list[HubEvent]:
     """The hub_events for the Jobs a write moved (job_status NULL: that Job did not move)."""
     return [status_event(r["job_id"], r["session_id"], r["job_status"]) for r in changed if r["job_status"] is not None]
+
+
+def feed_statuses(conn: Conn, announced: Sequence[HubEvent]) -> None:
+    """The ``status`` feed events of the Jobs a write moved (its hub_events), in the caller's transaction: call
+    it once, after the transaction's last write (core/feed.py: one feed insert per transaction, last). The
+    insert's NOTIFY hub_feed goes with the commit."""
+    events = [feed.status(e["job_id"], e["session_id"], status=e["status"]) for e in announced if e["kind"] == "status"]
+    feed.insert_events(conn, events)
 
 
 def replay(conn: Conn, ids: Sequence[int]) -> tuple[list[int], list[HubEvent]]:

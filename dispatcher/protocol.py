@@ -16,10 +16,16 @@ The JSON is one object, ASCII-only (``ensure_ascii``), with a ``type``:
 - ``{"type": "progress", "percent": 0..100, "message": str|null}``  → job progress
 - ``{"type": "user_var", "key": str (non-empty), "value": str}``    → set a session user variable
 - ``{"type": "log", "level": "debug"|"info"|"warning"|"error", "message": str}`` → a job log line
+- ``{"type": "delta", "text": str, "final": bool}`` → a chunk of a streaming message (``hub.send_message``
+  with an iterable): the chunks of one message follow each other, the one with ``final: true`` (its text may
+  be empty) ends it; the dispatcher then writes the whole text as one ChatMessage (``delta`` feed events
+  carry the chunks to listeners meanwhile). A run that ends before the final chunk keeps what came, as its
+  message, with a JobLog line saying it was cut.
 - ``{"type": "call", "id": int, "method": "call_llm"|"call_agent"|"http", "params": {...}}`` → a request
   that blocks the agent until a reply line arrives on its stdin. ``call_llm`` params:
   ``prompt`` (str), ``system`` (str|null), ``history`` (bool), ``model`` (str|null),
-  ``temperature`` (number|null), ``max_output_tokens`` (int|null). ``call_agent`` params:
+  ``temperature`` (number|null), ``max_output_tokens`` (int|null), ``stream`` (bool, optional: the answer
+  comes as chunk lines, below). ``call_agent`` params:
   ``agent_id`` (str), ``input`` (any JSON). ``http`` params: ``method``, ``url`` (str), ``headers``,
   ``params`` (object|null), ``json`` (any JSON) or ``data`` (str|object), ``timeout`` (number|null).
 
@@ -28,6 +34,11 @@ Dispatcher → agent (stdin), one JSON object per line (see ``encode_reply``)::
     {"id": int, "ok": true, "result": ...}        call_llm's result is {"text": str}; call_agent's a dict;
                                                   http's {"status", "reason", "headers", "text", "url", ...}
     {"id": int, "ok": false, "error": {"kind": str, "message": str}}
+
+A streaming call (``call_llm`` with ``"stream": true``) gets any number of chunk lines before that final reply
+(which has the whole text, or the error that ended the stream)::
+
+    {"id": int, "ok": true, "chunk": str}
 
 Dispatcher → agent (stdin), control lines, marked like the agent's own lines (see ``encode_control``)::
 
@@ -71,6 +82,7 @@ class EventType(StrEnum):
     USER_VAR = "user_var"
     LOG = "log"
     CALL = "call"
+    DELTA = "delta"
 
 
 class LogLevel(StrEnum):
@@ -117,6 +129,14 @@ class Log:
 
 
 @dataclass(frozen=True)
+class Delta:
+    """A chunk of the agent's streaming message; ``final``: the message ends with it."""
+
+    text: str
+    final: bool = False
+
+
+@dataclass(frozen=True)
 class Call:
     id: int
     method: CallMethod
@@ -135,7 +155,7 @@ class ProtocolError:
     call_id: int | None = None
 
 
-Event = Message | Progress | SetUserVar | Log | Call | ProtocolError
+Event = Message | Progress | SetUserVar | Log | Call | Delta | ProtocolError
 
 
 def protocol_prefix(nonce: str) -> str:
@@ -164,6 +184,16 @@ def encode_reply(id: int, ok: bool, result: Any = None, error: dict[str, str] | 
         body = {"id": id, "ok": False, "error": detail}
     # ASCII-only: no character inside the JSON can end the line early on the agent's side.
     return json.dumps(body, ensure_ascii=True, separators=(",", ":"), default=str) + "\n"
+
+
+def encode_chunk(id: int, text: str) -> str:
+    """A stdin line carrying one chunk of streaming call ``id``'s answer (its final reply comes later)."""
+    return json.dumps({"id": id, "ok": True, "chunk": text}, ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
+def is_streaming(call: Call) -> bool:
+    """A call whose answer is to come as chunk lines before the final reply (call_llm with ``stream: true``)."""
+    return call.method is CallMethod.CALL_LLM and call.params.get("stream") is True
 
 
 def encode_control(nonce: str, kind: str = CANCEL) -> str:
@@ -342,6 +372,11 @@ class StreamDecoder:
                 return Log(LogLevel(level), self._text(obj, "message"))
             if kind == EventType.CALL:
                 return self._call(obj)
+            if kind == EventType.DELTA:
+                final = obj.get("final", False)
+                if not isinstance(final, bool):
+                    return ProtocolError("delta: final must be a boolean")
+                return Delta(self._text(obj, "text"), final)
         except _FieldError as exc:
             return ProtocolError(f"{kind}: {exc}")
         return ProtocolError(f"unknown type {_short(kind)}")

@@ -77,7 +77,8 @@ class Dispatcher:
         # hub_events, sent after each write commits, in batches (dispatcher/events.py, docs/performance.md)
         self.events = EventNotifier(cfg.database_url)
         # The run slots' writes share transactions: one commit per batch, not per write (docs/performance.md).
-        self.committer = GroupCommitter(cfg.database_url, on_retry=count_retry)
+        # Their feed events' hub_feed wake-ups go out after the commit, with the hub_events (core/feed.py).
+        self.committer = GroupCommitter(cfg.database_url, on_retry=count_retry, on_feed=self.events.emit_feed)
         self.pool = pool or make_pool(
             cfg.database_url,
             min_size=1,
@@ -171,7 +172,7 @@ class Dispatcher:
             sent_at = self.held.clock()  # the leases below were set no earlier than this
             rows = claims.claim(self.pool, owner=self.cfg.owner, batch=min(free, self.cfg.batch_size), lease_s=self.cfg.lease_s,
                                 running=self.running_ids(), max_per_user=self.cfg.max_running_per_user,
-                                max_per_agent=self.cfg.max_running_per_agent)
+                                max_per_agent=self.cfg.max_running_per_agent, wake=self.events.emit_feed)
             if not rows:
                 break
             metrics.CLAIMS.inc(len(rows))

@@ -5,6 +5,10 @@ unreachable, so a database restart delays a write instead of losing it. In the
 dispatcher that transaction is shared with other run slots' writes
 (dispatcher/groupcommit.py). Writes are idempotent where a re-run could repeat
 them (message ids derive from the job id and the message's sequence number).
+
+Each write also appends the feed events it announces (core/feed.py: ``message``, ``delta``,
+``progress``, ``log``, ``status``) in the SAME transaction, built from the write's own rows: a write the
+lease fence refused, or one that changed nothing, appends none.
 """
 
 from __future__ import annotations
@@ -15,13 +19,13 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from core import metrics
+from core import feed, metrics
 from core.db import Pool, run_with_retry
 from core.logging import get_logger
 from core.sqlfiles import query
 from core.vocabulary import JOB_STATUS_FOR, HubEvent, OutboxStatus, message_event, status_event
 from dispatcher.events import EventNotifier
-from dispatcher.groupcommit import Abandoned, GroupCommitter, Row, Statement, execute_in_order
+from dispatcher.groupcommit import Abandoned, FeedFor, GroupCommitter, Row, Statement, execute_with_feed
 
 log = get_logger("dispatcher.writeback")
 
@@ -71,18 +75,20 @@ class WriteBack:
         # The dispatcher's shared writer (dispatcher/groupcommit.py); None: each write on its own pooled connection.
         self.committer = committer
 
-    def _write(self, statements: list[Statement], *, wait: bool = True, mid_run: bool = False) -> list[Row]:
+    def _write(self, statements: list[Statement], *, wait: bool = True, mid_run: bool = False,
+               feed_for: FeedFor | None = None) -> list[Row]:
         """Run the statements in order in one transaction; returns once they have committed. Every write
         here is safe to repeat (idempotent or fenced by the lease), as both paths may retry it.
 
         ``wait=False`` (log lines only): with the dispatcher's writer, return at once; the line still
         commits before any later write of this run (same writer, in order), and a failure is logged.
-        ``mid_run``: raise ``Abandoned`` instead of waiting on once the run is stopped (dispatcher's writer)."""
+        ``mid_run``: raise ``Abandoned`` instead of waiting on once the run is stopped (dispatcher's writer).
+        ``feed_for``: the write's feed events from its rows, appended in the same transaction."""
         if self.committer is not None:
             until = self.stopped if mid_run else None
-            return self.committer.submit(statements, key=self.outbox_id, wait=wait, until=until)
-        return run_with_retry(self.pool, lambda c: execute_in_order(c, statements), retry_s=self.db_retry_s,
-                              on_retry=count_retry)
+            return self.committer.submit(statements, key=self.outbox_id, wait=wait, until=until, feed=feed_for)
+        return run_with_retry(self.pool, lambda c: execute_with_feed(c, [(statements, feed_for)], notify=True)[0],
+                              retry_s=self.db_retry_s, on_retry=count_retry)
 
     def _fenced(self, params: dict[str, Any]) -> dict[str, Any]:
         """The write's parameters with the run's fencing token."""
@@ -108,8 +114,17 @@ class WriteBack:
         if self.session_id is None:
             return False  # child invocations have no session: messages are returned to the caller
         params = {"id": message_id(self.job_id, seq), "content": content, "session_id": self.session_id, "job_id": self.job_id}
+
+        def events(rows: list[Row]) -> list[feed.FeedEvent]:
+            row = rows[0]
+            if row is None or not row["held"] or row["id"] is None:
+                return []
+            return [feed.message(self.job_id, row["sessionId"], message_id=row["id"], role="agent", content=content,
+                                 timestamp=row["timestamp"])]
+
         try:
-            row = self._write([(query("dispatcher/insert_message"), self._fenced(params))], mid_run=True)[0]
+            row = self._write([(query("dispatcher/insert_message"), self._fenced(params))], mid_run=True,
+                              feed_for=events)[0]
         except Abandoned:
             self._abandoned("message")
             return False
@@ -130,8 +145,16 @@ class WriteBack:
 
     def progress(self, percent: float, message: str | None) -> None:
         params = {"percent": float(percent), "message": message, "job_id": self.job_id}
+
+        def events(rows: list[Row]) -> list[feed.FeedEvent]:
+            row = rows[0]
+            if row is None or not row["held"] or not row["updated"]:
+                return []
+            return [feed.progress(self.job_id, row["session_id"], progress=percent, status_message=row["status_message"])]
+
         try:
-            self._held(self._write([(query("dispatcher/set_progress"), self._fenced(params))], mid_run=True)[0])
+            self._held(self._write([(query("dispatcher/set_progress"), self._fenced(params))], mid_run=True,
+                                   feed_for=events)[0])
         except Abandoned:
             self._abandoned("progress")
 
@@ -141,10 +164,25 @@ class WriteBack:
 
     def log(self, level: str, message: str) -> None:
         params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
+        line = feed.log(self.job_id, self.session_id, level=level, message=message)
         # Not awaited: a JobLog line gates nothing, and the run's next write commits after it anyway (and its
         # fence tells the run whether it still holds its row).
-        rows = self._write([(query("dispatcher/job_log"), self._fenced(params))], wait=False)
+        rows = self._write([(query("dispatcher/job_log"), self._fenced(params))], wait=False,
+                           feed_for=lambda rows: [line] if rows[0] is not None and rows[0]["held"] else [])
         if rows:  # answered at once (no shared writer): the fence's verdict is here already
+            self._held(rows[0])
+
+    def deltas(self, message_id: str, first_index: int, texts: Sequence[str]) -> None:
+        """``delta`` feed events of the streaming message ``message_id`` (its chunks ``first_index``, +1, ...),
+        fenced like every write of the run (dispatcher/fence_check.sql) and not awaited, like a log line: the
+        run's next write (e.g. the message itself) commits after them."""
+        if not texts or self.session_id is None:  # a child's messages go back to its caller, not to a session
+            return
+        chunks = [feed.delta(self.job_id, self.session_id, message_id=message_id, index=first_index + i, text=t)
+                  for i, t in enumerate(texts)]
+        rows = self._write([(query("dispatcher/fence_check"), self._fenced({}))], wait=False,
+                           feed_for=lambda rows: chunks if rows[0] is not None and rows[0]["held"] else [])
+        if rows:
             self._held(rows[0])
 
     def finish(
@@ -170,7 +208,17 @@ class WriteBack:
         params["log_ids"] = [str(uuid.uuid4()) for _ in logs]
         params["log_levels"] = [level for level, _ in logs]
         params["log_messages"] = [message for _, message in logs]
-        return self._announced(self._write([(query("dispatcher/finish"), self._fenced(params))])[0])
+
+        def events(rows: list[Row]) -> list[feed.FeedEvent]:
+            row = rows[0]
+            if row is None:  # fenced out: nothing was written
+                return []
+            out = [feed.log(self.job_id, self.session_id, level=level, message=message) for level, message in logs]
+            if row["job_status"] is not None:  # last: the job stream ends after a terminal status
+                out.append(feed.status(self.job_id, row["session_id"], status=row["job_status"], error_message=error))
+            return out
+
+        return self._announced(self._write([(query("dispatcher/finish"), self._fenced(params))], feed_for=events)[0])
 
     def retry_later(self, *, delay_s: float, error: str, status_message: str) -> bool:
         params = {
@@ -178,7 +226,15 @@ class WriteBack:
             "error": error,
             "status_message": status_message,
         }
-        return self._announced(self._write([(query("dispatcher/retry_later"), self._fenced(params))])[0])
+        return self._announced(self._write([(query("dispatcher/retry_later"), self._fenced(params))],
+                                           feed_for=self._status_events)[0])
+
+    def _status_events(self, rows: list[Row]) -> list[feed.FeedEvent]:
+        """The Job's new status, when the statement moved it (a row with ``job_status``)."""
+        row = rows[0]
+        if row is None or row["job_status"] is None:
+            return []
+        return [feed.status(self.job_id, row["session_id"], status=row["job_status"])]
 
     def announce(self, event: HubEvent) -> None:
         """Queue a hub_events event; only after the write it announces has committed."""

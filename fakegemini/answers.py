@@ -24,6 +24,46 @@ class Fault(StrEnum):
     MAX_TOKENS = "max_tokens"  # a candidate with finishReason MAX_TOKENS and no text
     SLOW = "slow"              # wait this many seconds, then answer normally
     TEXT = "text"              # answer with this exact text (control script only)
+    CUT = "cut"                # streaming only: this many chunks, then an error chunk (503) ends the stream
+
+
+def split_text(text: str, chunks: int) -> list[str]:
+    """``text`` in ``chunks`` consecutive pieces (fewer for a short text), cut at word ends where possible."""
+    n = max(1, min(chunks, len(text)))
+    size = len(text) / n
+    pieces: list[str] = []
+    start = 0
+    for i in range(1, n):
+        end = round(i * size)
+        space = text.rfind(" ", start + 1, end + 1)
+        end = space if space > start and end - space < size / 2 else end
+        if end > start:
+            pieces.append(text[start:end])
+            start = end
+    pieces.append(text[start:])
+    return [p for p in pieces if p] or [""]
+
+
+def stream_chunks(answer: dict[str, Any], chunks: int) -> list[dict[str, Any]]:
+    """A whole answer as ``streamGenerateContent`` sends it: one GenerateContentResponse per piece of its text,
+    the finishReason and the usage on the last one (as Gemini does). An answer without text is one chunk."""
+    candidates = answer.get("candidates") or []
+    parts = (candidates[0].get("content") or {}).get("parts") if candidates else None
+    text = "".join(p.get("text", "") for p in parts or [])
+    if not text:
+        return [answer]
+    pieces = split_text(text, chunks)
+    out: list[dict[str, Any]] = []
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
+        chunk: dict[str, Any] = {"candidates": [candidate], "modelVersion": answer.get("modelVersion"),
+                                 "responseId": answer.get("responseId")}
+        if last:
+            candidate["finishReason"] = candidates[0].get("finishReason")
+            chunk["usageMetadata"] = answer.get("usageMetadata")
+        out.append(chunk)
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,19 @@
-"""The aiohttp app: ``generateContent`` plus ``/_control`` endpoints for tests (see README.md)."""
+"""The aiohttp app: ``generateContent``, ``streamGenerateContent`` (``?alt=sse``: Server-Sent Events of
+GenerateContentResponse chunks, as Gemini streams) plus ``/_control`` endpoints for tests (see README.md).
+
+A streamed answer is the same text as ``generateContent``'s, cut into ``chunks`` pieces sent ``delay_ms``
+apart (defaults: FAKEGEMINI_STREAM_CHUNKS=4, FAKEGEMINI_STREAM_DELAY_MS=20; ``POST /_control/stream``
+``{"chunks": n, "delay_ms": ms}`` changes them). Each request's record has the wall-clock time each chunk
+was sent (``chunk_sent_at``), for the streaming benchmark."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import json
+import os
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +33,8 @@ class State:
     marker_counts: dict[str, int] = field(default_factory=dict)
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_RECORDED))
     seq: int = 0
+    stream_chunks: int = field(default_factory=lambda: int(os.environ.get("FAKEGEMINI_STREAM_CHUNKS") or 4))
+    stream_delay_s: float = field(default_factory=lambda: float(os.environ.get("FAKEGEMINI_STREAM_DELAY_MS") or 20) / 1000)
 
 
 STATE = web.AppKey("state", State)
@@ -43,7 +53,7 @@ def _key_ok(state: State, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), state.api_key.encode())
 
 
-async def generate_content(request: web.Request) -> web.Response:
+async def generate_content(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     version = request.match_info["version"]
     model, _, action = request.match_info["action"].partition(":")
@@ -52,6 +62,8 @@ async def generate_content(request: web.Request) -> web.Response:
     status, body, delay = await _answer(state, request, version, model, action, record)
     if delay:
         await asyncio.sleep(delay)
+    if action == "streamGenerateContent" and status == 200:
+        return await _stream(request, state, record, body)
     record["status"] = status
     usage = body.get("usageMetadata") or {}
     record["usage"] = {k: usage.get(k, 0) for k in ("promptTokenCount", "candidatesTokenCount", "totalTokenCount")}
@@ -71,7 +83,7 @@ async def _answer(
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
     record["body"] = body
-    if action != "generateContent":
+    if action not in ("generateContent", "streamGenerateContent"):
         return 404, {"error": {"code": 404, "message": f"Method not found: {action}", "status": "NOT_FOUND"}}, 0.0
     if given is None:
         return 403, answers.error_body(403), 0.0
@@ -85,7 +97,44 @@ async def _answer(
         return 404, answers.error_body(404, model=model, api_version=version), 0.0
     script = state.script.popleft() if state.script else _marker_script(state, body)
     record["scripted"] = None if script is None else script.fault.value
+    if script is not None and script.fault is Fault.CUT:
+        if action != "streamGenerateContent":
+            return 503, answers.error_body(503, model=model), 0.0
+        record["cut_after"] = int(script.value or "1")
+        return 200, answers.success(model, body), 0.0
     return _scripted(script, model, body)
+
+
+async def _stream(request: web.Request, state: State, record: dict[str, Any], answer: dict[str, Any]) -> web.StreamResponse:
+    """The answer as Server-Sent Events (``alt=sse``): one ``data: <GenerateContentResponse JSON>`` event per
+    chunk, ``stream_delay_s`` apart; a ``cut`` script ends with an error event instead of its remaining chunks."""
+    chunks = answers.stream_chunks(answer, state.stream_chunks)
+    cut = record.get("cut_after")
+    if cut is not None:
+        chunks = chunks[:cut]
+    response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    sent: list[float] = []
+    record["status"] = 200
+    record["usage"] = {k: (answer.get("usageMetadata") or {}).get(k, 0)
+                       for k in ("promptTokenCount", "candidatesTokenCount", "totalTokenCount")}
+    record["chunk_sent_at"] = sent
+    state.requests.append(record)
+    try:
+        for i, chunk in enumerate(chunks):
+            if i:
+                await asyncio.sleep(state.stream_delay_s)
+            sent.append(time.time())
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
+        if cut is not None:
+            await asyncio.sleep(state.stream_delay_s)
+            await response.write(b"data: " + json.dumps(answers.error_body(503)).encode() + b"\r\n\r\n")
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        record["status"] = "client_gone"
+        raise
+    _say(f"#{record['seq']} POST {request.path} -> 200 (stream of {len(chunks)}{', cut' if cut is not None else ''})")
+    return response
 
 
 def _marker_script(state: State, body: dict[str, Any]) -> Script | None:
@@ -115,6 +164,8 @@ def _scripted(script: Script | None, model: str, body: dict[str, Any]) -> tuple[
             return 200, answers.success(model, body), float(script.value or "1")
         case Fault.TEXT:
             return 200, answers.success(model, body, script.value or ""), 0.0
+        case Fault.CUT:  # a generateContent call cannot be cut midway: it fails as a lost stream would
+            return 503, answers.error_body(503, model=model), 0.0
 
 
 def _script_item(item: Any) -> Script:
@@ -151,6 +202,21 @@ async def control_key(request: web.Request) -> web.Response:
     return _json(200, {"ok": True})
 
 
+async def control_stream(request: web.Request) -> web.Response:
+    """How streamed answers are cut: {"chunks": int >= 1, "delay_ms": number >= 0} (either may be left out)."""
+    state = request.app[STATE]
+    try:
+        data = await request.json()
+        chunks = int(data.get("chunks", state.stream_chunks))
+        delay_s = float(data.get("delay_ms", state.stream_delay_s * 1000)) / 1000
+        if chunks < 1 or delay_s < 0:
+            raise ValueError("chunks >= 1 and delay_ms >= 0")
+    except (ValueError, TypeError, AttributeError) as exc:
+        return _json(400, {"error": f"bad stream settings: {exc}"})
+    state.stream_chunks, state.stream_delay_s = chunks, delay_s
+    return _json(200, {"chunks": chunks, "delay_ms": delay_s * 1000})
+
+
 async def control_requests(request: web.Request) -> web.Response:
     return _json(200, {"requests": list(request.app[STATE].requests)})
 
@@ -173,6 +239,7 @@ def make_app(api_key: str) -> web.Application:
     app.router.add_post(r"/{version:v1[a-z0-9]*}/models/{action}", generate_content)
     app.router.add_post("/_control/script", control_script)
     app.router.add_post("/_control/key", control_key)
+    app.router.add_post("/_control/stream", control_stream)
     app.router.add_get("/_control/requests", control_requests)
     app.router.add_post("/_control/reset", control_reset)
     app.router.add_get("/_control/health", health)

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from core import feed
 from core.db import Conn, Pool, autocommit
 from core.logging import get_logger
 from core.sqlfiles import query
@@ -93,6 +94,9 @@ def _run_in_turn(pool: Pool, statement_params: dict[str, Any], req: InvokeReques
             conn.execute(query("ops/set_actor"), {"actor": "ingress", "reason": INTERRUPT_REASON})
             interrupted = conn.execute(query("ingress/interrupt"), {
                 "session_id": req.session_id, "new_id": row["id"], "job_id": req.job_id}).fetchall()
+            # Their CANCELLED status on the feed, in this transaction, last (core/feed.py); NOTIFY with the commit.
+            feed.insert_events(conn, [feed.status(r["job_id"], r["session_id"], status=r["job_status"])
+                                      for r in interrupted])
     return row, interrupted
 
 

@@ -147,7 +147,7 @@ _in: IO[str] | None = None
 _ids = itertools.count(1)
 _ids_lock = threading.Lock()
 _replies_cond = threading.Condition()
-_replies: dict[int, dict[str, Any]] = {}
+_replies: dict[int, list[dict[str, Any]]] = {}  # per call id, in arrival order (a streaming call gets several)
 _pending: set[int] = set()
 _reader_active = False
 
@@ -208,7 +208,7 @@ def _read_stdin(stream: IO[str]) -> None:
             if reply is not None:
                 with _replies_cond:
                     if reply["id"] in _pending:
-                        _replies[reply["id"]] = reply
+                        _replies.setdefault(reply["id"], []).append(reply)
                         _replies_cond.notify_all()
     except (OSError, ValueError):  # stdin closed under us: like its end
         return
@@ -314,10 +314,40 @@ def get_session_id() -> str | None:
 # --- one-way messages --------------------------------------------------------------------
 
 
-def send_message(msg: Any) -> None:
-    """Add a message from the agent to the session's chat. Non-str values are sent as JSON text."""
-    content = msg if isinstance(msg, str) else json.dumps(msg, ensure_ascii=False, default=str)
-    _emit({"type": "message", "content": content})
+def send_message(msg: Any) -> str | None:
+    """Add a message from the agent to the session's chat. Non-str values are sent as JSON text.
+
+    An iterator of str (a generator, ``call_llm(..., stream=True)``) is streamed: each chunk reaches the chat's
+    listeners as it comes (``delta`` events), and the message holds the whole text once the iterator ends;
+    the text is also returned. If the iterator raises, what came before is kept as the message and the
+    exception goes on. ``hub.send_message(hub.call_llm(prompt, stream=True))`` is a streamed answer.
+    """
+    if isinstance(msg, str):
+        _emit({"type": "message", "content": msg})
+        return None
+    if _is_chunks(msg):
+        return _send_stream(msg)
+    _emit({"type": "message", "content": json.dumps(msg, ensure_ascii=False, default=str)})
+    return None
+
+
+def _is_chunks(msg: Any) -> bool:
+    """An iterator or generator of chunks (a list, dict or other container is sent as JSON, as before)."""
+    return hasattr(msg, "__next__") and hasattr(msg, "__iter__")
+
+
+def _send_stream(chunks: Any) -> str:
+    parts: list[str] = []
+    try:
+        for chunk in chunks:
+            if not isinstance(chunk, str):
+                raise TypeError(f"send_message: a streamed message's chunks must be str, got {type(chunk).__name__}")
+            if chunk:
+                _emit({"type": "delta", "text": chunk, "final": False})
+                parts.append(chunk)
+    finally:
+        _emit({"type": "delta", "text": "", "final": True})  # the message ends (with what came, on an error)
+    return "".join(parts)
 
 
 def set_progress(percent: float, message: str | None = None) -> None:
@@ -356,11 +386,14 @@ def call_llm(
     model: str | None = None,
     temperature: float | None = None,
     max_output_tokens: int | None = None,
-) -> str:
+    stream: bool = False,
+) -> Any:
     """Ask the hub's LLM and return its text: Gemini, or an OpenAI-compatible model with ``model="openai:<name>"``.
 
     ``history=True`` also sends this session's chat history; ``system`` is a system instruction.
-    Raises ``LLMError`` (with ``.kind``) when the model call fails, ``HubError`` on the batch transport.
+    ``stream=True``: return an iterator of the text's chunks as the model produces them (the call is sent at
+    once; iterate to read it; its ``.text`` is what came so far). Raises ``LLMError`` (with ``.kind``) when the
+    model call fails (when streaming, from the iterator, midway too), ``HubError`` on the batch transport.
     """
     _require_ws("call_llm")
     if not isinstance(prompt, str):
@@ -381,6 +414,9 @@ def call_llm(
         "temperature": None if temperature is None else float(temperature),
         "max_output_tokens": max_output_tokens,
     }
+    if stream:
+        params["stream"] = True
+        return _ChunkStream(params)
     reply = _call("call_llm", params)
     if not reply.get("ok"):
         kind, message = _error_of(reply)
@@ -535,8 +571,8 @@ def _await_reply(call_id: int) -> dict[str, Any]:
     global _reader_active
     with _replies_cond:
         while True:
-            if call_id in _replies:
-                return _replies.pop(call_id)
+            if _replies.get(call_id):
+                return _replies[call_id].pop(0)
             if not _reader_active:
                 _reader_active = True
                 break
@@ -554,12 +590,76 @@ def _await_reply(call_id: int) -> dict[str, Any]:
                 if reply["id"] == call_id:
                     return reply
                 if reply["id"] in _pending:
-                    _replies[reply["id"]] = reply
+                    _replies.setdefault(reply["id"], []).append(reply)
                     _replies_cond.notify_all()
     finally:
         with _replies_cond:
             _reader_active = False
             _replies_cond.notify_all()
+
+
+class _ChunkStream:
+    """``call_llm(..., stream=True)``: iterates over the answer's chunks as the hub relays them (``chunk`` reply
+    lines), until the final reply; an error reply raises ``LLMError``. ``text``: the chunks so far."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        with _ids_lock:
+            self._id = next(_ids)
+        with _replies_cond:
+            _pending.add(self._id)
+        self._done = False
+        self._parts: list[str] = []
+        try:
+            _emit({"type": "call", "id": self._id, "method": "call_llm", "params": params})
+        except BaseException:
+            self._finish()
+            raise
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def __iter__(self) -> _ChunkStream:
+        return self
+
+    def __next__(self) -> str:
+        if self._done:
+            raise StopIteration
+        try:
+            reply = _await_reply(self._id)
+        except BaseException:
+            self._finish()
+            raise
+        if reply.get("ok") and isinstance(reply.get("chunk"), str):
+            chunk: str = reply["chunk"]
+            self._parts.append(chunk)
+            return chunk
+        self._finish()
+        if not reply.get("ok"):
+            kind, message = _error_of(reply)
+            raise LLMError(kind, message)
+        result = reply.get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("text"), str):
+            raise HubError("call_llm: malformed reply from the hub")
+        raise StopIteration
+
+    def _finish(self) -> None:
+        self._done = True
+        with _replies_cond:
+            _pending.discard(self._id)
+            _replies.pop(self._id, None)
+
+    def close(self) -> None:
+        """Stop reading (the hub's further chunks for this call are ignored)."""
+        if not self._done:
+            self._finish()
+
+    def __del__(self) -> None:
+        # Also at interpreter exit, when this module's globals (contextlib included) may be gone already.
+        try:  # noqa: SIM105
+            self.close()
+        except Exception:
+            pass
 
 
 def _parse_reply(line: str) -> dict[str, Any] | None:

@@ -4,8 +4,9 @@
 folder laid out as the dispatcher lays out the sandbox (hub/_box.py): ``hub.py``, the run's
 context in a JSON file beside it and the same small launcher, runs ``python3 _hub_launcher.py``
 there, and reads the same stdout
-line protocol: messages, progress, user variables and logs are printed as they arrive, and
-``call_llm`` / ``call_agent`` / ``http`` are answered on the agent's stdin.
+line protocol: messages, progress, user variables and logs are printed as they arrive (a streamed
+message chunk by chunk), and ``call_llm`` / ``call_agent`` / ``http`` are answered on the agent's stdin
+(``call_llm(..., stream=True)`` chunk by chunk, through google-genai's ``generate_content_stream``).
 
 - ``call_llm`` goes to Gemini through google-genai when ``GEMINI_API_KEY`` is set
   (``GEMINI_BASE_URL`` and ``HUB_LLM_MODEL`` are honoured), and an ``openai:<name>`` model through the
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_hex
@@ -209,13 +210,18 @@ def answer_openai(params: Mapping[str, Any], context: Mapping[str, Any], env: Ma
     return {"ok": True, "result": {"text": text}}
 
 
-def answer_llm(params: Mapping[str, Any], context: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+def answer_llm(params: Mapping[str, Any], context: Mapping[str, Any], env: Mapping[str, str],
+               on_chunk: Callable[[str], None] | None = None) -> dict[str, Any]:
     """call_llm through Gemini (google-genai) or, for ``openai:<name>``, the openai SDK; or an error reply saying
-    what is missing."""
+    what is missing. ``on_chunk``: a streaming call's pieces of text, as Gemini produces them (an openai: model's
+    whole text comes as one piece)."""
     model = str(params.get("model") or env.get("HUB_LLM_MODEL") or DEFAULT_MODEL).strip()
     prefix, sep, name = model.partition(":")
     if sep and prefix.lower() == "openai":
-        return answer_openai(params, context, env, name)
+        body = answer_openai(params, context, env, name)
+        if on_chunk is not None and body["ok"]:
+            on_chunk(body["result"]["text"])
+        return body
     if sep and prefix.lower() == "gemini":
         model = name
     key = (env.get("GEMINI_API_KEY") or "").strip()
@@ -249,13 +255,27 @@ def answer_llm(params: Mapping[str, Any], context: Mapping[str, Any], env: Mappi
     )
     config = types.GenerateContentConfig(system_instruction=system, temperature=params.get("temperature"),
                                          max_output_tokens=params.get("max_output_tokens"))
+    pieces: list[str] = []
     try:
-        response = client.models.generate_content(model=model, contents=contents, config=config)
+        if on_chunk is not None:
+            response = None
+            for response in client.models.generate_content_stream(model=model, contents=contents, config=config):
+                piece = response.text or ""
+                if piece:
+                    pieces.append(piece)
+                    on_chunk(piece)
+            if pieces:
+                return {"ok": True, "result": {"text": "".join(pieces)}}
+            if response is None:
+                return _error("unavailable", "Gemini's stream ended without an answer")
+        else:
+            response = client.models.generate_content(model=model, contents=contents, config=config)
     except genai_errors.APIError as exc:
         code = int(exc.code or 0)
         kind = ("auth" if code in (401, 403) else "rate_limited" if code == 429
                 else "unavailable" if code == 408 or code >= 500 else "bad_request")
-        return _error(kind, f"Gemini answered HTTP {code}: {exc.message or exc.status or ''}".replace(key, "***"))
+        cut = f" (the stream broke after {len(pieces)} chunk(s))" if pieces else ""
+        return _error(kind, f"Gemini answered HTTP {code}: {exc.message or exc.status or ''}{cut}".replace(key, "***"))
     except Exception as exc:  # the SDK's httpx errors: timeouts, refused connections
         return _error("unavailable", f"cannot reach Gemini ({type(exc).__name__})")
     text = response.text or ""
@@ -269,12 +289,13 @@ def answer_llm(params: Mapping[str, Any], context: Mapping[str, Any], env: Mappi
 
 
 def answer_call(method: Any, params: Any, context: Mapping[str, Any], env: Mapping[str, str],
-                http: LocalHttp | None = None) -> dict[str, Any]:
-    """The reply body (without ``id``) for one call line (``http``: what a run's hub.http calls go through)."""
+                http: LocalHttp | None = None, on_chunk: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The reply body (without ``id``) for one call line (``http``: what a run's hub.http calls go through;
+    ``on_chunk``: where a streaming call_llm's chunks go before this final reply)."""
     if not isinstance(params, dict):
         return _error("invalid_request", "params must be an object")
     if method == "call_llm":
-        return answer_llm(params, context, env)
+        return answer_llm(params, context, env, on_chunk if params.get("stream") is True else None)
     if method == "http":
         if http is None:
             return _error("forbidden", "hub.http is off (locally: --allow-host)")
@@ -389,11 +410,15 @@ def run_agent(
                     printer.say("[http]", line)
                 reply(call_id, body)
                 return
-            body = answer_call(method, params, context, llm_env)
+            body = answer_call(method, params, context, llm_env,
+                               on_chunk=lambda text: reply(call_id, {"ok": True, "chunk": text}))
             if not body["ok"]:
                 printer.say("[call error]", f"{method}: {body['error']['kind']}: {body['error']['message']}", stream=printer.err)
             else:
-                printer.say("[call]", f"{method} answered ({len(json.dumps(body['result']))} characters)")
+                # A streamed answer is being printed on stdout as a message, chunk by chunk: say this on stderr.
+                streaming = isinstance(params, dict) and params.get("stream") is True
+                printer.say("[call]", f"{method} answered ({len(json.dumps(body['result']))} characters)",
+                            stream=printer.err if streaming else None)
             reply(call_id, body)
 
         def pump_stderr() -> None:
@@ -404,6 +429,7 @@ def run_agent(
         stderr_thread = threading.Thread(target=pump_stderr, daemon=True)
         stderr_thread.start()
         prefix = MARKER + nonce + ":"
+        streamed: list[str] | None = None  # the streaming message being printed, chunk by chunk
         timer = threading.Timer(timeout_s, proc.kill) if timeout_s else None
         if timer:
             timer.start()
@@ -418,7 +444,18 @@ def run_agent(
                     printer.say("[protocol error]", "a hub line that is not JSON", stream=printer.err)
                     continue
                 kind = event.get("type") if isinstance(event, dict) else None
-                if kind == "message":
+                if kind == "delta":
+                    if streamed is None:
+                        streamed = []
+                        printer.raw("[message] ")
+                    text = str(event.get("text") or "")
+                    streamed.append(text)
+                    printer.raw(text)
+                    if event.get("final"):
+                        printer.raw("\n")
+                        report.messages.append("".join(streamed))
+                        streamed = None
+                elif kind == "message":
                     report.messages.append(str(event.get("content")))
                     printer.say("[message]", str(event.get("content")))
                 elif kind == "progress":
@@ -439,6 +476,10 @@ def run_agent(
                 else:
                     printer.say("[protocol error]", f"unknown hub line type {kind!r}", stream=printer.err)
             report.exit_code = proc.wait()
+            if streamed is not None:  # the agent ended mid-stream: what came is its message, as on the hub
+                printer.raw("\n")
+                printer.say("[message cut]", "the agent ended before finishing its streamed message", stream=printer.err)
+                report.messages.append("".join(streamed))
         finally:
             if timer:
                 timer.cancel()

@@ -168,3 +168,24 @@ hub.send_message(hub.call_llm("a call so the key is used " + hub.get_job_id(), m
                       "agent_hub.invocation_outbox_event"):
             everything.append(json.dumps([dict(r) for r in c.execute(f"SELECT * FROM {table}").fetchall()], default=str))
     assert all(OPENAI_KEY not in text for text in everything)
+
+
+def test_a_streamed_openai_answer_reaches_the_agent_in_chunks_and_becomes_the_whole_message(
+    stack: Stack, openai_fake: FakeOpenAI, hub_conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    code = """
+import hub
+chunks = list(hub.call_llm("stream for " + hub.get_job_id(), model="openai:gpt-4o-mini", stream=True))
+hub.log("chunks=" + str(len(chunks)))
+hub.send_message("".join(chunks))
+"""
+    w = agent_with_code(hub_conn, tmp_path, code)
+    run(stack, w)
+    [text] = stack.messages(w.session_id)
+    assert w.job_id in text
+    [sent] = openai_fake.requests(containing=w.job_id)
+    assert sent["body"]["stream"] is True and sent["body"]["stream_options"] == {"include_usage": True}
+    logs = [e["message"] for e in stack.job_logs(w.job_id)]
+    assert "agent: chunks=3" in logs  # the stand-in's three pieces, one chunk line each
+    llm = stack.outbox(w.job_id)["result"]["llm"]
+    assert llm["calls"] == 1 and llm["per_call"][0]["ok"] and llm["total_tokens"] == sent["usage"]["total_tokens"]

@@ -6,9 +6,12 @@ google-genai, exactly as it would be by Gemini with GEMINI_BASE_URL unset.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,3 +226,36 @@ for host in ("localhost", "127.0.0.1"):  # the certificate names localhost only
     assert "[message] localhost 200" in proc.stdout
     assert "[message] 127.0.0.1 unavailable TLS with 127.0.0.1 failed: the certificate was not accepted" in proc.stdout
     assert "localhost" in sni
+
+
+class _Timed(io.StringIO):
+    """An output stream that remembers when each piece was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[float, str]] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append((time.time(), text))
+        return super().write(text)
+
+
+def test_local_runner_prints_a_streamed_answers_chunks_as_the_model_produces_them(fakegemini: str, tmp_path: Path) -> None:
+    requests.post(fakegemini + "/_control/stream", json={"chunks": 4, "delay_ms": 200}, timeout=5).raise_for_status()
+    agent = write_agent(tmp_path, {"main.py": 'import hub\nhub.send_message(hub.call_llm("stream to " + hub.get_prompt(), '
+                                              'stream=True))\n'})
+    out, err = _Timed(), io.StringIO()
+    report = _local.run_agent(agent, prompt="Ada-local-stream", out=out, err=err,
+                              llm_env={"GEMINI_API_KEY": KEY, "GEMINI_BASE_URL": fakegemini})
+    assert report.exit_code == 0, err.getvalue()
+    [text] = report.messages
+    assert text.startswith("[canned]") and "Ada-local-stream" in text
+    assert f"[message] {text}\n" in out.getvalue()
+    sent = [r for r in requests.get(fakegemini + "/_control/requests", timeout=5).json()["requests"]
+            if "Ada-local-stream" in json.dumps(r.get("body"))]
+    [request] = sent
+    chunk_times = request["chunk_sent_at"]
+    assert len(chunk_times) == 4
+    printed = [at for at, piece in out.writes if piece and piece in text and piece != text]
+    assert len(printed) == 4  # one print per chunk, not one at the end
+    assert printed[0] < chunk_times[-1]  # the first chunk was on screen before the model's last one was sent

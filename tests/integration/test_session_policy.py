@@ -142,6 +142,13 @@ def test_interrupt_cancels_the_sessions_older_jobs_and_queues_the_new_prompt(
         (first.job_id, "ingress", "running"), (second.job_id, "ingress", "cancelled")]
     message = conn.execute('SELECT "statusMessage" FROM "Job" WHERE "id" = %s', (second.job_id,)).fetchone()
     assert message["statusMessage"] == "interrupted by a newer prompt"  # type: ignore[index]
+    # The feed: each cancelled Job's CANCELLED status, committed with the interrupt (same transaction id).
+    fed = conn.execute("SELECT e.job_id, e.payload ->> 'status' AS status, e.xmin::text = j.xmin::text AS same_txn "
+                       'FROM agent_hub.feed_event e JOIN "Job" j ON j."id" = e.job_id '
+                       "WHERE e.job_id = ANY(%s) AND e.payload ->> 'status' = 'CANCELLED' ORDER BY e.id",
+                       ([first.job_id, second.job_id],)).fetchall()
+    assert sorted((r["job_id"], r["status"], r["same_txn"]) for r in fed) == sorted(
+        [(first.job_id, "CANCELLED", True), (second.job_id, "CANCELLED", True)])
 
 
 def test_interrupt_leaves_other_sessions_alone(apps: dict[str, Flask], conn: psycopg.Connection) -> None:

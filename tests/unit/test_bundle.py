@@ -147,9 +147,13 @@ def test_large_history_keeps_the_newest_messages_that_fit_the_body_limit(char: s
     assert len(json.dumps(too_big).encode()) + 2048 > 60_000
 
 
+# A body limit with room for some history beside the hub's own file, whatever its size.
+SOME_ROOM = len(HUB_SOURCE_PATH.read_bytes()) + 7_000
+
+
 def test_history_cut_upstream_is_added_to() -> None:
     history = [msg(i, 1000) for i in range(100)]
-    built = build_files(make_context(history, history_cut=50), MAIN, max_body_bytes=30_000)
+    built = build_files(make_context(history, history_cut=50), MAIN, max_body_bytes=SOME_ROOM)
     assert built.history_cut == 50 + 100 - built.history_kept
     assert embedded_context(built.files)["history_cut"] == built.history_cut
 
@@ -157,7 +161,7 @@ def test_history_cut_upstream_is_added_to() -> None:
 def test_callers_context_is_not_changed() -> None:
     ctx = make_context([msg(i, 1000) for i in range(100)])
     before = json.dumps(ctx)
-    build_files(ctx, MAIN, max_body_bytes=30_000)
+    build_files(ctx, MAIN, max_body_bytes=SOME_ROOM)
     assert json.dumps(ctx) == before
 
 

@@ -4,7 +4,8 @@
 -- timestamp keeps the send order. `held` is false when the run no longer holds its row (nothing written);
 -- `id` is NULL as well when the message was already written by an earlier attempt.
 -- A new row is announced on the hub_events channel (docs/operations.md) by the caller, after this
--- commits (dispatcher/events.py): a NOTIFY here would serialise commits (docs/performance.md).
+-- commits (dispatcher/events.py): a NOTIFY here would serialise commits (docs/performance.md). Its `message`
+-- feed event (core/feed.py) is appended in the same transaction by the caller, from this row (timestamp).
 WITH
 --@include dispatcher/run_fence
 , ins AS (
@@ -16,7 +17,7 @@ WITH
            %(session_id)s
     FROM fence
     ON CONFLICT ("id") DO NOTHING
-    RETURNING "id", "sessionId"
+    RETURNING "id", "sessionId", "timestamp"
 )
-SELECT EXISTS (SELECT 1 FROM fence) AS held, ins."id", ins."sessionId"
+SELECT EXISTS (SELECT 1 FROM fence) AS held, ins."id", ins."sessionId", ins."timestamp"
 FROM (VALUES (1)) AS one (x) LEFT JOIN ins ON true
