@@ -29,13 +29,18 @@ class Proc:
         self.args = args
         self.env = env
         self.root = root  # the code it runs: this checkout, or another version's (upgrade tests)
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        # The child appends (O_APPEND) through its own handle and output() reads through another: a shared
+        # handle would share one offset, and a child writing while output() had seeked to 0 overwrote its start.
+        fd, name = tempfile.mkstemp(prefix="stack-proc-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
         env = {**os.environ, **self.env, "PYTHONPATH": str(self.root)}
-        self.proc = subprocess.Popen(self.args, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.args, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def alive(self) -> bool:
@@ -64,13 +69,11 @@ class Proc:
         return self.proc.returncode
 
     def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
+        return self.log_path.read_bytes().decode(errors="replace")
 
     def close(self) -> None:
         self.stop()
-        self.log.close()
+        self.log_path.unlink(missing_ok=True)
 
 
 class Stack:
