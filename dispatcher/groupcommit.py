@@ -38,12 +38,33 @@ Statement = tuple[str, dict[str, Any]]  # (SQL text, bound parameters)
 Row = dict[str, Any] | None
 
 
+class _Latch:
+    """A one-shot signal on a bare lock (held until ``set``): cheaper than ``threading.Event``, whose
+    Condition costs Python work on both sides for every write (docs/performance.md, session 4)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already set
+            self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._lock.release()  # stays set for any later wait
+        return True
+
+
 @dataclass
 class _Request:
     """One caller's statements: executed in order, in the same transaction."""
 
     statements: Sequence[Statement]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: _Latch = field(default_factory=_Latch)
     rows: list[Row] = field(default_factory=list)
     error: BaseException | None = None
     awaited: bool = True
