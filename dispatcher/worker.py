@@ -94,6 +94,8 @@ class Dispatcher:
         self.runner = wire_runner(cfg, self.pool, self.sandbox, self.held, self.llm)
         self.listen = listen
         self.wake = threading.Event()
+        self.slot_freed = threading.Event()  # set as each run ends (the claim's linger waits on it)
+        self._backlog = False  # the last claim got every row it asked for: more are probably due
         self.stopping = threading.Event()
         self._lock = threading.RLock()  # re-entrant: the SIGTERM handler runs on the main thread, which may hold it
         self._running: dict[int, RunControl] = {}
@@ -136,6 +138,7 @@ class Dispatcher:
             metrics.run_finished(label, time.monotonic() - started)
             log.info("run_done", outcome=label, seconds=round(time.monotonic() - started, 3))
             structlog.contextvars.clear_contextvars()
+            self.slot_freed.set()
             self.wake.set()  # a slot is free: claim the backlog now, not at the next poll
 
     def _complete(self, outcome: Outcome, row: Claimed, wb: WriteBack) -> RunLabel:
@@ -165,13 +168,14 @@ class Dispatcher:
         """Claim rows for the free slots; returns how many were started."""
         started = 0
         while not self.stopping.is_set():
-            free = self.free_slots()
+            free = self._gather(self.free_slots())
             if free <= 0:
                 break
             sent_at = self.held.clock()  # the leases below were set no earlier than this
             rows = claims.claim(self.pool, owner=self.cfg.owner, batch=min(free, self.cfg.batch_size), lease_s=self.cfg.lease_s,
                                 running=self.running_ids(), max_per_user=self.cfg.max_running_per_user,
                                 max_per_agent=self.cfg.max_running_per_agent)
+            self._backlog = len(rows) == min(free, self.cfg.batch_size)
             if not rows:
                 break
             metrics.CLAIMS.inc(len(rows))
@@ -190,6 +194,25 @@ class Dispatcher:
             if len(rows) < min(free, self.cfg.batch_size):
                 break
         return started
+
+    def _gather(self, free: int) -> int:
+        """While a backlog waits and other runs still go, let a few more slots free up before claiming (for at
+        most DISPATCHER_CLAIM_LINGER_MS): one claim of several rows instead of a claim per freed slot, the
+        claim being the dispatcher's costliest statement (docs/performance.md, session 4). Never when every
+        slot is free (a lone invocation is claimed at once) nor after a claim that found fewer rows than it
+        asked for (no backlog: the next row is claimed as soon as it is woken for)."""
+        want = max(1, min(self.cfg.batch_size, self.cfg.concurrency) // 2)
+        if free >= want or free <= 0 or not self._backlog or self.cfg.claim_linger_s <= 0:
+            return free
+        deadline = time.monotonic() + self.cfg.claim_linger_s
+        while free < want and not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.slot_freed.wait(left)
+            self.slot_freed.clear()
+            free = self.free_slots()
+        return free
 
     # -- heartbeat -----------------------------------------------------------
     def heartbeat_once(self) -> None:
