@@ -244,7 +244,13 @@ class GroupCommitter:
         request.done.set()
 
     def _retrying(self, statements: list[Statement]) -> list[Row]:
-        for attempt in retry_while_unreachable(self.retry_s, self.on_retry):
+        try:  # the first try without tenacity's bookkeeping per commit (docs/performance.md, session 4)
+            return self._execute(self._connection(), statements)
+        except psycopg.OperationalError:
+            self._close()  # a dead or aborted connection: the next try opens a fresh one
+        for attempt in retry_while_unreachable(self.retry_s):
+            if self.on_retry is not None:
+                self.on_retry(attempt.retry_state.attempt_number + 1)  # tries 2, 3, …
             with attempt:
                 try:
                     return self._execute(self._connection(), statements)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import queue
 import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from types import FrameType
 
 import psycopg
@@ -50,6 +51,40 @@ log = get_logger("dispatcher")
 CLAIM_BACKOFF = Backoff(base_s=0.5, max_s=10.0, jitter=0.5)
 # Between tries of an outcome's write while Postgres cannot be reached (beyond the writers' own 60 s).
 OUTCOME_BACKOFF = Backoff(base_s=0.5, max_s=5.0, jitter=0.5)
+
+
+class RunSlots:
+    """The run slots' threads, each taking the next claimed row from a queue. A hand-off is one C-level
+    ``SimpleQueue.put``: ``ThreadPoolExecutor.submit`` cost a Python semaphore, a Future and its callbacks
+    per run (docs/performance.md, session 4). ``target`` must not raise (``Dispatcher._execute`` does not);
+    if it does, the error is logged and the thread takes the next row."""
+
+    def __init__(self, size: int, target: Callable[[Claimed, RunControl], None]) -> None:
+        self.size = size
+        self.target = target
+        self._queue: queue.SimpleQueue[tuple[Claimed, RunControl] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, row: Claimed, control: RunControl) -> None:
+        if not self._threads:  # started with the first run, as the executor did
+            self._threads = [threading.Thread(target=self._loop, name=f"run_{i}", daemon=True) for i in range(self.size)]
+            for thread in self._threads:
+                thread.start()
+        self._queue.put((row, control))
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self.target(*item)
+            except BaseException:  # never lose the slot's thread
+                log.exception("run_slot_error")
+
+    def shutdown(self) -> None:
+        """Let the queued runs finish, then end the threads."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 def wire_runner(cfg: DispatcherConfig, pool: Pool, sandbox: Sandbox, held: HeldRows, llm: LlmClient) -> Runner:
@@ -99,8 +134,7 @@ class Dispatcher:
         self.stopping = threading.Event()
         self._lock = threading.RLock()  # re-entrant: the SIGTERM handler runs on the main thread, which may hold it
         self._running: dict[int, RunControl] = {}
-        self._futures: set[Future[None]] = set()
-        self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="run")
+        self._slots = RunSlots(cfg.concurrency, self._execute)
         self.outcomes: dict[str, int] = {}
         self._grace_deadline = math.inf  # set when draining starts: until then an outcome's write waits on
 
@@ -187,9 +221,7 @@ class Dispatcher:
                 self.held.add(row.id, control, lease_set_at=sent_at)
                 with self._lock:
                     self._running[row.id] = control
-                fut = self._executor.submit(self._execute, row, control)
-                self._futures.add(fut)
-                fut.add_done_callback(self._futures.discard)
+                self._slots.submit(row, control)
                 started += 1
             if len(rows) < min(free, self.cfg.batch_size):
                 break
@@ -287,7 +319,7 @@ class Dispatcher:
             self.wake.wait(self.cfg.poll_interval_s)
             self.wake.clear()
         self._drain()
-        self._executor.shutdown(wait=True)
+        self._slots.shutdown()
         services.stop()  # in reverse: listener, maintenance, heartbeat, metrics, writers, hub_events, pool
         log.info("dispatcher_stopped", outcomes=self.outcomes)
 
