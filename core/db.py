@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg
+from psycopg.abc import Buffer
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.array import ListDumper
 from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import AttemptManager, Retrying, retry_if_exception_type, stop_after_delay
 
@@ -23,12 +25,46 @@ Conn: TypeAlias = psycopg.Connection[DictRow]
 Pool: TypeAlias = ConnectionPool[Conn]
 
 
+class TextListDumper(ListDumper):
+    """psycopg's text-format array dumper, byte for byte, without its per-element ``re.sub`` (whose
+    replacement template is expanded in Python for every quote): a list of JSON payloads (hub_events) or
+    of log lines costs a fraction of it (docs/performance.md, session 4)."""
+
+    def _dump_list(self, obj: list[Any], tokens: list[Buffer], needs_quotes: Callable[[Buffer], object]) -> None:
+        if not obj:
+            tokens.append(b"{}")
+            return
+        dump = self.sub_dumper.dump if self.sub_dumper else self._dump_item
+        delimiter = self.delimiter
+        tokens.append(b"{")
+        for item in obj:
+            if item is None:
+                tokens.append(b"NULL")
+            elif isinstance(item, list):
+                self._dump_list(item, tokens, needs_quotes)
+            elif (ad := dump(item)) is None:
+                tokens.append(b"NULL")
+            else:
+                if needs_quotes(ad):
+                    ad = b'"' + bytes(ad).replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+                tokens.append(ad)
+            tokens.append(delimiter)
+        tokens[-1] = b"}"
+
+
+def use_fast_dumpers(conn: Conn) -> None:
+    """Every connection of this service dumps Python lists with ``TextListDumper``."""
+    conn.adapters.register_dumper(list, TextListDumper)
+
+
 def connect(url: str, *, autocommit: bool = False, application_name: str = "agent-hub") -> Conn:
     """A single connection (CLI tools, migrations, LISTEN)."""
-    return psycopg.connect(
+    conn = psycopg.connect(
         url, autocommit=autocommit, row_factory=dict_row, application_name=application_name,
         connect_timeout=10, options=SESSION_OPTIONS,
     )
+    use_fast_dumpers(conn)
+    return conn
 
 
 def set_statement_timeout(conn: Conn, ms: int) -> None:
@@ -54,6 +90,7 @@ def make_pool(
     connection costs one failed try, after which the whole pool is checked at once."""
 
     def configure(conn: Conn) -> None:
+        use_fast_dumpers(conn)
         conn.autocommit = True
         set_statement_timeout(conn, statement_timeout_ms)
         conn.autocommit = False
@@ -139,14 +176,27 @@ def run_with_retry(
     the BEGIN and COMMIT round trips, and a restart of Postgres delays the call instead of failing it
     (a dead pooled connection is discarded by the pool and the next try gets a fresh one).
     """
-    for attempt in retry_while_unreachable(retry_s, on_retry):
+    # The first try without tenacity's bookkeeping (a Retrying object per call): almost every call succeeds
+    # at once, and this is on the claim's and the context read's hot path (docs/performance.md, session 4).
+    try:
+        return _try_once(pool, fn)
+    except (psycopg.OperationalError, PoolTimeout):
+        pass
+    # Tries 2, 3, …: the budget starts now; on_retry keeps numbering the tries from the first.
+    for attempt in retry_while_unreachable(retry_s):
+        if on_retry is not None:
+            on_retry(attempt.retry_state.attempt_number + 1)
         with attempt:
-            try:
-                with autocommit(pool) as conn:
-                    return fn(conn)
-            except psycopg.OperationalError:
-                # After a restart every idle connection is dead: drop them all now, not one per try.
-                with contextlib.suppress(Exception):
-                    pool.check()
-                raise
+            return _try_once(pool, fn)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _try_once(pool: Pool, fn: Callable[[Conn], T]) -> T:
+    try:
+        with autocommit(pool) as conn:
+            return fn(conn)
+    except psycopg.OperationalError:
+        # After a restart every idle connection is dead: drop them all now, not one per try.
+        with contextlib.suppress(Exception):
+            pool.check()
+        raise

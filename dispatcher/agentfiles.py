@@ -121,7 +121,7 @@ def load_sources(
         raise AgentFilesError("the agent has no files")
     if len(rows) > max_files:
         raise AgentFilesError(f"the agent has {len(rows)} files, over the limit of {max_files}")
-    session = http_session or requests.Session()
+    session = http_session  # made on the first URL: most agents' files are on disk (docs/performance.md, session 4)
     sources: list[AgentSource] = []
     names: set[str] = set()
     used = 0
@@ -133,6 +133,8 @@ def load_sources(
             names.add(name)
             remaining = max_total_bytes - used
             if urlsplit(row.filepath).scheme.lower() in ("http", "https"):
+                if session is None:
+                    session = requests.Session()
                 data = _read_url(row, session, remaining, max_total_bytes, http_timeout_s)
             else:
                 data = _read_local(row, files_root, remaining)
@@ -144,6 +146,6 @@ def load_sources(
             except UnicodeDecodeError:
                 sources.append(AgentSource(name=name, content=base64.b64encode(data).decode("ascii"), encoding="base64"))
     finally:
-        if http_session is None:
+        if http_session is None and session is not None:
             session.close()
     return sources

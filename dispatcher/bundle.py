@@ -10,6 +10,7 @@ newest messages that fit.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -97,13 +98,36 @@ def _files(context: dict[str, Any], sources: list[AgentSource], entry: str) -> l
 
 
 def body_size(files: list[dict[str, str]]) -> int:
-    """Bytes the files list takes in the JSON request body."""
-    return len(json.dumps(files).encode())
+    """Bytes the files list takes in the JSON request body: ``len(json.dumps(files).encode())``, without
+    serialising hub.py and the agent's files again for every run (docs/performance.md, session 4).
+    ``json.dumps`` escapes every non-ASCII character, so a character is a byte; items are joined by ", "."""
+    if not files:
+        return 2
+    return 2 + sum(map(_item_size, files)) + 2 * (len(files) - 1)
+
+
+def _item_size(item: dict[str, str]) -> int:
+    if item["name"] == CONTEXT_NAME:  # the run's own: sized once, never worth keeping
+        return len(json.dumps(item))
+    return _file_item_size(tuple(item.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _file_item_size(item: tuple[tuple[str, str], ...]) -> int:
+    """The launcher, hub.py and the agent's files: the same text run after run (a cache hit hashes and
+    compares it, which is much cheaper than escaping it into JSON)."""
+    return len(json.dumps(dict(item)))
 
 
 def _in_body(text: str) -> int:
     """Bytes ``text`` takes inside a string of the JSON request body (escaped, without the quotes)."""
-    return len(json.dumps(text)) - 2
+    return len(_escape_ascii(text)) - 2
+
+
+# What json.dumps does for a str, and for a context file's part (``_box.context_text``), without building an
+# encoder per call: the window's loop sizes every history message (docs/performance.md, session 4).
+_escape_ascii = json.encoder.encode_basestring_ascii
+_compact_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def build_files(
@@ -138,7 +162,7 @@ def build_files(
     kept = 0
     used = base
     for message in reversed(history):
-        cost = _in_body(_box.context_text(message)) + (1 if kept else 0)
+        cost = _in_body(_compact_text(message)) + (1 if kept else 0)
         if used + cost > budget:
             break
         used += cost

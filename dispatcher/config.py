@@ -121,6 +121,11 @@ class LoopSettings(Section):
     outbox_max_attempts: int = 5  # OUTBOX_MAX_ATTEMPTS, as the web's: for the rows scheduled runs queue
     max_running_per_user: int = 0  # DISPATCHER_MAX_RUNNING_PER_USER: live runs of one user, all dispatchers; 0 = no cap
     max_running_per_agent: int = 0  # DISPATCHER_MAX_RUNNING_PER_AGENT: the same per agent
+    # DISPATCHER_CLAIM_LINGER_MS: with a backlog and runs still going, how long a freed slot may wait for more
+    # slots to free before the claim, so one claim takes several rows (docs/performance.md, session 4); 0 = off
+    claim_linger_s: float = 0.0
+    # DISPATCHER_WRITERS: group-commit writer threads (dispatcher/groupcommit.py), each with its own connection
+    writers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
@@ -144,6 +149,8 @@ class LoopSettings(Section):
             outbox_max_attempts=parse_int(env, "OUTBOX_MAX_ATTEMPTS", 5, minimum=1),
             max_running_per_user=parse_int(env, "DISPATCHER_MAX_RUNNING_PER_USER", 0, minimum=0),
             max_running_per_agent=parse_int(env, "DISPATCHER_MAX_RUNNING_PER_AGENT", 0, minimum=0),
+            claim_linger_s=parse_float(env, "DISPATCHER_CLAIM_LINGER_MS", 5.0, minimum=0.0) / 1000,
+            writers=parse_int(env, "DISPATCHER_WRITERS", 1, minimum=1),
         )
 
 

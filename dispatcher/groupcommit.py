@@ -42,12 +42,33 @@ FeedFor = Callable[[list[Row]], Sequence[feed.FeedEvent]]
 Part = tuple[Sequence[Statement], FeedFor | None]  # one caller's statements and its feed events
 
 
+class _Latch:
+    """A one-shot signal on a bare lock (held until ``set``): cheaper than ``threading.Event``, whose
+    Condition costs Python work on both sides for every write (docs/performance.md, session 4)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already set
+            self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._lock.release()  # stays set for any later wait
+        return True
+
+
 @dataclass
 class _Request:
     """One caller's statements: executed in order, in the same transaction."""
 
     statements: Sequence[Statement]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: _Latch = field(default_factory=_Latch)
     rows: list[Row] = field(default_factory=list)
     error: BaseException | None = None
     awaited: bool = True
@@ -263,7 +284,13 @@ class GroupCommitter:
         request.done.set()
 
     def _retrying(self, parts: list[Part]) -> tuple[list[Row], list[str]]:
-        for attempt in retry_while_unreachable(self.retry_s, self.on_retry):
+        try:  # the first try without tenacity's bookkeeping per commit (docs/performance.md, session 4)
+            return self._execute(self._connection(), parts)
+        except psycopg.OperationalError:
+            self._close()  # a dead or aborted connection: the next try opens a fresh one
+        for attempt in retry_while_unreachable(self.retry_s):
+            if self.on_retry is not None:
+                self.on_retry(attempt.retry_state.attempt_number + 1)  # tries 2, 3, …
             with attempt:
                 try:
                     return self._execute(self._connection(), parts)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import queue
 import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from types import FrameType
 
 import psycopg
@@ -52,6 +53,40 @@ CLAIM_BACKOFF = Backoff(base_s=0.5, max_s=10.0, jitter=0.5)
 OUTCOME_BACKOFF = Backoff(base_s=0.5, max_s=5.0, jitter=0.5)
 
 
+class RunSlots:
+    """The run slots' threads, each taking the next claimed row from a queue. A hand-off is one C-level
+    ``SimpleQueue.put``: ``ThreadPoolExecutor.submit`` cost a Python semaphore, a Future and its callbacks
+    per run (docs/performance.md, session 4). ``target`` must not raise (``Dispatcher._execute`` does not);
+    if it does, the error is logged and the thread takes the next row."""
+
+    def __init__(self, size: int, target: Callable[[Claimed, RunControl], None]) -> None:
+        self.size = size
+        self.target = target
+        self._queue: queue.SimpleQueue[tuple[Claimed, RunControl] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, row: Claimed, control: RunControl) -> None:
+        if not self._threads:  # started with the first run, as the executor did
+            self._threads = [threading.Thread(target=self._loop, name=f"run_{i}", daemon=True) for i in range(self.size)]
+            for thread in self._threads:
+                thread.start()
+        self._queue.put((row, control))
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self.target(*item)
+            except BaseException:  # never lose the slot's thread
+                log.exception("run_slot_error")
+
+    def shutdown(self) -> None:
+        """Let the queued runs finish, then end the threads."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
 def wire_runner(cfg: DispatcherConfig, pool: Pool, sandbox: Sandbox, held: HeldRows, llm: LlmClient) -> Runner:
     """The runner with the handlers of the calls an agent makes back: call_llm asks the model, call_agent
     runs a child through this same runner (its row held, so the heartbeat renews its lease too), http goes
@@ -77,8 +112,10 @@ class Dispatcher:
         # hub_events, sent after each write commits, in batches (dispatcher/events.py, docs/performance.md)
         self.events = EventNotifier(cfg.database_url)
         # The run slots' writes share transactions: one commit per batch, not per write (docs/performance.md).
+        # One writer by default: twice the writes per commit of two, for less CPU in both processes (session 4).
         # Their feed events' hub_feed wake-ups go out after the commit, with the hub_events (core/feed.py).
-        self.committer = GroupCommitter(cfg.database_url, on_retry=count_retry, on_feed=self.events.emit_feed)
+        self.committer = GroupCommitter(cfg.database_url, writers=cfg.writers, on_retry=count_retry,
+                                        on_feed=self.events.emit_feed)
         self.pool = pool or make_pool(
             cfg.database_url,
             min_size=1,
@@ -95,11 +132,12 @@ class Dispatcher:
         self.runner = wire_runner(cfg, self.pool, self.sandbox, self.held, self.llm)
         self.listen = listen
         self.wake = threading.Event()
+        self.slot_freed = threading.Event()  # set as each run ends (the claim's linger waits on it)
+        self._backlog = False  # the last claim got every row it asked for: more are probably due
         self.stopping = threading.Event()
         self._lock = threading.RLock()  # re-entrant: the SIGTERM handler runs on the main thread, which may hold it
         self._running: dict[int, RunControl] = {}
-        self._futures: set[Future[None]] = set()
-        self._executor = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="run")
+        self._slots = RunSlots(cfg.concurrency, self._execute)
         self.outcomes: dict[str, int] = {}
         self._grace_deadline = math.inf  # set when draining starts: until then an outcome's write waits on
 
@@ -137,6 +175,7 @@ class Dispatcher:
             metrics.run_finished(label, time.monotonic() - started)
             log.info("run_done", outcome=label, seconds=round(time.monotonic() - started, 3))
             structlog.contextvars.clear_contextvars()
+            self.slot_freed.set()
             self.wake.set()  # a slot is free: claim the backlog now, not at the next poll
 
     def _complete(self, outcome: Outcome, row: Claimed, wb: WriteBack) -> RunLabel:
@@ -166,13 +205,14 @@ class Dispatcher:
         """Claim rows for the free slots; returns how many were started."""
         started = 0
         while not self.stopping.is_set():
-            free = self.free_slots()
+            free = self._gather(self.free_slots())
             if free <= 0:
                 break
             sent_at = self.held.clock()  # the leases below were set no earlier than this
             rows = claims.claim(self.pool, owner=self.cfg.owner, batch=min(free, self.cfg.batch_size), lease_s=self.cfg.lease_s,
                                 running=self.running_ids(), max_per_user=self.cfg.max_running_per_user,
                                 max_per_agent=self.cfg.max_running_per_agent, wake=self.events.emit_feed)
+            self._backlog = len(rows) == min(free, self.cfg.batch_size)
             if not rows:
                 break
             metrics.CLAIMS.inc(len(rows))
@@ -184,13 +224,30 @@ class Dispatcher:
                 self.held.add(row.id, control, lease_set_at=sent_at)
                 with self._lock:
                     self._running[row.id] = control
-                fut = self._executor.submit(self._execute, row, control)
-                self._futures.add(fut)
-                fut.add_done_callback(self._futures.discard)
+                self._slots.submit(row, control)
                 started += 1
             if len(rows) < min(free, self.cfg.batch_size):
                 break
         return started
+
+    def _gather(self, free: int) -> int:
+        """While a backlog waits and other runs still go, let a few more slots free up before claiming (for at
+        most DISPATCHER_CLAIM_LINGER_MS): one claim of several rows instead of a claim per freed slot, the
+        claim being the dispatcher's costliest statement (docs/performance.md, session 4). Never when every
+        slot is free (a lone invocation is claimed at once) nor after a claim that found fewer rows than it
+        asked for (no backlog: the next row is claimed as soon as it is woken for)."""
+        want = max(1, min(self.cfg.batch_size, self.cfg.concurrency) // 2)
+        if free >= want or free <= 0 or not self._backlog or self.cfg.claim_linger_s <= 0:
+            return free
+        deadline = time.monotonic() + self.cfg.claim_linger_s
+        while free < want and not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.slot_freed.wait(left)
+            self.slot_freed.clear()
+            free = self.free_slots()
+        return free
 
     # -- heartbeat -----------------------------------------------------------
     def heartbeat_once(self) -> None:
@@ -265,7 +322,7 @@ class Dispatcher:
             self.wake.wait(self.cfg.poll_interval_s)
             self.wake.clear()
         self._drain()
-        self._executor.shutdown(wait=True)
+        self._slots.shutdown()
         services.stop()  # in reverse: listener, maintenance, heartbeat, metrics, writers, hub_events, pool
         log.info("dispatcher_stopped", outcomes=self.outcomes)
 

@@ -176,3 +176,14 @@ def test_windowing_twenty_thousand_messages_keeps_the_newest_that_fit() -> None:
     built = build_files(make_context(history), MAIN, max_body_bytes=100_000)
     assert 0 < built.history_kept < 20_000
     assert embedded_context(built.files)["chat_history"] == history[-built.history_kept :]
+
+
+def test_body_size_counts_exactly_the_bytes_json_dumps_gives_the_files_list_even_with_escapes_and_non_ascii() -> None:
+    sources = [AgentSource("main.py", 'print("héllo \\\\ \u2028 ☃ \U0001f600")\n'),
+               AgentSource("data/blob.bin", "AAEC", encoding="base64")]
+    history = [{"role": "user", "content": 'q "quoted" \\ é \x00', "timestamp": "2026-01-01T00:00:00.000Z"}]
+    files = build_files(make_context(history), sources).files
+    for part in (files, files[:1], files[1:3], []):
+        assert bundle.body_size(part) == len(json.dumps(part).encode())
+    # a second build sizes the same files from the cache: same answer
+    assert bundle.body_size(build_files(make_context(history), sources).files) == len(json.dumps(files).encode())

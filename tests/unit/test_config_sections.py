@@ -62,6 +62,7 @@ def test_the_dispatchers_defaults_are_the_readmes() -> None:
         "poll_interval_s": 2.0, "lease_s": 30.0,
         "heartbeat_s": 2.0, "retry_delay_s": 5.0, "retry_max_delay_s": 300.0, "shutdown_grace_s": 25.0,
         "metrics_port": 0, "outbox_max_attempts": 5, "max_running_per_user": 0, "max_running_per_agent": 0,
+        "claim_linger_s": 0.005, "writers": 1,
         "run_timeout_ms": 3000, "run_memory_limit": None, "run_timeout_max_ms": 300_000, "run_memory_limit_max": None,
         "history_max_messages": 500,
         "max_messages": 200, "max_message_chars": 100_000, "max_output_chars": 2_000_000, "agent_files_root": None,
