@@ -154,11 +154,10 @@ class GeminiClient:
                 )
             return self._client
 
-    def _once(self, req: LLMRequest, deadline: float) -> LLMAnswer:
-        from google.genai import errors as genai_errors  # loaded by _sdk() by now
-        from google.genai import types
+    def _config(self, req: LLMRequest, deadline: float) -> tuple[Any, float]:
+        """One try's GenerateContentConfig and its timeout: what is left of the run, at most LLM_TIMEOUT_S."""
+        from google.genai import types  # loaded by _sdk() by now
 
-        client = self._sdk()
         left = deadline - time.monotonic()
         if left < MIN_TRY_S:
             raise LLMFailure(LLMErrorKind.UNAVAILABLE, "no time left in the agent's run for the call", retryable=False)
@@ -169,6 +168,13 @@ class GeminiClient:
             max_output_tokens=req.max_output_tokens,
             http_options=types.HttpOptions(timeout=max(1, int(timeout_s * 1000))),
         )
+        return config, timeout_s
+
+    def _once(self, req: LLMRequest, deadline: float) -> LLMAnswer:
+        from google.genai import errors as genai_errors  # loaded by _sdk() by now
+
+        client = self._sdk()
+        config, timeout_s = self._config(req, deadline)
         try:
             response = client.models.generate_content(model=req.model, contents=req.contents(), config=config)
         except genai_errors.APIError as exc:
@@ -185,19 +191,9 @@ class GeminiClient:
         ``on_chunk`` as it arrives. A failure after the first piece is final (``retryable`` False): the agent
         has that text already, so another try cannot start over."""
         from google.genai import errors as genai_errors  # loaded by _sdk() by now
-        from google.genai import types
 
         client = self._sdk()
-        left = deadline - time.monotonic()
-        if left < MIN_TRY_S:
-            raise LLMFailure(LLMErrorKind.UNAVAILABLE, "no time left in the agent's run for the call", retryable=False)
-        timeout_s = min(self.cfg.llm_timeout_s, left)
-        config = types.GenerateContentConfig(
-            system_instruction=req.system,
-            temperature=req.temperature,
-            max_output_tokens=req.max_output_tokens,
-            http_options=types.HttpOptions(timeout=max(1, int(timeout_s * 1000))),
-        )
+        config, timeout_s = self._config(req, deadline)
         pieces: list[str] = []
         last: types.GenerateContentResponse | None = None
         finish: str | None = None
