@@ -230,19 +230,26 @@ def test_secrets_never_reach_logs_tables_or_metrics_nor_another_agent(
         sender = next(r for r in runs if r.name == "sends it as a message")
         carrying = conn.execute(
             'SELECT DISTINCT "sessionId" FROM "ChatMessage" WHERE strpos("content", %s) > 0 '
-            'UNION SELECT DISTINCT "sessionId" FROM "UserVariable" WHERE strpos("value", %s) > 0',
-            (API_KEY, API_KEY),
+            'UNION SELECT DISTINCT "sessionId" FROM "UserVariable" WHERE strpos("value", %s) > 0 '
+            "UNION SELECT DISTINCT session_id FROM agent_hub.feed_event "
+            "WHERE kind IN ('message', 'delta') AND strpos(payload::text, %s) > 0",
+            (API_KEY, API_KEY, API_KEY),
         ).fetchall()
         # (The withheld secret's user also sent its visible ones: the dump of its box, context file included.)
         givers = {sender.world.session_id, user.world.session_id}
         assert {c["sessionId"] for c in carrying} == givers, carrying
-        for table, column in (("ChatMessage", "content"), ("UserVariable", "value")):
-            rows = conn.execute(f'SELECT "{column}" AS v FROM "{table}" WHERE NOT "sessionId" = ANY(%s)', (list(givers),))
-            for row in rows.fetchall():
-                assert_no_secret(f"{table}.{column}", row["v"], secrets)
-            # A withheld secret is not the agent's to give: in no session at all, the sender's included.
-            for row in conn.execute(f'SELECT "{column}" AS v FROM "{table}"').fetchall():
-                assert_no_secret(f"{table}.{column}", row["v"], [WITHHELD, quote(WITHHELD, safe="")])
+        sources = {  # where: what an agent gave its user, as (value, session) rows
+            "ChatMessage.content": 'SELECT "content" AS v, "sessionId" AS s FROM "ChatMessage"',
+            "UserVariable.value": 'SELECT "value" AS v, "sessionId" AS s FROM "UserVariable"',
+            "feed_event (message, delta)": "SELECT payload::text AS v, session_id AS s FROM agent_hub.feed_event "
+                                           "WHERE kind IN ('message', 'delta')",
+        }
+        for where, sql in sources.items():
+            for row in conn.execute(sql).fetchall():
+                if row["s"] not in givers:
+                    assert_no_secret(where, row["v"], secrets)
+                # A withheld secret is not the agent's to give: in no session at all, the sender's included.
+                assert_no_secret(where, row["v"], [WITHHELD, quote(WITHHELD, safe="")])
         dump = stack.messages(user.world.session_id)[0]
         assert '"nonce"' in dump and "Bearer [redacted]" in dump  # it read its context file and the echo
 
@@ -277,7 +284,9 @@ def everything_stored(conn: psycopg.Connection) -> Iterator[tuple[str, str]]:
     for name in names:
         if name in ('public."AgentEnvVar"', 'public."ChatMessage"', 'public."UserVariable"'):
             continue
-        for row in conn.execute(f"SELECT row_to_json(t)::text AS j FROM {name} t").fetchall():
+        # The feed's message and delta events carry a ChatMessage's text to its session's stream: checked with it.
+        only = " WHERE t.kind NOT IN ('message', 'delta')" if name == "agent_hub.feed_event" else ""
+        for row in conn.execute(f"SELECT row_to_json(t)::text AS j FROM {name} t{only}").fetchall():
             # Both the JSON text and every string in it as stored (row_to_json escapes quotes and backslashes).
             yield name, row["j"] + "\n" + "\n".join(strings(json.loads(row["j"])))
 
