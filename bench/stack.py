@@ -62,10 +62,8 @@ class Proc:
         self.log.close()
 
 
-def start_web(url: str, rss: PeakRss | None) -> tuple[Proc, str]:
-    port = free_port()
-    web = Proc([sys.executable, "-m", "ingress", "--host", "127.0.0.1", "--port", str(port)], {"DATABASE_URL": url})
-    base = f"http://127.0.0.1:{port}"
+def web_ready(web: Proc, base: str, rss: PeakRss | None) -> None:
+    """Until the web process at ``base`` answers /readyz (60 s at most); then its peak RSS is watched."""
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -78,6 +76,13 @@ def start_web(url: str, rss: PeakRss | None) -> tuple[Proc, str]:
         time.sleep(0.05)
     if rss is not None:
         rss.watch("web", web.pid)
+
+
+def start_web(url: str, rss: PeakRss | None) -> tuple[Proc, str]:
+    port = free_port()
+    web = Proc([sys.executable, "-m", "ingress", "--host", "127.0.0.1", "--port", str(port)], {"DATABASE_URL": url})
+    base = f"http://127.0.0.1:{port}"
+    web_ready(web, base, rss)
     return web, base
 
 

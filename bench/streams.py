@@ -28,11 +28,10 @@ from typing import Any
 
 import psutil
 import psycopg
-import requests
 
 from bench import seed
 from bench.measure import PeakRss, summary_ms
-from bench.stack import CLIENTS, Proc, _post_all
+from bench.stack import CLIENTS, Proc, _post_all, web_ready
 from core import feed
 from core.db import connect
 from tests.integration.localpiston_proc import free_port
@@ -51,18 +50,7 @@ def start_web(url: str, rss: PeakRss | None, *, server_cmd: list[str] | None = N
     web = Proc(cmd, {"DATABASE_URL": url, "WEB_CONCURRENCY": "1", "SSE_KEEPALIVE_S": "15", "WEB_IDLE_TIMEOUT_S": "120",
                      **(env or {})})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(base + "/readyz", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if web.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"web did not start:\n{web.output()}")
-        time.sleep(0.05)
-    if rss is not None:
-        rss.watch("web", web.pid)
+    web_ready(web, base, rss)
     return web, base, port
 
 
