@@ -22,9 +22,39 @@ RUN_SCRIPT = '#!/bin/bash\n\npython3 "$@"\n'
 
 
 
+def traversable_by_others(path: str) -> bool:
+    """Whether a process of another uid (a sandbox's) can reach entries below ``path``: every folder on the
+    way needs the execute bit for others."""
+    at = os.path.realpath(path)
+    while True:
+        try:
+            if not os.stat(at).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        parent = os.path.dirname(at)
+        if parent == at:
+            return True
+        at = parent
+
+
+def base_dir() -> str:
+    """Where the server's root folder goes: the temporary folder, unless the sandboxes' uids could not reach
+    through it (e.g. ``TMPDIR=$(mktemp -d)``, which is 0700): then the first of /tmp and /var/tmp they can."""
+    tmp = tempfile.gettempdir()
+    if traversable_by_others(tmp):
+        return tmp
+    for fallback in ("/tmp", "/var/tmp"):
+        if traversable_by_others(fallback) and os.access(fallback, os.W_OK | os.X_OK):
+            log.info("%s is not reachable by the sandboxes' uids: the server's folders go in %s", tmp, fallback)
+            return fallback
+    return tmp
+
+
 def make_root() -> str:
-    sweep_dead(tempfile.gettempdir(), lambda stale: shutil.rmtree(stale, ignore_errors=True))
-    root = tempfile.mkdtemp(prefix=f"localpiston-{os.getpid()}-")
+    base = base_dir()
+    sweep_dead(base, lambda stale: shutil.rmtree(stale, ignore_errors=True))
+    root = tempfile.mkdtemp(prefix=f"localpiston-{os.getpid()}-", dir=base)
     os.chmod(root, 0o755)
     return root
 

@@ -22,6 +22,8 @@ from types import TracebackType
 
 import requests
 
+from localpiston import probe
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
@@ -46,7 +48,8 @@ class LocalPiston:
         self.env = dict(env or {})
         self.url = f"http://{host}:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._tmp = tempfile.mkdtemp(prefix="localpiston-test-")
+        # Below a folder the sandboxes' uids can pass through, even when TMPDIR is private (mktemp -d: 0700).
+        self._tmp = tempfile.mkdtemp(prefix="localpiston-test-", dir=probe.base_dir())
         os.chmod(self._tmp, 0o755)  # the sandboxes run as other uids and must reach their folders below it
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close()); a file, not a pipe: a full pipe would block the server
 
