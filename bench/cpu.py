@@ -36,18 +36,18 @@ class Counts:
     def __init__(self) -> None:
         self.claims = 0
         self.sends = 0
-        claim, send = claims.claim, events._send_encoded
+        claim, send = claims.claim, events._send_batch
 
         def counted_claim(*args: Any, **kwargs: Any) -> list[Claimed]:
             self.claims += 1
             return claim(*args, **kwargs)
 
-        def counted_send(conn: Conn, payloads: list[str]) -> None:
+        def counted_send(conn: Conn, batch: list[tuple[str, str]]) -> None:
             self.sends += 1
-            send(conn, payloads)
+            send(conn, batch)
 
         claims.claim = counted_claim
-        events._send_encoded = counted_send
+        events._send_batch = counted_send
 
 
 def _config_from_env() -> None:

@@ -154,7 +154,7 @@ def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
         done = 0
         while True:
             rows = conn.execute(query("dispatcher/claim"),
-                                {"owner": "floor", "batch": 10, "lease_s": 30, "running": []}).fetchall()
+                                {"owner": "floor", "batch": 10, "lease_s": 30, "running": [], "notify": False}).fetchall()
             if not rows:
                 break
             for i in range(0, len(rows), per_txn):

@@ -42,7 +42,7 @@ def claim_plan(url: str, *, finished: int, open_rows: int, batch: int = 10) -> d
         user_id, agent_id = seed.agent(conn)
         seed.outbox_rows(conn, seed.invocations(conn, user_id, agent_id, open_rows, tag="plan"))
         conn.execute("VACUUM ANALYZE agent_hub.invocation_outbox")
-        params = {"owner": OWNER, "batch": batch, "lease_s": 30, "running": []}
+        params = {"owner": OWNER, "batch": batch, "lease_s": 30, "running": [], "notify": False}
         with conn.transaction():
             row = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query("dispatcher/claim"), params).fetchone()
             raise psycopg.Rollback()

@@ -19,7 +19,7 @@ as the JobLog row): the feed stores and serves what it is given.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -110,17 +110,29 @@ def insert_events(conn: Conn, events: Sequence[FeedEvent], *, notify: bool = Tru
     False, send ``wake_payloads(events, ids)`` through feed/wake.sql after the commit instead (a NOTIFY in
     the transaction costs it its place in group commit: dispatcher/events.py). One call per transaction
     (or the same sessions in each call): the call locks its sessions until commit."""
+    return queue_events(conn, events, notify=notify)()
+
+
+def queue_events(conn: Conn, events: Sequence[FeedEvent], *, notify: bool = True) -> Callable[[], list[int]]:
+    """``insert_events`` for a connection in pipeline mode: sends the insert without waiting for it and
+    returns a function that reads the ids once its result is in (after the pipeline's next sync, e.g. at its
+    end). The insert and the COMMIT after it then share one round trip (dispatcher/groupcommit.py)."""
     if not events:
-        return []
-    row = conn.execute(query("feed/insert"), {
+        return list
+    cur = conn.execute(query("feed/insert"), {
         "job_ids": [e.job_id for e in events],
         "session_ids": [e.session_id for e in events],
         "kinds": [str(e.kind) for e in events],
         "payloads": [e.data() for e in events],
         "notify": notify,
-    }).fetchone()
-    assert row is not None
-    return [int(i) for i in row["ids"]]
+    })
+
+    def ids() -> list[int]:
+        row = cur.fetchone()
+        assert row is not None
+        return [int(i) for i in row["ids"]]
+
+    return ids
 
 
 def wake_payloads(events: Sequence[FeedEvent], ids: Sequence[int]) -> list[str]:
@@ -130,7 +142,12 @@ def wake_payloads(events: Sequence[FeedEvent], ids: Sequence[int]) -> list[str]:
     for event, event_id in zip(events, ids, strict=True):
         key = (event.session_id, event.job_id)
         top[key] = max(top.get(key, event_id), event_id)
-    return [json.dumps({"sessionId": s, "jobId": j, "id": i}) for (s, j), i in top.items()]
+    return [wake_payload(s, j, i) for (s, j), i in top.items()]
+
+
+def wake_payload(session_id: str | None, job_id: str, event_id: int) -> str:
+    """One hub_feed wake-up: the (session, job) whose events reach up to ``event_id``."""
+    return json.dumps({"sessionId": session_id, "jobId": job_id, "id": event_id})
 
 
 def wake(conn: Conn, payloads: Iterable[str]) -> None:

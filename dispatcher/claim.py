@@ -26,6 +26,7 @@ class Claimed:
     job_started: bool             # the Job moved to PROCESSING in the claim
     job_status_before: str | None  # the Job's status before the claim (None: the Job is gone)
     job_session_id: str | None = None  # the Job's sessionId, for its hub_events event
+    feed_id: int | None = None    # the PROCESSING feed event the claim appended (None: the Job did not move)
 
     def started_event(self) -> StatusEvent | None:
         """The hub_events PROCESSING event to send once the claim has committed (None: the Job did not move)."""
@@ -48,33 +49,33 @@ Wake = Callable[[list[str]], None]  # where hub_feed wake-ups go after the commi
 FeedOf = Callable[[list[dict[str, Any]]], list[feed.FeedEvent]]
 
 
-def with_feed(conn: Conn, rows: list[dict[str, Any]], feed_of: FeedOf, wake: Wake | None) -> list[str]:
-    """In ``conn``'s open transaction, after the statement that gave ``rows``: append its feed events, last
-    (core/feed.py: one insert, the transaction's final locks). Returns the wake-ups to send after the commit
-    (none when ``wake`` is None: the insert NOTIFYs with the commit itself)."""
+def with_feed(conn: Conn, rows: list[dict[str, Any]], feed_of: FeedOf, wake: Wake | None) -> Callable[[], list[str]]:
+    """In ``conn``'s open transaction, after the statement that gave ``rows``: send its feed events' insert,
+    last (core/feed.py: one insert, the transaction's final locks), without waiting for it (the connection
+    is in pipeline mode: the insert and the COMMIT share a round trip). Returns a function that gives, once
+    the pipeline has synced, the wake-ups to send after the commit (none when ``wake`` is None: the insert
+    NOTIFYs with the commit itself)."""
     events = feed_of(rows)
-    ids = feed.insert_events(conn, events, notify=wake is None)
-    return feed.wake_payloads(events, ids) if wake is not None and events else []
+    ids = feed.queue_events(conn, events, notify=wake is None)
+    if wake is None or not events:
+        return list
+    return lambda: feed.wake_payloads(events, ids())
 
 
 def _statement_with_feed(pool: Pool, sql: str, params: dict[str, Any], feed_of: FeedOf,
                          wake: Wake | None) -> list[dict[str, Any]]:
-    """One statement and the feed events of what it changed, in one transaction."""
+    """One statement and the feed events of what it changed, in one transaction, in two round trips
+    (BEGIN and the statement; the feed insert and COMMIT)."""
     def run(conn: Conn) -> tuple[list[dict[str, Any]], list[str]]:
-        with conn.transaction():
+        with conn.pipeline(), conn.transaction():
             rows = conn.execute(sql, params).fetchall()
-            return rows, with_feed(conn, rows, feed_of, wake)
+            wakes = with_feed(conn, rows, feed_of, wake)
+        return rows, wakes()
 
     rows, wakes = run_with_retry(pool, run, retry_s=RETRY_S)
     if wakes and wake is not None:
         wake(wakes)
     return rows
-
-
-def _started(rows: list[dict[str, Any]]) -> list[feed.FeedEvent]:
-    """PROCESSING for the Jobs a claim moved out of QUEUED (a reclaimed PROCESSING Job said so already)."""
-    return [feed.status(r["job_id"], r["job_session_id"], status=JobStatus.PROCESSING.value) for r in rows
-            if r["job_started"] and r["job_status_before"] == JobStatus.QUEUED.value]
 
 
 def claim(pool: Pool, *, owner: str, batch: int, lease_s: float, running: Sequence[int] = (),
@@ -83,24 +84,29 @@ def claim(pool: Pool, *, owner: str, batch: int, lease_s: float, running: Sequen
 
     With a cap (``max_per_user`` / ``max_per_agent`` > 0: live runs across every dispatcher) the fair claim
     runs, serialised across dispatchers by an advisory lock for its transaction (claim_fair.sql).
-    The Jobs' PROCESSING ``status`` feed events commit with the claim (``wake``: see ``with_feed``)."""
+    The Jobs' PROCESSING ``status`` feed events are appended by the claim statement itself
+    (claim_feed.sql); ``wake``: where their hub_feed wake-ups go once it has committed (None: the statement
+    NOTIFYs with its commit)."""
     if batch <= 0:
         return []
     params = {"owner": owner, "batch": batch, "lease_s": lease_s, "running": list(running),
-              "max_per_user": max_per_user, "max_per_agent": max_per_agent}
+              "max_per_user": max_per_user, "max_per_agent": max_per_agent, "notify": wake is None}
     if max_per_user <= 0 and max_per_agent <= 0:
-        rows = _statement_with_feed(pool, query("dispatcher/claim"), params, _started, wake)
+        rows = _one_statement(pool, query("dispatcher/claim"), params)
     else:
-        def fair(conn: Conn) -> tuple[list[dict[str, Any]], list[str]]:
-            with conn.transaction():
+        def fair(conn: Conn) -> list[dict[str, Any]]:
+            with conn.pipeline(), conn.transaction():  # one round trip: BEGIN, the lock, the claim, COMMIT
                 conn.execute(query("dispatcher/claim_lock"))
-                rows = conn.execute(query("dispatcher/claim_fair"), params).fetchall()
-                return rows, with_feed(conn, rows, _started, wake)
+                cur = conn.execute(query("dispatcher/claim_fair"), params)
+            return cur.fetchall()
 
-        rows, wakes = run_with_retry(pool, fair, retry_s=RETRY_S)
-        if wakes and wake is not None:
+        rows = run_with_retry(pool, fair, retry_s=RETRY_S)
+    claimed = [Claimed(**row) for row in rows]
+    if wake is not None:
+        wakes = [feed.wake_payload(c.job_session_id, c.job_id, c.feed_id) for c in claimed if c.feed_id is not None]
+        if wakes:
             wake(wakes)
-    return [Claimed(**row) for row in rows]
+    return claimed
 
 
 def heartbeat(pool: Pool, *, owner: str, ids: list[int], lease_s: float,

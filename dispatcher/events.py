@@ -50,20 +50,9 @@ def _send_encoded(conn: Conn, payloads: list[str]) -> None:
 
 
 def _send_batch(conn: Conn, batch: list[tuple[str, str]]) -> None:
-    """(channel, payload) pairs in order: hub_events through events/send.sql, hub_feed through feed/wake.sql,
-    one statement per run of the same channel (each an autocommit transaction)."""
-    at = 0
-    while at < len(batch):
-        channel = batch[at][0]
-        end = at
-        while end < len(batch) and batch[end][0] == channel:
-            end += 1
-        payloads = [p for _, p in batch[at:end]]
-        if channel == CHANNEL:
-            _send_encoded(conn, payloads)
-        else:
-            feed.wake(conn, payloads)
-        at = end
+    """(channel, payload) pairs in order, hub_events and hub_feed mixed, in one statement (an autocommit
+    transaction): sql/queries/events/send_batch.sql."""
+    conn.execute(query("events/send_batch"), {"channels": [c for c, _ in batch], "payloads": [p for _, p in batch]})
 
 
 class EventNotifier:

@@ -99,9 +99,11 @@ def execute_with_feed(conn: Conn, parts: Sequence[Part], *, notify: bool) -> tup
     statements = [s for part, _ in parts for s in part]
     if not any(f is not None for _, f in parts):
         return execute_in_order(conn, statements), []
-    with conn.transaction():
-        with conn.pipeline():
-            cursors = [conn.execute(sql, params) for sql, params in statements]
+    # Two round trips: BEGIN and the statements, synced (their rows are needed to build the events); then
+    # the feed insert and the COMMIT. The transaction stays open across the sync.
+    with conn.pipeline() as pipeline, conn.transaction():
+        cursors = [conn.execute(sql, params) for sql, params in statements]
+        pipeline.sync()
         rows = [cur.fetchone() if cur.description else None for cur in cursors]
         events: list[feed.FeedEvent] = []
         at = 0
@@ -110,8 +112,8 @@ def execute_with_feed(conn: Conn, parts: Sequence[Part], *, notify: bool) -> tup
             at += len(part)
             if feed_for is not None:
                 events.extend(feed_for(mine))
-        ids = feed.insert_events(conn, events, notify=notify)
-    return rows, ([] if notify or not events else feed.wake_payloads(events, ids))
+        ids = feed.queue_events(conn, events, notify=notify)
+    return rows, ([] if notify or not events else feed.wake_payloads(events, ids()))
 
 
 class Closed(RuntimeError):

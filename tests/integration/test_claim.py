@@ -94,7 +94,7 @@ def test_concurrent_claimers_skip_each_others_rows_without_waiting(db_url: str, 
     a2 = factories.next_turn(conn, a1, "second")
     b1 = factories.world(conn)
     ida1, _, idb1 = enqueue(conn, a1), enqueue(conn, a2), enqueue(conn, b1)
-    params = {"owner": "one", "batch": 1, "lease_s": 30, "running": []}
+    params = {"owner": "one", "batch": 1, "lease_s": 30, "running": [], "notify": False}
     with psycopg.connect(db_url, row_factory=dict_row) as c1, psycopg.connect(db_url, row_factory=dict_row) as c2:
         c2.execute("SET lock_timeout = '2s'")  # waiting on c1's lock would fail the test, not hang it
         first = c1.execute(query("dispatcher/claim"), params).fetchall()  # uncommitted

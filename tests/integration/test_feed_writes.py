@@ -4,6 +4,7 @@ the feed row and the row it announces were written by one transaction id."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -61,6 +62,23 @@ def test_claim_appends_the_jobs_processing_status_in_the_claims_transaction(
     assert event["kind"] == "status" and event["session_id"] == w.session_id
     assert event["payload"] == {"jobId": w.job_id, "status": "PROCESSING", "errorMessage": None}
     assert job is not None and event["xid"] == job["xid"]
+
+
+@pytest.mark.parametrize("handed_over", [False, True], ids=["notify-with-commit", "wake-after-commit"])
+def test_claim_wakes_the_feed_once_with_its_event_id_either_in_its_commit_or_through_wake(
+        conn: psycopg.Connection, pool: ConnectionPool, db_url: str, handed_over: bool) -> None:
+    w = factories.world(conn)
+    factories.enqueue(conn, w)
+    woken: list[str] = []
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("LISTEN hub_feed")
+        [c] = claims.claim(pool, owner=OWNER, batch=1, lease_s=30, wake=woken.extend if handed_over else None)
+        notified = [n.payload for n in listener.notifies(timeout=0.5 if handed_over else 5, stop_after=1)]
+    [event] = feed(conn, w.job_id)
+    expected = [{"sessionId": w.session_id, "jobId": w.job_id, "id": event["id"]}]
+    assert c.feed_id == event["id"]
+    got = ([json.loads(p) for p in woken], [json.loads(p) for p in notified])
+    assert got == ((expected, []) if handed_over else ([], expected))
 
 
 @pytest.mark.parametrize("shared_writer", [False, True], ids=["own-connection", "group-commit"])

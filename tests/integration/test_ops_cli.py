@@ -49,7 +49,8 @@ def queued(conn: psycopg.Connection, *, max_attempts: int = 5) -> tuple[factorie
 
 
 def claim(conn: psycopg.Connection, owner: str = OWNER, lease_s: float = 30) -> list[int]:
-    rows = conn.execute(query("dispatcher/claim"), {"owner": owner, "batch": 100, "lease_s": lease_s, "running": []}).fetchall()
+    rows = conn.execute(query("dispatcher/claim"),
+                        {"owner": owner, "batch": 100, "lease_s": lease_s, "running": [], "notify": False}).fetchall()
     return [r["id"] for r in rows]
 
 
