@@ -746,7 +746,7 @@ def test_racing_inserts_that_lose_on_the_unique_job_id_answer_200(
             waiting = conn.execute(
                 "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
                 # pg_stat_activity keeps only the query's first 1 kB: match the file's first line
-                "AND wait_event_type = 'Lock' AND query LIKE '-- enqueue:%'"
+                "AND wait_event_type = 'Lock' AND query LIKE '-- ingress/enqueue%'"
             ).fetchone()
             if waiting and waiting["n"] == 8:
                 break
@@ -774,7 +774,7 @@ def test_a_post_that_loses_the_insert_to_an_uncommitted_twin_waits_and_answers_2
         # The request saw no row and now waits on the twin's uncommitted job_id.
         wait_until(lambda: conn.execute(
             "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND query LIKE '-- enqueue:%'").fetchone()["n"] == 1,
+            "AND wait_event_type = 'Lock' AND query LIKE '-- ingress/enqueue%'").fetchone()["n"] == 1,
             what="the request to wait on the twin's row")
         assert thread.is_alive()
         twin.commit()
