@@ -99,6 +99,7 @@ def _machinery(url: str, n: dict[str, int]) -> dict[str, Any]:
     ours_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in PAIRS}
     theirs_runs: dict[str, list[dict[str, Any]]] = {k: [] for k in PAIRS}
     noop: list[dict[str, Any]] = []
+    no_feed: dict[str, dict[str, Any]] = {}  # the anchor without the feed's writes (session 3's form), round 1 only
     # Rounds interleave ours and theirs, and swap who goes first each round, so a change in the shared
     # machine's load hits both sides alike.
     for r in range(rounds):
@@ -108,6 +109,8 @@ def _machinery(url: str, n: dict[str, int]) -> dict[str, Any]:
                     ours_runs[key].append(machinery.ours_drain(url, size, concurrency=slots, batch=10, full=full))
                 else:
                     theirs_runs[key].append(anchor.drain(url, size, in_flight=slots, context=full))
+            if r == 0:
+                no_feed[key] = anchor.drain(url, size, in_flight=slots, context=full, feed=False)
         noop.append(machinery.pgq_drain(url, size))  # PgQueuer draining no-op jobs: context only
     fair: dict[str, Any] = {}
     for key in PAIRS:
@@ -118,7 +121,10 @@ def _machinery(url: str, n: dict[str, int]) -> dict[str, Any]:
                      "ratio": sorted(paired)[(len(paired) - 1) // 2], "ratio_rounds": paired,
                      "ratio_of_medians": round(o["per_s"] / t["per_s"], 3),
                      "ours_per_s_rounds": [x["per_s"] for x in ours_runs[key]],
-                     "pgqueuer_per_s_rounds": [x["per_s"] for x in theirs_runs[key]]}
+                     "pgqueuer_per_s_rounds": [x["per_s"] for x in theirs_runs[key]],
+                     # context: the anchor without the feed's rows (one drain, round 1)
+                     "pgqueuer_hub_writes_no_feed": no_feed[key],
+                     "ratio_to_no_feed_round1": round(ours_runs[key][0]["per_s"] / no_feed[key]["per_s"], 3)}
     # The same drain behind a long history of finished rows (the outbox keeps them; migration 0004).
     aged = machinery.ours_drain(url, size, concurrency=10, batch=10, full=False, history=n["history"])
     floor = machinery.sql_floor(url, size)  # the dispatcher's SQL alone: what Postgres allows this design
@@ -150,7 +156,7 @@ def table(r: dict[str, Any]) -> str:
         labels = {"noop_10": "1 queue machinery, no-op, 10 in flight", "noop_50": "1 ... 50 in flight",
                   "full_10": "1 full runner, no-op Piston, 10"}
         for key, label in labels.items():
-            theirs = "PgQueuer + hub writes" + (" + context read" if key == "full_10" else "")
+            theirs = "PgQueuer + hub writes + feed" + (" + context read" if key == "full_10" else "")
             rounds = "/".join(f"{x:.2f}" for x in f[key]["ratio_rounds"])
             rows.append((label, f"{f[key]['ours']['per_s']:.0f}/s", f"{theirs} {f[key]['pgqueuer_hub_writes']['per_s']:.0f}/s",
                          f"{f[key]['ratio']:.2f}x  (>= 1.0; rounds {rounds}; medians {f[key]['ratio_of_medians']:.2f}x)"))
@@ -158,6 +164,9 @@ def table(r: dict[str, Any]) -> str:
                         f" vs {f[key]['pgqueuer_hub_writes']['process_cpu_us_per_job']}"
                         f"+{f[key]['pgqueuer_hub_writes']['postgres_cpu_us_per_job']}" for key in labels)
         rows.append(("1 ... CPU us/invocation, process+Postgres", "ours vs PgQueuer + hub writes", cpu, ""))
+        nf = "; ".join(f"{key} {f[key]['pgqueuer_hub_writes_no_feed']['per_s']:.0f}/s "
+                       f"(ours {f[key]['ratio_to_no_feed_round1']:.2f}x)" for key in labels)
+        rows.append(("1 ... context: the anchor without feed rows", "round 1", nf, ""))
         noop = sorted(x["per_s"] for x in m["pgqueuer_noop"])[(len(m["pgqueuer_noop"]) - 1) // 2]
         rn = m["ratio_to_noop_pgqueuer"]
         rows.append(("1 ... context: PgQueuer no-op jobs", f"{noop:.0f}/s", "ours 10 / 50 / full to it",

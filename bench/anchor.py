@@ -8,6 +8,13 @@ handler naturally would, one ``await`` at a time:
 2. one agent ``ChatMessage`` (commit: the hub sees it before the end);
 3. a ``JobLog`` line and ``Job`` -> ``SUCCEEDED``, in one transaction (commit).
 
+With ``feed=True`` (the headline since session 6) each of the three transactions also appends the feed
+events this service appends for the same change (issue 20's durable feed, agent_hub.feed_event): the
+``status`` PROCESSING event; the ``message`` event; the ``log`` event of the JobLog line and the ``status``
+SUCCEEDED event. A handler would write them as our web and ops code does: one feed insert
+(sql/queries/feed/insert.sql, the very statement) last in each transaction, NOTIFYing with its commit.
+``feed=False`` is the anchor as session 3 defined it, before the service wrote a feed: kept as context.
+
 The statements are written as Prisma's query engine writes them (quoted, schema-qualified names, TEXT
 ids made by the client, timestamps bound by the client, ``RETURNING`` every scalar column). None of
 ``Job``, ``ChatMessage`` and ``JobLog`` has an ``@updatedAt`` field in the contract's schema, so there
@@ -23,6 +30,7 @@ twice the batch); the handlers share an asyncpg pool with one connection per job
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -32,6 +40,8 @@ import psycopg
 
 from bench import seed
 from bench.measure import CpuMeter
+from core import feed as feeds
+from core.sqlfiles import query
 
 ENTRYPOINT = "hub"
 BATCH = 10  # jobs per dequeue, as our claim's DISPATCHER_BATCH_SIZE
@@ -81,13 +91,34 @@ FROM "public"."Agent" a WHERE a."id" = $1
 """
 
 
+def _numbered(sql: str) -> str:
+    """psycopg's ``%(name)s`` placeholders as asyncpg's ``$n``, numbered in order of first use."""
+    names: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        if m.group(1) not in names:
+            names.append(m.group(1))
+        return f"${names.index(m.group(1)) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, sql)
+
+
+# feed/insert.sql's parameters in order: job_ids, session_ids, kinds, payloads, notify
+FEED = _numbered(query("feed/insert"))
+
+
+def _feed_args(events: list[feeds.FeedEvent]) -> tuple[list[str], list[str | None], list[str], list[str], bool]:
+    return ([e.job_id for e in events], [e.session_id for e in events], [str(e.kind) for e in events],
+            [e.data() for e in events], True)
+
+
 def _now() -> datetime:
     """What Prisma binds for ``new Date()`` / ``@default(now())`` into a TIMESTAMP(3): UTC, milliseconds."""
     now = datetime.now(UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-async def _drain(url: str, invs: list[seed.Invocation], in_flight: int, context: bool) -> dict[str, Any]:
+async def _drain(url: str, invs: list[seed.Invocation], in_flight: int, context: bool, feed: bool) -> dict[str, Any]:
     import asyncpg
     from pgqueuer import PgQueuer, types
     from pgqueuer.db import AsyncpgDriver
@@ -115,11 +146,27 @@ async def _drain(url: str, invs: list[seed.Invocation], in_flight: int, context:
             if context:
                 ctx = await conn.fetchrow(CONTEXT, p["agentId"], p["sessionId"], HISTORY_LIMIT)
                 json.loads(ctx["history"])  # what a handler would do with it: decode it
-            await conn.fetchrow(JOB_PROCESSING, "PROCESSING", _now(), "running", p["jobId"])
-            await conn.fetchrow(MESSAGE, str(uuid.uuid4()), "agent", "ok", _now(), p["sessionId"])
-            async with conn.transaction():
-                await conn.fetchrow(JOB_LOG, str(uuid.uuid4()), "info", "run finished: succeeded", _now(), p["jobId"])
-                await conn.fetchrow(JOB_SUCCEEDED, "SUCCEEDED", 100.0, "completed", _now(), p["jobId"])
+            job_id, session_id = p["jobId"], p["sessionId"]
+            if not feed:
+                await conn.fetchrow(JOB_PROCESSING, "PROCESSING", _now(), "running", job_id)
+                await conn.fetchrow(MESSAGE, str(uuid.uuid4()), "agent", "ok", _now(), session_id)
+                async with conn.transaction():
+                    await conn.fetchrow(JOB_LOG, str(uuid.uuid4()), "info", "run finished: succeeded", _now(), job_id)
+                    await conn.fetchrow(JOB_SUCCEEDED, "SUCCEEDED", 100.0, "completed", _now(), job_id)
+            else:
+                async with conn.transaction():
+                    await conn.fetchrow(JOB_PROCESSING, "PROCESSING", _now(), "running", job_id)
+                    await conn.fetchrow(FEED, *_feed_args([feeds.status(job_id, session_id, status="PROCESSING")]))
+                async with conn.transaction():
+                    m = await conn.fetchrow(MESSAGE, str(uuid.uuid4()), "agent", "ok", _now(), session_id)
+                    await conn.fetchrow(FEED, *_feed_args([feeds.message(
+                        job_id, session_id, message_id=m["id"], role="agent", content="ok", timestamp=m["timestamp"])]))
+                async with conn.transaction():
+                    line = await conn.fetchrow(JOB_LOG, str(uuid.uuid4()), "info", "run finished: succeeded", _now(), job_id)
+                    await conn.fetchrow(JOB_SUCCEEDED, "SUCCEEDED", 100.0, "completed", _now(), job_id)
+                    await conn.fetchrow(FEED, *_feed_args([
+                        feeds.log(job_id, session_id, level="info", message=line["message"]),
+                        feeds.status(job_id, session_id, status="SUCCEEDED")]))
         busy -= 1
         done += 1
         last = time.perf_counter()
@@ -138,10 +185,10 @@ async def _drain(url: str, invs: list[seed.Invocation], in_flight: int, context:
     elapsed = last - started
     return {**cpu_us, "jobs": len(invs), "succeeded": done, "seconds": round(elapsed, 3), "per_s": round(done / elapsed, 1),
             "in_flight": in_flight, "queue_managers": 1, "batch": batch, "max_concurrent_tasks": in_flight,
-            "peak_handlers_running": peak, "context_read": context, "driver": "asyncpg", "commits_per_job": 3}
+            "peak_handlers_running": peak, "context_read": context, "feed": feed, "driver": "asyncpg", "commits_per_job": 3}
 
 
-def drain(url: str, n: int, *, in_flight: int, context: bool = False) -> dict[str, Any]:
+def drain(url: str, n: int, *, in_flight: int, context: bool = False, feed: bool = True) -> dict[str, Any]:
     """Seed n QUEUED Jobs (as Next.js writes them), queue one PgQueuer job each, time the drain and check
     the hub's tables say every one SUCCEEDED with its message and log line."""
     import uvloop
@@ -150,15 +197,16 @@ def drain(url: str, n: int, *, in_flight: int, context: bool = False) -> dict[st
         user_id, agent_id = seed.agent(conn, {"main.py": __file__} if context else None)
         invs = seed.invocations(conn, user_id, agent_id, n, tag="pgq-hub")
         conn.execute("VACUUM ANALYZE")
-    result: dict[str, Any] = uvloop.run(_drain(url, invs, in_flight, context))
+    result: dict[str, Any] = uvloop.run(_drain(url, invs, in_flight, context, feed))
     with psycopg.connect(url) as conn:
         row = conn.execute(
             'SELECT count(*) FILTER (WHERE j."status" = \'SUCCEEDED\' AND j."startedAt" IS NOT NULL), '
             '(SELECT count(*) FROM "ChatMessage" m JOIN "Job" k ON k."sessionId" = m."sessionId" '
             "  WHERE k.\"agentId\" = %(a)s AND m.\"role\" = 'agent'), "
-            '(SELECT count(*) FROM "JobLog" l JOIN "Job" k ON k."id" = l."jobId" WHERE k."agentId" = %(a)s) '
+            '(SELECT count(*) FROM "JobLog" l JOIN "Job" k ON k."id" = l."jobId" WHERE k."agentId" = %(a)s), '
+            '(SELECT count(*) FROM agent_hub.feed_event f JOIN "Job" k ON k."id" = f.job_id WHERE k."agentId" = %(a)s) '
             'FROM "Job" j WHERE j."agentId" = %(a)s', {"a": agent_id}).fetchone()
-    succeeded, messages, logs = row if row else (0, 0, 0)
-    if (succeeded, messages, logs) != (n, n, n):  # a figure for a drain that did not happen would be a lie
-        raise RuntimeError(f"PgQueuer hub drain: {succeeded} Jobs SUCCEEDED, {messages} messages, {logs} log lines of {n}")
+    got = tuple(row) if row else (0, 0, 0, 0)
+    if got != (n, n, n, 4 * n if feed else 0):  # a figure for a drain that did not happen would be a lie
+        raise RuntimeError(f"PgQueuer hub drain of {n}: (Jobs SUCCEEDED, messages, log lines, feed events) = {got}")
     return result

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -129,13 +129,15 @@ def ours_drain(url: str, n: int, *, concurrency: int, batch: int, full: bool, hi
 
 
 def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
-    """The dispatcher's own SQL for n no-op invocations, and nothing else: claims of 10, then each
-    invocation's message and finish (with its log line), ``per_txn`` invocations per transaction, from
+    """The dispatcher's own SQL for n no-op invocations, and nothing else: claims of 10 (with their feed
+    events), then each invocation's message and finish (with its log line) and one feed insert of their
+    events per transaction, ``per_txn`` invocations per transaction, from
     one connection with no Python in between but psycopg's. What the database alone allows this design,
     with the Postgres backend's CPU time per invocation (psutil, the one backend serving the loop)."""
     import psutil
     from psycopg.types.json import Jsonb
 
+    from core import feed
     from core.db import connect
     from core.sqlfiles import query
     from dispatcher.writeback import message_id
@@ -159,6 +161,7 @@ def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
                 break
             for i in range(0, len(rows), per_txn):
                 with conn.pipeline(), conn.transaction():
+                    events: list[feed.FeedEvent] = []
                     for r in rows[i:i + per_txn]:
                         fence = {"outbox_id": r["id"], "owner": "floor", "attempt": r["attempts"]}
                         conn.execute(query("dispatcher/insert_message"), {
@@ -169,6 +172,12 @@ def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
                             "result": Jsonb({"wall_ms": 0}), "error": None, "status_message": "completed",
                             "job_id": r["job_id"], "log_ids": [str(uuid.uuid4())], "log_levels": ["info"],
                             "log_messages": ["run finished: succeeded"]})
+                        # the feed events of both writes (the message's timestamp is not read back here)
+                        events += [feed.message(r["job_id"], r["session_id"], message_id=message_id(r["job_id"], 1),
+                                                role="agent", content="ok", timestamp=datetime.now(UTC)),
+                                   feed.log(r["job_id"], r["session_id"], level="info", message="run finished: succeeded"),
+                                   feed.status(r["job_id"], r["session_id"], status="SUCCEEDED")]
+                    feed.queue_events(conn, events, notify=False)
             done += len(rows)
         elapsed = time.perf_counter() - started
         backend_cpu = sum(backend.cpu_times()[:2]) - cpu0
