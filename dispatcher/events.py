@@ -36,6 +36,11 @@ log = get_logger("dispatcher.events")
 CHANNEL = HUB_EVENTS_CHANNEL
 # Between tries of one batch: 0.05 s doubling to 1 s, jittered (core/backoff.py), within retry_s.
 SEND_BACKOFF = Backoff(base_s=0.05, max_s=1.0, jitter=0.5)
+# Once woken, the sender waits this long before taking its batch, so the events of writes committing about
+# the same moment go out in one statement: about one send per invocation at 10 busy slots without it, each
+# a transaction in Postgres and two thread wake-ups here (docs/performance.md, session 6). A stream sees
+# its wake-up at most this much later (the events themselves are durable rows or hints).
+LINGER_S = 0.002
 
 
 def send_now(conn: Conn, events: Sequence[HubEvent]) -> None:
@@ -67,12 +72,14 @@ class EventNotifier:
         max_queue: int = 10_000,
         batch: int = 500,
         retry_s: float = 5.0,
+        linger_s: float = LINGER_S,
         application_name: str = "agent-hub-dispatcher-events",
     ) -> None:
         self.database_url = database_url
         self.max_queue = max_queue
         self.batch = batch
         self.retry_s = retry_s
+        self.linger_s = linger_s
         self.application_name = application_name
         self.dropped = 0  # oldest events dropped because the queue was full
         self.lost = 0     # events dropped because they could not be sent within retry_s
@@ -151,6 +158,10 @@ class EventNotifier:
                     self._cond.wait()
                 if not self._queue:
                     return  # stopping, and everything was sent
+                linger = self.linger_s if not self._stopping and len(self._queue) < self.batch else 0.0
+            if linger > 0:
+                time.sleep(linger)  # not a wait on the condition: each emit meanwhile would wake this thread
+            with self._cond:
                 batch = self._take()
                 self._inflight = len(batch)
             try:
