@@ -3,7 +3,8 @@
 Stage 1's drains (``bench.machinery.ours_drain``: the real ``Dispatcher`` with the no-op runner, or the real
 ``Runner`` with the no-op Piston) on one dedicated durable Postgres, without PgQueuer: one JSON line per drain
 with the throughput, the dispatcher process's and the Postgres server's CPU per invocation, the writers'
-commits and statements, the claims and the ``hub_events`` sends. On a shared 2-core machine the throughput is
+commits and statements, the claims, the ``hub_events``/``hub_feed`` sends and the transactions Postgres
+committed (``pg_xacts``, which unlike the CPU do not depend on the machine's load). On a shared 2-core machine the throughput is
 noise and the CPU per invocation is the figure to compare: run it from two source trees (``cd`` into each;
 this file reads the tree it is run from) alternately, a few rounds each (docs/performance.md, session 4).
 ``DISPATCHER_WRITERS`` and ``DISPATCHER_CLAIM_LINGER_MS`` in the environment override the drains' config.
@@ -16,6 +17,8 @@ import json
 import os
 import sys
 from typing import Any
+
+import psycopg
 
 from bench import machinery, seed
 from bench.pgembed import EmbeddedPostgres
@@ -68,6 +71,14 @@ def _config_from_env() -> None:
         machinery.dispatcher_config = config
 
 
+def _xacts(url: str) -> int:
+    """Transactions committed in the database so far (the drain's set-up adds about ten to its count; its
+    connections are closed, so their counts are in, by the time a drain returns)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or any(k not in PAIRS for k in argv[2].split(",")):
         print(__doc__, file=sys.stderr)
@@ -83,11 +94,13 @@ def main(argv: list[str]) -> int:
             for key in keys:
                 slots, full = PAIRS[key]
                 counts.claims = counts.sends = 0
+                xacts = _xacts(url)
                 r = machinery.ours_drain(url, n, concurrency=slots, batch=10, full=full)
+                xacts = _xacts(url) - xacts
                 print(json.dumps({"k": key, "per_s": r["per_s"], "proc_us": r["process_cpu_us_per_job"],
                                   "pg_us": r["postgres_cpu_us_per_job"], "commits": r["write_commits"],
                                   "stmts": r["write_statements"], "claims": counts.claims, "sends": counts.sends,
-                                  "load": round(os.getloadavg()[0], 2)}), flush=True)
+                                  "pg_xacts": xacts, "load": round(os.getloadavg()[0], 2)}), flush=True)
     finally:
         pg.stop()
     return 0
