@@ -11,6 +11,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import structlog
 
@@ -105,6 +106,11 @@ class Runner:
                        f"transport {transport.value}")
         timeout_ms = own.run_timeout_ms if time_limit_ms is None else min(own.run_timeout_ms, time_limit_ms)
         limits = RunLimits(run_timeout_ms=timeout_ms, run_memory_limit=own.run_memory_limit)
+        if control.should_stop():
+            # Stopped before the sandbox started, e.g. self-fenced while the context read waited out a
+            # Postgres outage: another dispatcher may hold the row by now, so the agent must not start here.
+            assert control.reason is not None
+            return self._stopped(control.reason, None)
         started = time.monotonic()
         try:
             result, stats = self._run(row, ctx, box, limits, wb, control, redact, max_llm_calls=own.max_llm_calls)
@@ -220,7 +226,16 @@ class Runner:
             wb.log("info", f"stderr (last {TAIL_CHARS} characters):\n{result.stderr_tail}")
         if stats.output_tail.strip():
             wb.log("info", f"output (last {TAIL_CHARS} characters):\n{stats.output_tail}")
-        match control.reason:
+        if control.reason is not None:
+            return self._stopped(control.reason, summary)
+        error = failure_text(result, limits, self.cfg.max_output_chars)
+        if error is None:
+            return Outcome.finish(OutboxStatus.SUCCEEDED, None, summary)
+        return Outcome.finish(OutboxStatus.FAILED, redact(error), summary)
+
+    def _stopped(self, reason: StopReason, summary: dict[str, Any] | None) -> Outcome:
+        """The outcome of a run stopped for ``reason`` (``summary``: None when its agent never started)."""
+        match reason:
             case StopReason.CANCELLED:
                 return Outcome.finish(OutboxStatus.CANCELLED, None, summary)
             case StopReason.LEASE_LOST:
@@ -233,11 +248,6 @@ class Runner:
             case StopReason.MESSAGE_CAP:
                 return Outcome.finish(OutboxStatus.FAILED,
                                       f"agent sent more than {self.cfg.max_messages} messages (MAX_MESSAGES_PER_RUN)", summary)
-            case None:
-                error = failure_text(result, limits, self.cfg.max_output_chars)
-                if error is None:
-                    return Outcome.finish(OutboxStatus.SUCCEEDED, None, summary)
-                return Outcome.finish(OutboxStatus.FAILED, redact(error), summary)
 
 
 def _limits_text(limits: RunLimits) -> str:

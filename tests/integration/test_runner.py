@@ -459,6 +459,31 @@ def test_a_run_stopped_by_shutdown_is_released_for_another_dispatcher_without_us
     assert "run interrupted by dispatcher shutdown; released for another dispatcher" in ran.logs
 
 
+@pytest.mark.parametrize(("reason", "label", "outbox_status"), [
+    (StopReason.LEASE_EXPIRING, "released", "pending"),
+    (StopReason.LEASE_LOST, "lease_lost", "running"),
+    (StopReason.CANCELLED, "cancelled", "cancelled"),
+])
+def test_a_run_stopped_before_its_sandbox_starts_never_starts_it(
+    harness: Callable[..., Harness], reason: StopReason, label: str, outbox_status: str,
+) -> None:
+    # E.g. self-fenced while the context read waited out a Postgres outage: another dispatcher may hold
+    # the row by the time the read returns, so the agent must not start here (test_fencing_outage_e2e).
+    control = RunControl()
+    h = harness(lambda box: [message("must not run")])
+    load = h.runner.load_context
+
+    def load_then_stopped(*args: Any, **kwargs: Any) -> Any:
+        ctx = load(*args, **kwargs)
+        control.stop(reason)
+        return ctx
+
+    h.runner.load_context = load_then_stopped
+    ran = h.run(h.world(), control)
+    assert h.sandbox.runs == []
+    assert (ran.label, ran.outbox["status"], ran.messages) == (label, outbox_status, [])
+
+
 # ---- transports ---------------------------------------------------------------------------------------
 
 
