@@ -67,9 +67,13 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "agen
     return conn
 
 
-def set_statement_timeout(conn: Conn, ms: int) -> None:
-    """For the rest of the session: a stuck statement is cancelled after ``ms``."""
-    conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{ms}ms",))
+def set_statement_timeout(conn: Conn, ms: int, *, idle_in_transaction_ms: int = 0) -> None:
+    """For the rest of the session: a stuck statement is cancelled after ``ms``; with
+    ``idle_in_transaction_ms``, Postgres also ends the session once it has sat that long inside a transaction
+    without sending anything (a process paused or frozen mid-transaction), so its row locks go with it."""
+    conn.execute("SELECT set_config('statement_timeout', %s, false), "
+                 "set_config('idle_in_transaction_session_timeout', %s, false)",
+                 (f"{ms}ms", f"{idle_in_transaction_ms}ms"))
 
 
 def make_pool(
@@ -81,18 +85,20 @@ def make_pool(
     statement_timeout_ms: int,
     application_name: str,
     check: bool = True,
+    idle_in_transaction_ms: int = 0,
 ) -> Pool:
     """A pool whose connections have a statement timeout, so a stuck query cannot hang a request.
 
     ``check``: test each connection with a round trip as it is checked out, so a connection that died
     while idle (Postgres restarted) is never handed out. A pool whose every use goes through
     ``run_with_retry`` can do without (the dispatcher's: one round trip less per use); there a dead
-    connection costs one failed try, after which the whole pool is checked at once."""
+    connection costs one failed try, after which the whole pool is checked at once.
+    ``idle_in_transaction_ms``: see ``set_statement_timeout`` (0: off)."""
 
     def configure(conn: Conn) -> None:
         use_fast_dumpers(conn)
         conn.autocommit = True
-        set_statement_timeout(conn, statement_timeout_ms)
+        set_statement_timeout(conn, statement_timeout_ms, idle_in_transaction_ms=idle_in_transaction_ms)
         conn.autocommit = False
 
     return ConnectionPool(
@@ -148,12 +154,19 @@ def autocommit(pool: Pool) -> Iterator[Conn]:
                 conn.autocommit = False
 
 
+# What a lost connection raises: OperationalError (Postgres gone, restarted, the session killed) and the
+# error Postgres ends a session with once it sat too long inside a transaction (set_statement_timeout's
+# idle_in_transaction_ms: this process was paused mid-transaction), which psycopg classes as InternalError.
+CONNECTION_LOST: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
+_RETRYABLE: tuple[type[Exception], ...] = (*CONNECTION_LOST, PoolTimeout)
+
+
 def retry_while_unreachable(retry_s: float, on_retry: Callable[[int], None] | None = None) -> Iterator[AttemptManager]:
     """Tenacity attempts (``for attempt in ...: with attempt: ...``) that retry a lost connection or an
     exhausted pool with jittered back-off for up to ``retry_s``, then re-raise; ``on_retry(n)`` is called
     before the n-th try."""
     for attempt in Retrying(
-        retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)),
+        retry=retry_if_exception_type(_RETRYABLE),
         wait=tenacity_wait(UNREACHABLE_BACKOFF),
         stop=stop_after_delay(retry_s),
         reraise=True,
@@ -180,7 +193,7 @@ def run_with_retry(
     # at once, and this is on the claim's and the context read's hot path (docs/performance.md, session 4).
     try:
         return _try_once(pool, fn)
-    except (psycopg.OperationalError, PoolTimeout):
+    except _RETRYABLE:
         pass
     # Tries 2, 3, …: the budget starts now; on_retry keeps numbering the tries from the first.
     for attempt in retry_while_unreachable(retry_s):
@@ -195,7 +208,7 @@ def _try_once(pool: Pool, fn: Callable[[Conn], T]) -> T:
     try:
         with autocommit(pool) as conn:
             return fn(conn)
-    except psycopg.OperationalError:
+    except CONNECTION_LOST:
         # After a restart every idle connection is dead: drop them all now, not one per try.
         with contextlib.suppress(Exception):
             pool.check()

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from core import feed, metrics
-from core.db import Conn, connect, retry_while_unreachable, set_statement_timeout
+from core.db import CONNECTION_LOST, Conn, connect, retry_while_unreachable, set_statement_timeout
 from core.logging import get_logger
 
 log = get_logger("dispatcher.groupcommit")
@@ -144,11 +144,15 @@ class GroupCommitter:
         on_retry: Callable[[int], None] | None = None,
         application_name: str = "agent-hub-dispatcher-writer",
         on_feed: Callable[[list[str]], None] | None = None,
+        idle_in_transaction_ms: int = 0,
     ) -> None:
         self.database_url = database_url
         self.max_statements = max_statements
         self.retry_s = retry_s
         self.statement_timeout_ms = statement_timeout_ms
+        # A writer paused mid-transaction (SIGSTOP, a frozen VM) would hold its rows' fence locks, which the
+        # claim's SKIP LOCKED passes by: its rows could never be reclaimed. Postgres ends such a session.
+        self.idle_in_transaction_ms = idle_in_transaction_ms
         self.on_retry = on_retry
         self.application_name = application_name
         # Where the hub_feed wake-ups of a committed batch go (the EventNotifier's emit_feed); None: the feed
@@ -256,7 +260,7 @@ class GroupCommitter:
     def _commit(self, batch: list[_Request]) -> None:
         try:
             results, wakes = self._retrying([(r.statements, r.feed) for r in batch])
-        except psycopg.OperationalError as exc:  # Postgres gone for longer than retry_s: every caller fails
+        except CONNECTION_LOST as exc:  # Postgres gone for longer than retry_s: every caller fails
             for request in batch:
                 self._fail(request, exc)
             return
@@ -288,7 +292,7 @@ class GroupCommitter:
     def _retrying(self, parts: list[Part]) -> tuple[list[Row], list[str]]:
         try:  # the first try without tenacity's bookkeeping per commit (docs/performance.md, session 4)
             return self._execute(self._connection(), parts)
-        except psycopg.OperationalError:
+        except CONNECTION_LOST:
             self._close()  # a dead or aborted connection: the next try opens a fresh one
         for attempt in retry_while_unreachable(self.retry_s):
             if self.on_retry is not None:
@@ -296,7 +300,7 @@ class GroupCommitter:
             with attempt:
                 try:
                     return self._execute(self._connection(), parts)
-                except psycopg.OperationalError:
+                except CONNECTION_LOST:
                     self._close()  # a dead or aborted connection: the next try opens a fresh one
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -313,7 +317,7 @@ class GroupCommitter:
         conn: Conn | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = connect(self.database_url, autocommit=True, application_name=self.application_name)
-            set_statement_timeout(conn, self.statement_timeout_ms)
+            set_statement_timeout(conn, self.statement_timeout_ms, idle_in_transaction_ms=self.idle_in_transaction_ms)
             self._local.conn = conn
         return conn
 

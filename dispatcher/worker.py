@@ -114,8 +114,11 @@ class Dispatcher:
         # The run slots' writes share transactions: one commit per batch, not per write (docs/performance.md).
         # One writer by default: twice the writes per commit of two, for less CPU in both processes (session 4).
         # Their feed events' hub_feed wake-ups go out after the commit, with the hub_events (core/feed.py).
+        # A connection idle inside a transaction for a whole lease belongs to a paused or frozen dispatcher:
+        # Postgres ends it, so its row locks cannot keep the rows from being reclaimed once the lease is gone.
+        idle_ms = max(1000, int(cfg.lease_s * 1000))
         self.committer = GroupCommitter(cfg.database_url, writers=cfg.writers, on_retry=count_retry,
-                                        on_feed=self.events.emit_feed)
+                                        on_feed=self.events.emit_feed, idle_in_transaction_ms=idle_ms)
         self.pool = pool or make_pool(
             cfg.database_url,
             min_size=1,
@@ -125,6 +128,7 @@ class Dispatcher:
             application_name="agent-hub-dispatcher",
             # Every use retries a dead connection (core.db.run_with_retry): no round trip per check-out.
             check=False,
+            idle_in_transaction_ms=idle_ms,
         )
         self.sandbox = sandbox or piston_sandbox(cfg)  # one Piston server, or a pool (PISTON_URL=a,b)
         self.llm = GeminiClient(cfg)  # one per process

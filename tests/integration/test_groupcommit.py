@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -135,6 +136,30 @@ def test_the_writer_reconnects_when_its_connection_is_killed(table: psycopg.Conn
     finally:
         gc.stop(timeout=10)
     assert table.execute("SELECT count(*) AS n FROM gc_t").fetchone()["n"] == 2
+
+
+def test_a_writer_that_stalls_inside_its_transaction_past_the_idle_limit_retries_on_a_fresh_connection(
+        table: psycopg.Connection, db_url: str) -> None:
+    # The stall stands in for a dispatcher paused mid-transaction (test_db_retry.py: its row locks go with
+    # the session). What the writer meets when it wakes, IdleInTransactionSessionTimeout, is a lost
+    # connection: the batch is retried whole and commits once.
+    retries: list[int] = []
+    stalls: list[float] = []
+
+    def events(rows: list) -> list:
+        if not stalls:
+            stalls.append(0.6)
+            time.sleep(0.6)  # between the statements' sync and the COMMIT: idle in transaction
+        return []
+
+    gc = GroupCommitter(db_url, writers=1, retry_s=10, application_name=APP, on_retry=retries.append,
+                        idle_in_transaction_ms=200).start()
+    try:
+        assert gc.submit([(INSERT, {"id": 1})], feed=events)[0]["id"] == 1
+    finally:
+        gc.stop(timeout=10)
+    assert retries == [2]
+    assert table.execute("SELECT count(*) AS n FROM gc_t").fetchone()["n"] == 1
 
 
 def test_stop_commits_what_was_queued_and_later_submits_are_refused(table: psycopg.Connection, db_url: str) -> None:
