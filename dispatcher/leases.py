@@ -93,6 +93,8 @@ def beat(pool: Pool, held: HeldRows, *, owner: str, lease_s: float) -> None:
     held.renewed(renewed, sent_at)
     for row_id, control in rows.items():
         if row_id not in alive:
+            if control.reason is None:
+                log.warning("lease_lost", outbox_id=row_id, detail="the row is no longer this dispatcher's: run stopped")
             control.stop(StopReason.LEASE_LOST)
         elif alive[row_id] == JobStatus.CANCELLED.value:
             control.stop(StopReason.CANCELLED)

@@ -106,14 +106,12 @@ class Runner:
                        f"transport {transport.value}")
         timeout_ms = own.run_timeout_ms if time_limit_ms is None else min(own.run_timeout_ms, time_limit_ms)
         limits = RunLimits(run_timeout_ms=timeout_ms, run_memory_limit=own.run_memory_limit)
-        if control.should_stop():
-            # Stopped before the sandbox started, e.g. self-fenced while the context read waited out a
-            # Postgres outage: another dispatcher may hold the row by now, so the agent must not start here.
-            assert control.reason is not None
-            return self._stopped(control.reason, None)
         started = time.monotonic()
         try:
             result, stats = self._run(row, ctx, box, limits, wb, control, redact, max_llm_calls=own.max_llm_calls)
+        except _StoppedBeforeStart:
+            assert control.reason is not None
+            return self._stopped(control.reason, None)
         except SandboxRefused as exc:
             metrics.piston_error("refused")
             return Outcome.finish(OutboxStatus.FAILED, redact(f"Piston refused the run: {exc.message}"))
@@ -176,6 +174,11 @@ class Runner:
                     metrics.PISTON_RETRIES.inc()
                     wb.log("warning", f"Piston unavailable, retrying (try {n} of {cfg.piston_retry_attempts})")
                 for failovers in range(MAX_FAILOVERS + 1):
+                    if control.should_stop():
+                        # Stopped before this try could start (self-fenced while the context read waited out a
+                        # Postgres outage, or during a retry's back-off): another dispatcher may hold the row by
+                        # now, so the agent must not start again here (test_fencing_outage_e2e).
+                        raise _StoppedBeforeStart
                     scope = CallScope(row=row, context=ctx.context, wb=wb, control=control, redact=redact,
                                       stats=RunStats(), deadline=time.monotonic() + limits.run_timeout_ms / 1000,
                                       secrets=ctx.secrets, max_llm_calls=max_llm_calls)
@@ -248,6 +251,10 @@ class Runner:
             case StopReason.MESSAGE_CAP:
                 return Outcome.finish(OutboxStatus.FAILED,
                                       f"agent sent more than {self.cfg.max_messages} messages (MAX_MESSAGES_PER_RUN)", summary)
+
+
+class _StoppedBeforeStart(Exception):
+    """The run was stopped before a try of its sandbox run could start (Runner._run to Runner.attempt)."""
 
 
 def _limits_text(limits: RunLimits) -> str:

@@ -90,7 +90,7 @@ def test_a_dispatcher_paused_past_its_lease_writes_nothing_after_it_resumes_and_
     agent_lines = [r["message"] for r in stack.job_logs(w.job_id) if r["message"].startswith("agent:")]
     assert agent_lines == ["agent: attempt 2 wrote"]
     assert job["progress"] == 100.0  # SUCCEEDED's; attempt 1's 10 never landed over it
-    # It learnt so from the fence or stopped itself first; either way it said so.
-    said = lines(paused, "write_fenced") + lines(paused, "lease_self_fenced")
+    # It learnt so from the fence or its heartbeat, or stopped itself first; whichever came first, it said so.
+    said = lines(paused, "write_fenced") + lines(paused, "lease_self_fenced") + lines(paused, "lease_lost")
     assert said, paused.output()[-3000:]
     assert taker.alive() and paused.alive()

@@ -107,7 +107,8 @@ def test_postgres_down_for_twice_the_lease_overlaps_no_runs_and_reruns_no_finish
         for outbox_id, spans in runs.items():
             spans.sort()
             for a, b in itertools.pairwise(spans):
-                assert a[1] <= b[0], f"row {outbox_id}: attempt {a[2]} ran until {a[1]}, attempt {b[2]} began {b[0]}"
+                assert a[1] <= b[0], (f"row {outbox_id}: attempt {a[2]} ran until {a[1]}, attempt {b[2]} began {b[0]}\n"
+                                      + "\n".join(json.dumps(e) for e in lines if e.get("outbox_id") == outbox_id))
         # A run whose agent had finished (status OK) and that still ran again: its dispatcher must have lost the row
         # to another one (outcome_dropped), never given up while it still held it.
         rerun = {oid for oid, spans in runs.items() if len({s[2] for s in spans}) > 1}

@@ -23,6 +23,7 @@ import pytest
 from core.db import Pool
 from dispatcher import claim as claims
 from dispatcher import leases
+from dispatcher import runner as runner_module
 from dispatcher.completer import apply_outcome
 from dispatcher.config import DispatcherConfig
 from dispatcher.control import RunControl, StopReason
@@ -482,6 +483,24 @@ def test_a_run_stopped_before_its_sandbox_starts_never_starts_it(
     ran = h.run(h.world(), control)
     assert h.sandbox.runs == []
     assert (ran.label, ran.outbox["status"], ran.messages) == (label, outbox_status, [])
+
+
+def test_a_run_stopped_during_a_retrys_back_off_does_not_start_its_agent_again(
+    harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first try dropped mid-run, and the lease watch stopped the run during the back-off before the retry:
+    # a second start could overlap the next owner's attempt (test_fencing_outage_e2e).
+    control = RunControl()
+    real = runner_module.retrying
+
+    def stopped_in_back_off(attempts: int, base_s: float, max_s: float) -> Any:
+        return real(attempts, base_s, max_s).copy(before_sleep=lambda state: control.stop(StopReason.LEASE_EXPIRING))
+
+    monkeypatch.setattr(runner_module, "retrying", stopped_in_back_off)
+    h = harness(lambda box: [message("one"), Fail(SandboxTransient("WebSocket closed mid-run (1006)", started=True))])
+    ran = h.run(h.world(), control)
+    assert len(h.sandbox.runs) == 1
+    assert (ran.label, ran.outbox["status"], ran.messages) == ("released", "pending", ["one"])
 
 
 # ---- transports ---------------------------------------------------------------------------------------
