@@ -19,7 +19,7 @@ as the JobLog row): the feed stores and serves what it is given.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -107,7 +107,7 @@ def log(job_id: str, session_id: str | None, *, level: str, message: str) -> Fee
 def insert_events(conn: Conn, events: Sequence[FeedEvent], *, notify: bool = True) -> list[int]:
     """Append ``events`` in order in ``conn``'s current transaction (sql/queries/feed/insert.sql) and
     return their ids. ``notify``: the NOTIFY hub_feed that wakes the streams goes with the commit; with
-    False, send ``wake_payloads(events, ids)`` through feed/wake.sql after the commit instead (a NOTIFY in
+    False, send ``wake_payloads(events, ids)`` after the commit instead (dispatcher/events.py: ``emit_feed``) (a NOTIFY in
     the transaction costs it its place in group commit: dispatcher/events.py). One call per transaction
     (or the same sessions in each call): the call locks its sessions until commit."""
     return queue_events(conn, events, notify=notify)()
@@ -137,7 +137,7 @@ def queue_events(conn: Conn, events: Sequence[FeedEvent], *, notify: bool = True
 
 def wake_payloads(events: Sequence[FeedEvent], ids: Sequence[int]) -> list[str]:
     """The hub_feed payloads feed/insert.sql would have sent for ``events`` stored with ``ids``: one per
-    (session, job) with its highest id, for feed/wake.sql after a commit made with ``notify=False``."""
+    (session, job) with its highest id, to send after a commit made with ``notify=False``."""
     top: dict[tuple[str | None, str], int] = {}
     for event, event_id in zip(events, ids, strict=True):
         key = (event.session_id, event.job_id)
@@ -148,10 +148,3 @@ def wake_payloads(events: Sequence[FeedEvent], ids: Sequence[int]) -> list[str]:
 def wake_payload(session_id: str | None, job_id: str, event_id: int) -> str:
     """One hub_feed wake-up: the (session, job) whose events reach up to ``event_id``."""
     return json.dumps({"sessionId": session_id, "jobId": job_id, "id": event_id})
-
-
-def wake(conn: Conn, payloads: Iterable[str]) -> None:
-    """Send hub_feed wake-ups (feed/wake.sql), e.g. from an autocommit connection after the commit."""
-    batch = list(payloads)
-    if batch:
-        conn.execute(query("feed/wake"), {"payloads": batch})

@@ -12,6 +12,7 @@ import pytest
 
 from core import feed
 from core.db import Conn, connect
+from dispatcher.events import EventNotifier
 from tests.waiting import wait_until
 
 
@@ -44,15 +45,19 @@ def test_the_commit_wakes_listeners_once_per_session_and_job_with_the_highest_id
     assert got == [{"sessionId": "s1", "jobId": "j1", "id": ids[2]}, {"sessionId": None, "jobId": "j2", "id": ids[3]}]
 
 
-def test_without_notify_nothing_wakes_until_wake_sends_the_same_payloads(writer: Conn, db_url: str) -> None:
+def test_without_notify_nothing_wakes_until_the_events_sender_sends_the_same_payloads(writer: Conn, db_url: str) -> None:
     with connect(db_url, autocommit=True) as listener:
         listener.execute(f"LISTEN {feed.CHANNEL}")
         events = [feed.progress("j1", "s1", progress=5)]
         with writer.transaction():
             ids = feed.insert_events(writer, events, notify=False)
         assert list(listener.notifies(timeout=0.5)) == []
-        with connect(db_url, autocommit=True) as after_commit:
-            feed.wake(after_commit, feed.wake_payloads(events, ids))
+        sender = EventNotifier(db_url).start()  # what the dispatcher sends the wake-ups with, after the commit
+        try:
+            sender.emit_feed(feed.wake_payloads(events, ids))
+            assert sender.flush(5)
+        finally:
+            sender.stop()
         got = [json.loads(n.payload) for n in listener.notifies(timeout=5, stop_after=1)]
     assert got == [{"sessionId": "s1", "jobId": "j1", "id": ids[0]}]
 

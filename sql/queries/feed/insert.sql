@@ -3,7 +3,7 @@
 --   {"sessionId": <text or null>, "jobId": <text>, "id": <bigint>}
 -- Run it in the transaction of the change the events announce (core/feed.py: insert_events); the rows and
 -- the NOTIFYs then commit, or not, with it. %(notify)s false leaves the NOTIFYs out (the caller wakes the
--- streams after its commit with feed/wake.sql, so its transaction keeps its place in group commit).
+-- streams after its commit: the dispatcher's events sender, events/send_batch.sql, so its transaction keeps its place in group commit).
 --
 -- Ids follow commit order within a stream key (the session, or the job when it has none): before drawing
 -- any id the statement takes a transaction-scoped advisory lock per key of the batch (class 0x4645, in key
