@@ -88,8 +88,8 @@ class Stack:
         self.web_port = free_port()
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         base = {"DATABASE_URL": db_url, "LOG_FORMAT": "json", "WEB_CONCURRENCY": "1"}
-        web_args = [sys.executable, "-m", "ingress", "--host", "127.0.0.1", "--port", str(self.web_port)]
-        self.web = Proc(web_args, {**base, **(web_env or {})}) if web else None
+        self._web_env = {**base, **(web_env or {})}
+        self.web = self._web_proc() if web else None
         token = (web_env or {}).get("INGRESS_TOKEN")
         self.auth_headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.dispatcher_env = {
@@ -119,11 +119,22 @@ class Stack:
         self.dispatchers.append(proc)
         return proc
 
+    def _web_proc(self) -> Proc:
+        return Proc([sys.executable, "-m", "ingress", "--host", "127.0.0.1", "--port", str(self.web_port)], self._web_env)
+
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
+        port_tries = 3
         while time.monotonic() < deadline:
             assert self.web is not None
             if not self.web.alive():
+                # free_port() only finds a port free at that moment: another process may bind it first.
+                if "Address already in use" in self.web.output() and port_tries > 1:
+                    port_tries -= 1
+                    self.web_port = free_port()
+                    self.web_url = f"http://127.0.0.1:{self.web_port}"
+                    self.web = self._web_proc().start()
+                    continue
                 raise RuntimeError(f"web exited:\n{self.web.output()}")
             try:
                 if requests.get(self.web_url + "/readyz", timeout=1).status_code == 200:
