@@ -38,6 +38,7 @@ from dispatcher.listener import Listener
 from dispatcher.llmcalls import LlmCalls, LlmClient
 from dispatcher.maintenance.orphan_sweeper import orphan_sweeper
 from dispatcher.maintenance.schedule_firer import schedule_firer
+from dispatcher.maintenance.stale_sessions import session_name, stale_session_ender
 from dispatcher.outcome import Disposition, Outcome
 from dispatcher.protocol import CallMethod
 from dispatcher.runner import Runner
@@ -110,7 +111,10 @@ class Dispatcher:
     ) -> None:
         self.cfg = cfg
         # hub_events, sent after each write commits, in batches (dispatcher/events.py, docs/performance.md)
-        self.events = EventNotifier(cfg.database_url)
+        # Every session is named for this dispatcher (its lease owner's tag): another dispatcher can then end
+        # them if this one freezes mid-transaction past its lease (dispatcher/maintenance/stale_sessions.py).
+        self.events = EventNotifier(cfg.database_url,
+                                    application_name=session_name("agent-hub-dispatcher-events", cfg.owner))
         # The run slots' writes share transactions: one commit per batch, not per write (docs/performance.md).
         # One writer by default: twice the writes per commit of two, for less CPU in both processes (session 4).
         # Their feed events' hub_feed wake-ups go out after the commit, with the hub_events (core/feed.py).
@@ -118,14 +122,15 @@ class Dispatcher:
         # Postgres ends it, so its row locks cannot keep the rows from being reclaimed once the lease is gone.
         idle_ms = max(1000, int(cfg.lease_s * 1000))
         self.committer = GroupCommitter(cfg.database_url, writers=cfg.writers, on_retry=count_retry,
-                                        on_feed=self.events.emit_feed, idle_in_transaction_ms=idle_ms)
+                                        on_feed=self.events.emit_feed, idle_in_transaction_ms=idle_ms,
+                                        application_name=session_name("agent-hub-dispatcher-writer", cfg.owner))
         self.pool = pool or make_pool(
             cfg.database_url,
             min_size=1,
             max_size=cfg.concurrency + 3,
             timeout_s=10.0,
             statement_timeout_ms=30_000,
-            application_name="agent-hub-dispatcher",
+            application_name=session_name("agent-hub-dispatcher", cfg.owner),
             # Every use retries a dead connection (core.db.run_with_retry): no round trip per check-out.
             check=False,
             idle_in_transaction_ms=idle_ms,
@@ -278,6 +283,11 @@ class Dispatcher:
                                             first_after_s=cfg.heartbeat_s), stop_timeout_s=5.0))
         entries.append(Entry(schedule_firer(self.pool, self.wake, max_attempts=cfg.outbox_max_attempts,
                                             period_s=cfg.poll_interval_s, first_after_s=cfg.heartbeat_s),
+                             stop_timeout_s=5.0))
+        # A session of another dispatcher frozen mid-transaction past its lease holds its rows' locks: end it
+        # once the lease has been gone for one more lease (the idle-in-transaction limit ends most sooner).
+        entries.append(Entry(stale_session_ender(self.pool, self.wake, owner=cfg.owner, grace_s=cfg.lease_s,
+                                                 period_s=cfg.poll_interval_s, first_after_s=cfg.heartbeat_s),
                              stop_timeout_s=5.0))
         if self.listen:
             entries.append(Entry(Listener(cfg.database_url, self.wake), stop_timeout_s=2.0))
