@@ -165,6 +165,5 @@ def test_the_dispatchers_services_start_in_the_order_its_shutdown_relies_on() ->
     # Stopped in reverse: the listener and the periodic services first, then the writers (after the runs,
     # whose last writes they commit), then hub_events (which announces those writes), the pool last.
     assert names == ["pool", "hub-events", "group-commit", "metrics", "heartbeat", "lease-watch", "orphan-sweeper",
-                     "schedule-firer",
-                     "listener"]
-    assert [e.service.name for e in Dispatcher(cfg, listen=False).services()][-1] == "schedule-firer"
+                     "schedule-firer", "stale-session-ender", "listener"]
+    assert [e.service.name for e in Dispatcher(cfg, listen=False).services()][-1] == "stale-session-ender"
