@@ -177,7 +177,8 @@ class ChildAgents:
         wb = self.child_writeback(child, caller_wb, control)
         with (structlog.contextvars.bound_contextvars(child_job_id=child.job_id, child_outbox_id=child.id,
                                                       child_agent_id=agent_id),
-              self.held.holding(child.id, control, lease_set_at=lease_set_at)):
+              self.held.holding(child.id, control, lease_set_at=lease_set_at,
+                                ids={"job_id": child.job_id, "agent_id": child.agent_id, "attempt": child.attempts})):
             wb.log("info", f"called by agent {caller.agent_id} (job {caller.job_id}) at depth {depth}")
             try:
                 outcome = self.run(child, wb, control, time_limit_ms=left_ms)
@@ -185,6 +186,7 @@ class ChildAgents:
                 log.exception("child_run_crashed")
                 outcome = Outcome.finish(OutboxStatus.FAILED, f"internal dispatcher error: {type(exc).__name__}")
             outcome = _final(outcome)
+            self.held.finishing(child.id)
             self.complete_child(outcome, child, wb)
         assert outcome.status is not None
         messages, dropped = _newest(wb.messages)

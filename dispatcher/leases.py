@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from core import metrics
@@ -38,25 +38,51 @@ class HeldRows:
         self._lock = threading.Lock()
         self._rows: dict[int, RunControl] = {}
         self._set_at: dict[int, float] = {}
+        self._ids: dict[int, dict[str, object]] = {}
+        self._finishing: set[int] = set()
 
-    def add(self, row_id: int, control: RunControl, *, lease_set_at: float | None = None) -> None:
-        """``lease_set_at``: when the statement that set the lease was sent (default: now)."""
+    def add(self, row_id: int, control: RunControl, *, lease_set_at: float | None = None,
+            ids: Mapping[str, object] | None = None) -> None:
+        """``lease_set_at``: when the statement that set the lease was sent (default: now). ``ids``: the
+        run's log ids (job_id, agent_id, attempt), for the lines the heartbeat and the lease watch write
+        about it from their own threads."""
         with self._lock:
             self._rows[row_id] = control
             self._set_at[row_id] = self.clock() if lease_set_at is None else lease_set_at
+            self._ids[row_id] = dict(ids or {})
 
     def remove(self, row_id: int) -> None:
         with self._lock:
             self._rows.pop(row_id, None)
             self._set_at.pop(row_id, None)
+            self._ids.pop(row_id, None)
+            self._finishing.discard(row_id)
 
     @contextmanager
-    def holding(self, row_id: int, control: RunControl, *, lease_set_at: float | None = None) -> Iterator[None]:
-        self.add(row_id, control, lease_set_at=lease_set_at)
+    def holding(self, row_id: int, control: RunControl, *, lease_set_at: float | None = None,
+                ids: Mapping[str, object] | None = None) -> Iterator[None]:
+        self.add(row_id, control, lease_set_at=lease_set_at, ids=ids)
         try:
             yield
         finally:
             self.remove(row_id)
+
+    def finishing(self, row_id: int) -> None:
+        """The row's run has ended and its outcome is being written: its lease is still renewed (the write
+        may wait out an outage), but a beat that no longer finds the row ours is no news to the run. The
+        outcome's commit may be what ended the lease, and the write, being fenced, says so itself if another
+        dispatcher took the row."""
+        with self._lock:
+            if row_id in self._rows:
+                self._finishing.add(row_id)
+
+    def is_finishing(self, row_id: int) -> bool:
+        with self._lock:
+            return row_id in self._finishing
+
+    def ids(self, row_id: int) -> dict[str, object]:
+        with self._lock:
+            return dict(self._ids.get(row_id, {}))
 
     def snapshot(self) -> dict[int, RunControl]:
         with self._lock:
@@ -93,8 +119,11 @@ def beat(pool: Pool, held: HeldRows, *, owner: str, lease_s: float) -> None:
     held.renewed(renewed, sent_at)
     for row_id, control in rows.items():
         if row_id not in alive:
+            if held.is_finishing(row_id):
+                continue  # its outcome's commit raced this beat (or that write, fenced, reports the loss)
             if control.reason is None:
-                log.warning("lease_lost", outbox_id=row_id, detail="the row is no longer this dispatcher's: run stopped")
+                log.warning("lease_lost", outbox_id=row_id, **held.ids(row_id),
+                            detail="the row is no longer this dispatcher's: run stopped")
             control.stop(StopReason.LEASE_LOST)
         elif alive[row_id] == JobStatus.CANCELLED.value:
             control.stop(StopReason.CANCELLED)
@@ -108,7 +137,8 @@ def self_fence(held: HeldRows, *, lease_s: float, margin_s: float) -> list[int]:
             control.stop(StopReason.LEASE_EXPIRING)
             stopped.append(row_id)
             metrics.SELF_FENCED.inc()
-            log.warning("lease_self_fenced", outbox_id=row_id, lease_set_s_ago=round(age, 3), lease_s=lease_s)
+            log.warning("lease_self_fenced", outbox_id=row_id, **held.ids(row_id), lease_set_s_ago=round(age, 3),
+                        lease_s=lease_s)
     return stopped
 
 

@@ -175,6 +175,7 @@ class Dispatcher:
             except Exception as exc:  # a bug or a lasting DB outage: never leave the row stuck
                 log.exception("run_crashed")
                 outcome = Outcome.retry_later(f"internal dispatcher error: {type(exc).__name__}")
+            self.held.finishing(row.id)
             label = self._complete(outcome, row, wb)
         finally:
             self.held.remove(row.id)
@@ -230,7 +231,8 @@ class Dispatcher:
                 if event is not None:
                     self.events.emit(event)
                 control = RunControl()
-                self.held.add(row.id, control, lease_set_at=sent_at)
+                self.held.add(row.id, control, lease_set_at=sent_at,
+                              ids={"job_id": row.job_id, "agent_id": row.agent_id, "attempt": row.attempts})
                 with self._lock:
                     self._running[row.id] = control
                 self._slots.submit(row, control)
