@@ -177,8 +177,7 @@ class ChildAgents:
         wb = self.child_writeback(child, caller_wb, control)
         with (structlog.contextvars.bound_contextvars(child_job_id=child.job_id, child_outbox_id=child.id,
                                                       child_agent_id=agent_id),
-              self.held.holding(child.id, control, lease_set_at=lease_set_at,
-                                ids={"job_id": child.job_id, "agent_id": child.agent_id, "attempt": child.attempts})):
+              self.held.holding(child.id, control, lease_set_at=lease_set_at, ids=child.log_ids())):
             wb.log("info", f"called by agent {caller.agent_id} (job {caller.job_id}) at depth {depth}")
             try:
                 outcome = self.run(child, wb, control, time_limit_ms=left_ms)

@@ -28,6 +28,10 @@ class Claimed:
     job_session_id: str | None = None  # the Job's sessionId, for its hub_events event
     feed_id: int | None = None    # the PROCESSING feed event the claim appended (None: the Job did not move)
 
+    def log_ids(self) -> dict[str, object]:
+        """The ids every log line about this run carries (besides outbox_id)."""
+        return {"job_id": self.job_id, "agent_id": self.agent_id, "attempt": self.attempts}
+
     def started_event(self) -> StatusEvent | None:
         """The hub_events PROCESSING event to send once the claim has committed (None: the Job did not move)."""
         return status_event(self.job_id, self.job_session_id, JobStatus.PROCESSING) if self.job_started else None

@@ -161,9 +161,7 @@ class Dispatcher:
 
     def _execute(self, row: Claimed, control: RunControl) -> None:
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            job_id=row.job_id, outbox_id=row.id, agent_id=row.agent_id, attempt=row.attempts
-        )
+        structlog.contextvars.bind_contextvars(outbox_id=row.id, **row.log_ids())
         wb = WriteBack(self.pool, outbox_id=row.id, job_id=row.job_id, session_id=row.session_id, owner=self.cfg.owner,
                        attempt=row.attempts, events=self.events, committer=self.committer,
                        on_lost=lambda: control.stop(StopReason.LEASE_LOST), stopped=control.should_stop)
@@ -231,8 +229,7 @@ class Dispatcher:
                 if event is not None:
                     self.events.emit(event)
                 control = RunControl()
-                self.held.add(row.id, control, lease_set_at=sent_at,
-                              ids={"job_id": row.job_id, "agent_id": row.agent_id, "attempt": row.attempts})
+                self.held.add(row.id, control, lease_set_at=sent_at, ids=row.log_ids())
                 with self._lock:
                     self._running[row.id] = control
                 self._slots.submit(row, control)

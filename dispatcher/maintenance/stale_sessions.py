@@ -23,7 +23,7 @@ from core.sqlfiles import query
 log = get_logger("dispatcher.maintenance")
 
 NAME = "stale-session-ender"
-TAG_CHARS = 8  # end_stale_sessions.sql matches right(lease_owner, 8): the owner's random part (dispatcher/config.py)
+TAG_CHARS = 8  # the owner's random part (dispatcher/config.py); end_stale_sessions.sql is given it
 RETRY_S = 5.0
 
 
@@ -37,7 +37,8 @@ def end_stale_sessions(pool: Pool, *, owner: str, grace_s: float) -> list[dict[s
     """End the stale sessions (see the module); returns one row per session ended (pid, application_name,
     state, ended)."""
     sql = query("dispatcher/end_stale_sessions")
-    return run_with_retry(pool, lambda conn: conn.execute(sql, {"owner": owner, "grace_s": grace_s}).fetchall(),
+    return run_with_retry(pool, lambda conn: conn.execute(sql, {"owner": owner, "grace_s": grace_s,
+                                                                      "tag_chars": TAG_CHARS}).fetchall(),
                           retry_s=RETRY_S)
 
 

@@ -4,10 +4,10 @@
 -- so nobody could reclaim it while the process stays frozen. Postgres's idle_in_transaction_session_timeout
 -- does not cover a client frozen in the middle of a pipeline (after its statements, before its Sync: the
 -- session stays 'active'), hence this. A dispatcher's sessions are named
--- 'agent-hub-dispatcher… <tag>', the tag being the last 8 characters of its lease owner
+-- 'agent-hub-dispatcher… <tag>', the tag being the last %(tag_chars)s characters of its lease owner
 -- (dispatcher/maintenance/stale_sessions.py: session_name). Never this dispatcher's own sessions.
 WITH stale AS (
-    SELECT DISTINCT right(o.lease_owner, 8) AS tag
+    SELECT DISTINCT right(o.lease_owner, %(tag_chars)s) AS tag
     FROM agent_hub.invocation_outbox o
     WHERE o.status = 'running'
       AND o.lease_expires_at < now() - make_interval(secs => %(grace_s)s)
@@ -15,7 +15,7 @@ WITH stale AS (
 )
 SELECT a.pid, a.application_name, a.state, pg_terminate_backend(a.pid) AS ended
 FROM pg_stat_activity a
-JOIN stale s ON right(a.application_name, 9) = ' ' || s.tag
+JOIN stale s ON right(a.application_name, %(tag_chars)s + 1) = ' ' || s.tag
 WHERE a.datname = current_database()
   AND a.application_name LIKE 'agent-hub-dispatcher%%'
   AND a.pid <> pg_backend_pid()
