@@ -171,7 +171,7 @@ def sql_floor(url: str, n: int, *, per_txn: int = 10) -> dict[str, Any]:
                             **fence, "status": "succeeded", "job_status": "SUCCEEDED",
                             "result": Jsonb({"wall_ms": 0}), "error": None, "status_message": "completed",
                             "job_id": r["job_id"], "log_ids": [str(uuid.uuid4())], "log_levels": ["info"],
-                            "log_messages": ["run finished: succeeded"]})
+                            "log_messages": ["run finished: succeeded"], "log_ats": [datetime.now(UTC)]})
                         # the feed events of both writes (the message's timestamp is not read back here)
                         events += [feed.message(r["job_id"], r["session_id"], message_id=message_id(r["job_id"], 1),
                                                 role="agent", content="ok", timestamp=datetime.now(UTC)),

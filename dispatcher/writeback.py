@@ -26,6 +26,7 @@ from core.sqlfiles import query
 from core.vocabulary import JOB_STATUS_FOR, HubEvent, OutboxStatus, message_event, status_event
 from dispatcher.events import EventNotifier
 from dispatcher.groupcommit import Abandoned, FeedFor, GroupCommitter, Row, Statement, execute_with_feed
+from dispatcher.line_clock import LineClock
 
 log = get_logger("dispatcher.writeback")
 
@@ -74,6 +75,7 @@ class WriteBack:
         self.events = events  # hub_events, emitted after each write commits (None: not announced)
         # The dispatcher's shared writer (dispatcher/groupcommit.py); None: each write on its own pooled connection.
         self.committer = committer
+        self.line_clock = LineClock()  # JobLog times in the order written (dispatcher/line_clock.py)
 
     def _write(self, statements: list[Statement], *, wait: bool = True, mid_run: bool = False,
                feed_for: FeedFor | None = None) -> list[Row]:
@@ -163,7 +165,8 @@ class WriteBack:
         log.info("write_abandoned", outbox_id=self.outbox_id, attempt=self.attempt, kind=kind)
 
     def log(self, level: str, message: str) -> None:
-        params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id}
+        params = {"id": str(uuid.uuid4()), "level": level, "message": message, "job_id": self.job_id,
+                  "at": self.line_clock.next()}
         line = feed.log(self.job_id, self.session_id, level=level, message=message)
         # Not awaited: a JobLog line gates nothing, and the run's next write commits after it anyway (and its
         # fence tells the run whether it still holds its row).
@@ -208,6 +211,7 @@ class WriteBack:
         params["log_ids"] = [str(uuid.uuid4()) for _ in logs]
         params["log_levels"] = [level for level, _ in logs]
         params["log_messages"] = [message for _, message in logs]
+        params["log_ats"] = [self.line_clock.next() for _ in logs]
 
         def events(rows: list[Row]) -> list[feed.FeedEvent]:
             row = rows[0]

@@ -286,6 +286,25 @@ def test_finish_writes_the_runs_last_log_lines_with_the_final_state(
     assert conn.execute('SELECT "status"::text FROM "Job" WHERE "id" = %s', (w.job_id,)).fetchone() == {"status": "FAILED"}
 
 
+def test_a_runs_log_lines_written_in_one_burst_keep_their_order_by_timestamp_alone(
+    conn: psycopg.Connection, pool: ConnectionPool
+) -> None:
+    # "JobLog"."timestamp" has millisecond precision: a burst used to tie, and a reader ordering by time (the
+    # hub's page, ops logs) got the lines in any order. No tie-break column here: the times alone must order.
+    w = factories.world(conn)
+    rid = enqueue(conn, w)
+    claim_ids(pool)
+    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
+    for i in range(40):
+        wb.log("info", f"line {i}")
+    assert wb.finish(OutboxStatus.SUCCEEDED, error=None, result={}, status_message="completed",
+                     logs=[("info", "last but one"), ("info", "run finished: succeeded")])
+    rows = conn.execute('SELECT "message", "timestamp" FROM "JobLog" WHERE "jobId" = %s ORDER BY "timestamp"',
+                        (w.job_id,)).fetchall()
+    assert [r["message"] for r in rows] == [f"line {i}" for i in range(40)] + ["last but one", "run finished: succeeded"]
+    assert len({r["timestamp"] for r in rows}) == len(rows)
+
+
 def test_finish_after_a_lost_lease_writes_nothing_not_even_its_log_lines(
     conn: psycopg.Connection, pool: ConnectionPool
 ) -> None:

@@ -59,7 +59,8 @@ def finish(conn: psycopg.Connection, row_id: int, status: str, error: str | None
     done = conn.execute(query("dispatcher/finish"), {
         "outbox_id": row_id, "owner": owner, "attempt": attempt(conn, row_id),
         "status": status, "job_status": job_status, "result": Jsonb({"messages": 1}),
-        "error": error, "status_message": status, "job_id": None, "log_ids": [], "log_levels": [], "log_messages": [],
+        "error": error, "status_message": status, "job_id": None,
+        "log_ids": [], "log_levels": [], "log_messages": [], "log_ats": [],
     }).fetchone()
     assert done is not None
 

@@ -1,15 +1,16 @@
 -- finish: running -> succeeded|failed|cancelled, and the Job to the matching final
 -- status, in ONE statement (so one transaction). Fenced by the run's lease (run_fence.sql: owner and
 -- attempt): a dispatcher that lost its lease cannot overwrite the new owner's work, nor log into it.
--- The run's last JobLog lines (%(log_levels)s/%(log_messages)s, in order) ride in the same statement:
+-- The run's last JobLog lines (%(log_levels)s/%(log_messages)s/%(log_ats)s, in order; times from the run's
+-- LineClock, dispatcher/line_clock.py) ride in the same statement:
 -- one statement instead of three on the hot path (docs/performance.md).
 WITH
 --@include dispatcher/run_fence
 , logs AS (
     INSERT INTO "JobLog" ("id", "level", "message", "timestamp", "jobId")
-    SELECT l.id, l.level, l.message, clock_timestamp(), %(job_id)s
-    FROM unnest(%(log_ids)s::text[], %(log_levels)s::text[], %(log_messages)s::text[])
-         WITH ORDINALITY AS l (id, level, message, n)
+    SELECT l.id, l.level, l.message, l.at, %(job_id)s
+    FROM unnest(%(log_ids)s::text[], %(log_levels)s::text[], %(log_messages)s::text[], %(log_ats)s::timestamptz[])
+         WITH ORDINALITY AS l (id, level, message, at, n)
     CROSS JOIN fence
     ORDER BY l.n
 ),
