@@ -26,6 +26,14 @@ def claim_ids(pool: ConnectionPool, batch: int = 10, owner: str = OWNER, lease_s
     return [c.id for c in claims.claim(pool, owner=owner, batch=batch, lease_s=lease_s)]
 
 
+def claimed_run(conn: psycopg.Connection, pool: ConnectionPool) -> tuple[factories.World, int, WriteBack]:
+    """A new invocation, claimed by OWNER, and the WriteBack of its first attempt."""
+    w = factories.world(conn)
+    rid = enqueue(conn, w)
+    claim_ids(pool)
+    return w, rid, WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
+
+
 def test_claim_leases_due_rows_in_order_and_moves_their_jobs_to_processing(
     conn: psycopg.Connection, pool: ConnectionPool
 ) -> None:
@@ -159,10 +167,7 @@ def test_release_gives_the_row_back_without_counting_the_attempt(conn: psycopg.C
 
 
 def test_retry_later_reschedules_the_row_and_requeues_the_job(conn: psycopg.Connection, pool: ConnectionPool) -> None:
-    w = factories.world(conn)
-    rid = enqueue(conn, w)
-    claim_ids(pool)
-    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
+    _w, _rid, wb = claimed_run(conn, pool)
     assert wb.retry_later(delay_s=60, error="Piston unavailable", status_message="waiting to retry")
     row = conn.execute(
         "SELECT status::text, attempts, last_error, next_attempt_at > now() AS later FROM agent_hub.invocation_outbox"
@@ -192,10 +197,7 @@ def test_a_second_running_row_for_one_session_is_refused_by_the_database(conn: p
 def test_messages_written_twice_are_stored_once_with_increasing_timestamps(
     conn: psycopg.Connection, pool: ConnectionPool
 ) -> None:
-    w = factories.world(conn)
-    rid = enqueue(conn, w)
-    claim_ids(pool)
-    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
+    w, _rid, wb = claimed_run(conn, pool)
     assert [wb.message(i, f"m{i}") for i in range(1, 21)] == [True] * 20
     assert [wb.message(i, f"again {i}") for i in range(1, 21)] == [False] * 20  # a re-run repeats seq numbers
     rows = conn.execute(
@@ -208,10 +210,7 @@ def test_messages_written_twice_are_stored_once_with_increasing_timestamps(
 
 
 def test_result_json_is_stored_on_the_row(conn: psycopg.Connection, pool: ConnectionPool) -> None:
-    w = factories.world(conn)
-    rid = enqueue(conn, w)
-    claim_ids(pool)
-    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
+    _w, _rid, wb = claimed_run(conn, pool)
     wb.finish(OutboxStatus.FAILED, error="agent exited with status 3", result={"exit_code": 3}, status_message="failed")
     row = conn.execute("SELECT result, last_error FROM agent_hub.invocation_outbox").fetchone()
     assert row == {"result": {"exit_code": 3}, "last_error": "agent exited with status 3"}
@@ -275,10 +274,7 @@ def test_claim_takes_the_first_open_row_however_many_finished_rows_the_table_kee
 def test_finish_writes_the_runs_last_log_lines_with_the_final_state(
     conn: psycopg.Connection, pool: ConnectionPool
 ) -> None:
-    w = factories.world(conn)
-    rid = enqueue(conn, w)
-    claim_ids(pool)
-    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
+    w, _rid, wb = claimed_run(conn, pool)
     assert wb.finish(OutboxStatus.FAILED, error="boom", result={}, status_message="failed",
                      logs=[("error", "boom"), ("info", "run finished: failed")])
     logs = conn.execute('SELECT "level", "message" FROM "JobLog" WHERE "jobId" = %s', (w.job_id,)).fetchall()
@@ -291,10 +287,7 @@ def test_a_runs_log_lines_written_in_one_burst_keep_their_order_by_timestamp_alo
 ) -> None:
     # "JobLog"."timestamp" has millisecond precision: a burst used to tie, and a reader ordering by time (the
     # hub's page, ops logs) got the lines in any order. No tie-break column here: the times alone must order.
-    w = factories.world(conn)
-    rid = enqueue(conn, w)
-    claim_ids(pool)
-    wb = WriteBack(pool, outbox_id=rid, job_id=w.job_id, session_id=w.session_id, owner=OWNER, attempt=1)
+    w, _rid, wb = claimed_run(conn, pool)
     for i in range(40):
         wb.log("info", f"line {i}")
     assert wb.finish(OutboxStatus.SUCCEEDED, error=None, result={}, status_message="completed",
