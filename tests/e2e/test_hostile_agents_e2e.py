@@ -296,7 +296,7 @@ def check_details(stack: Stack, case: Case) -> None:
         case "forged protocol lines":
             assert msgs == ["nul \ufffd inside", "still alive"]
             assert stack.outbox(job_id)["result"]["protocol_errors"] == FORGED_BAD_LINES
-            assert sum("ignored a malformed hub line" in m for m in logs) == FORGED_BAD_LINES
+            assert sum("ignored a malformed hub line" in m for m in logs) == FORGED_BAD_LINES, (logs, stack.logs())
             assert stack.job(job_id)["progress"] == 100  # no bad progress line was applied before the end
             with stack.connect() as c:
                 assert c.execute('SELECT count(*) AS n FROM "UserVariable" WHERE "sessionId" = %s', (sid,)).fetchone() == {"n": 0}

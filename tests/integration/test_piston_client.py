@@ -3,8 +3,11 @@ statuses, caps, errors, retries, and auto's fallback (dispatcher/sandbox/auto.py
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
+import socket
 import textwrap
 import threading
 import time
@@ -17,10 +20,12 @@ import pytest
 import requests
 import structlog
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
 from dispatcher.sandbox.auto import AutoTransport
 from dispatcher.sandbox.piston.client import PistonClient
+from dispatcher.sandbox.piston.ws import hang_up
 from dispatcher.sandbox.port import (
     RunLimits,
     RunResult,
@@ -413,6 +418,44 @@ def test_ws_server_that_never_answers_is_transient_once_the_deadline_passes() ->
     assert caught.value.started is False
     # Not before the connect + queue allowances (1 s), and not never: generous (10x) for a loaded machine.
     assert 1.0 <= elapsed < 10.0
+
+
+def test_ws_hang_up_ends_the_readers_thread_itself_without_waiting_out_the_close_timeout() -> None:
+    """After a stop or a cap the server may not answer our close frame for a while (localpiston and Piston
+    clean the job up first). Closing by websockets' close timeout then shuts the socket from the caller's
+    thread while the library's reader thread may hold data just read, and the library logs "unexpected
+    internal error" (EOFError: stream ended; seen in the hostile-agents suite on a loaded machine). hang_up
+    shuts reading first, so the reader ends on end-of-stream and close() does not wait for the timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def mute_server() -> None:
+        """The opening handshake, then silence: no close reply, ever (a raw socket: a websockets server
+        would answer the close frame by itself)."""
+        conn, _ = listener.accept()
+        held.append(conn)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+    server = threading.Thread(target=mute_server, daemon=True)
+    server.start()
+    try:
+        ws = connect(f"ws://127.0.0.1:{listener.getsockname()[1]}", open_timeout=10)
+        t0 = time.monotonic()
+        hang_up(ws, close_timeout=30.0)
+        elapsed = time.monotonic() - t0
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert elapsed < 15.0, elapsed  # well under the 30 s close timeout: the reader did not need it
+    assert not isinstance(ws.connection_exc, TimeoutError), ws.connection_exc
 
 
 def test_server_killed_during_a_ws_run_is_transient_with_started_true(own_piston: LocalPiston) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -56,7 +57,7 @@ PROTOCOL_MISUSE = (4000, 4003, 4004, 4005)  # on our side: retrying repeats it
 def run_ws(endpoint: Endpoint, request: SandboxRequest) -> RunResult:
     t0 = time.monotonic()
     ws = _open(endpoint)
-    with ws:
+    try:
         try:
             ws.send(json.dumps({"type": "init", **endpoint.body(request)}))
         except ConnectionClosed as err:
@@ -71,6 +72,20 @@ def run_ws(endpoint: Endpoint, request: SandboxRequest) -> RunResult:
         finally:
             if unsubscribe is not None:
                 unsubscribe()
+    finally:
+        hang_up(ws, CLOSE_TIMEOUT_S)
+
+
+def hang_up(ws: ClientConnection, close_timeout: float) -> None:
+    """Close the socket without waiting for the server's close reply (localpiston and Piston clean the job up
+    first). Reading is shut down first: the kernel hands over what it holds, then end-of-stream, so the
+    library's reader thread ends by itself. Left to ``close_timeout``, websockets closes the socket from this
+    thread, and when the server's reply arrives just then, its reader thread holds data it can no longer feed
+    and logs "unexpected internal error" (EOFError: stream ended): seen after capped runs on a loaded machine."""
+    with contextlib.suppress(OSError):  # already closed
+        ws.socket.shutdown(socket.SHUT_RD)
+    ws.close_timeout = close_timeout
+    ws.close()  # sends our close frame if the connection is still open; idempotent
 
 
 def _open(endpoint: Endpoint) -> ClientConnection:
@@ -264,8 +279,7 @@ class _WsRun:
         ended = self.await_exit() if self.stop_sent_at is not None else False
         with contextlib.suppress(ConnectionClosed):
             self.ws.send(json.dumps({"type": "signal", "signal": "SIGKILL"}))
-        self.ws.close_timeout = ABANDON_CLOSE_TIMEOUT_S
-        self.ws.close()
+        hang_up(self.ws, ABANDON_CLOSE_TIMEOUT_S)
         waited_ms = None if self.stop_sent_at is None else round((time.monotonic() - self.stop_sent_at) * 1000, 1)
         log.info("piston_ws_abandoned", status=str(status), started=self.started, output_chars=self.chars,
                  process_ended=ended, stop_to_close_ms=waited_ms)
