@@ -458,6 +458,36 @@ def test_ws_hang_up_ends_the_readers_thread_itself_without_waiting_out_the_close
     assert not isinstance(ws.connection_exc, TimeoutError), ws.connection_exc
 
 
+def test_ws_sends_nothing_more_once_the_exit_frame_came() -> None:
+    """A capped run is stopped with stop_stdin; once its exit frame came, no SIGKILL frame follows:
+    the process is gone and the server may have closed the socket (a send into a closed socket made websockets
+    shut it from the sending thread, racing the library's reader: "unexpected internal error")."""
+    received: list[dict] = []
+
+    def capped_then_exit(ws: ServerConnection) -> None:
+        received.append(json.loads(ws.recv()))  # the init
+        ws.send(json.dumps({"type": "runtime", "language": "python", "version": "3.11.2"}))
+        ws.send(json.dumps({"type": "stage", "stage": "run"}))
+        ws.send(json.dumps({"type": "data", "stream": "stdout", "data": "x" * 2000}))  # past the cap
+        with contextlib.suppress(ConnectionClosed):
+            received.append(json.loads(ws.recv()))  # the stop line on stdin
+            ws.send(json.dumps({"type": "exit", "stage": "run", "code": 0, "signal": None}))
+            while True:  # record whatever else comes, until the client hangs up
+                raw = ws.recv()
+                received.append(json.loads(raw))
+
+    with serve(capped_then_exit, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        client = PistonClient(f"http://127.0.0.1:{port}", max_output_chars=1000)
+        result = run(client, program("print(1)"), LIMITS, transport=Transport.WS, stop_stdin="STOP\n")
+        wait_until(lambda: len(received) >= 2, timeout=10)
+        server.shutdown()
+    assert result.status is RunStatus.CAPPED
+    assert [m["type"] for m in received] == ["init", "data"], received  # no "signal" after the exit frame
+    assert received[1]["data"] == "STOP\n"
+
+
 def test_server_killed_during_a_ws_run_is_transient_with_started_true(own_piston: LocalPiston) -> None:
     client = PistonClient(own_piston.url)
     src = """

@@ -113,18 +113,23 @@ def _open(endpoint: Endpoint) -> ClientConnection:
 
 
 class _Stdin:
-    """Writes stdin frames; holds them back until `stage: run` (earlier ones are dropped or close with 4003)."""
+    """Writes stdin frames; holds them back until `stage: run` (earlier ones are dropped or close with 4003),
+    and drops them once the exit frame came (the process is gone, and the server may have closed the socket:
+    a send into it makes websockets shut the socket from this thread, racing its reader thread)."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._open = False
+        self._ended = False
 
     def write(self, text: str) -> None:
         if not text:
             return
         with self._lock:
+            if self._ended:
+                return
             if not self._open:
                 self._pending.append(text)
                 return
@@ -136,6 +141,11 @@ class _Stdin:
             pending, self._pending = self._pending, []
         for text in pending:
             self._send(text)
+
+    def end(self) -> None:
+        with self._lock:
+            self._ended = True
+            self._pending = []
 
     def _send(self, text: str) -> None:
         try:
@@ -242,6 +252,7 @@ class _WsRun:
             if msg.get("stage", "run") == "run" or code or signal:  # a failed compile ends the job too
                 self.exit = (code, signal)
                 self.exit_t = time.monotonic()
+                self.stdin.end()
         elif kind == "error":
             self.error = str(msg.get("message") or "")
         return None
@@ -277,8 +288,9 @@ class _WsRun:
         it, a better server may not) and close."""
         self.send_stop()
         ended = self.await_exit() if self.stop_sent_at is not None else False
-        with contextlib.suppress(ConnectionClosed):
-            self.ws.send(json.dumps({"type": "signal", "signal": "SIGKILL"}))
+        if not ended and self.exit is None:  # once it ended, the server may have closed the socket: nothing to kill
+            with contextlib.suppress(ConnectionClosed):
+                self.ws.send(json.dumps({"type": "signal", "signal": "SIGKILL"}))
         hang_up(self.ws, ABANDON_CLOSE_TIMEOUT_S)
         waited_ms = None if self.stop_sent_at is None else round((time.monotonic() - self.stop_sent_at) * 1000, 1)
         log.info("piston_ws_abandoned", status=str(status), started=self.started, output_chars=self.chars,
