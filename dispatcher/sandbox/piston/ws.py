@@ -9,7 +9,8 @@ What Piston's WebSocket does and a client must live with (docs/piston.md):
   gets the request's ``stop_stdin`` on its stdin (the hub's cancel line: the agent's process ends at once
   and its slot is free), and the socket is read for up to ``STOP_WAIT_S`` more until the exit frame shows
   the process ended. Without ``stop_stdin`` (or a program that ignores it) the program goes on until its
-  own limits. We still send a SIGKILL frame, best effort, for servers that honour it;
+  own limits. We still send a SIGKILL frame, best effort, for servers that honour it (not once the exit
+  frame came: nothing is sent after it);
 - jobs queue with no timeout: every wait is bounded by run_timeout + execute_margin_s, plus
   execute_margin_s of queue allowance before the run starts; a run_timeout of 0 means "no limit", and
   then there is no deadline once the run started.
