@@ -446,10 +446,10 @@ def test_ws_hang_up_ends_the_readers_thread_itself_without_waiting_out_the_close
     server = threading.Thread(target=mute_server, daemon=True)
     server.start()
     try:
-        ws = connect(f"ws://127.0.0.1:{listener.getsockname()[1]}", open_timeout=10)
-        t0 = time.monotonic()
-        hang_up(ws, close_timeout=30.0)
-        elapsed = time.monotonic() - t0
+        with connect(f"ws://127.0.0.1:{listener.getsockname()[1]}", open_timeout=10) as ws:
+            t0 = time.monotonic()
+            hang_up(ws, close_timeout=30.0)
+            elapsed = time.monotonic() - t0
     finally:
         for conn in held:
             conn.close()

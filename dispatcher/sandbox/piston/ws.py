@@ -58,23 +58,24 @@ PROTOCOL_MISUSE = (4000, 4003, 4004, 4005)  # on our side: retrying repeats it
 def run_ws(endpoint: Endpoint, request: SandboxRequest) -> RunResult:
     t0 = time.monotonic()
     ws = _open(endpoint)
-    try:
+    with ws:  # websockets 17 deprecates a connection used outside its context manager
         try:
-            ws.send(json.dumps({"type": "init", **endpoint.body(request)}))
-        except ConnectionClosed as err:
-            raise SandboxTransient(f"WebSocket closed before init was sent: {err}") from err
-        run = _WsRun(endpoint, ws, request, t0)
-        run.stdin.write(request.stdin)  # Piston ignores stdin in init: it goes out as data after `stage: run`
-        # A stop decided in another thread (the heartbeat, shutdown) ends the process at once, even while
-        # this thread is busy in a hook (answering a call).
-        unsubscribe = request.on_stop(run.send_stop) if request.on_stop is not None else None
-        try:
-            return run.loop()
+            try:
+                ws.send(json.dumps({"type": "init", **endpoint.body(request)}))
+            except ConnectionClosed as err:
+                raise SandboxTransient(f"WebSocket closed before init was sent: {err}") from err
+            run = _WsRun(endpoint, ws, request, t0)
+            run.stdin.write(request.stdin)  # Piston ignores stdin in init: it goes out as data after `stage: run`
+            # A stop decided in another thread (the heartbeat, shutdown) ends the process at once, even while
+            # this thread is busy in a hook (answering a call).
+            unsubscribe = request.on_stop(run.send_stop) if request.on_stop is not None else None
+            try:
+                return run.loop()
+            finally:
+                if unsubscribe is not None:
+                    unsubscribe()
         finally:
-            if unsubscribe is not None:
-                unsubscribe()
-    finally:
-        hang_up(ws, CLOSE_TIMEOUT_S)
+            hang_up(ws, CLOSE_TIMEOUT_S)
 
 
 def hang_up(ws: ClientConnection, close_timeout: float) -> None:
