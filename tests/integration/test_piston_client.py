@@ -3,9 +3,7 @@ statuses, caps, errors, retries, and auto's fallback (dispatcher/sandbox/auto.py
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import json
 import socket
 import textwrap
@@ -22,6 +20,7 @@ import structlog
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
+from websockets.utils import accept_key
 
 from dispatcher.sandbox.auto import AutoTransport
 from dispatcher.sandbox.piston.client import PistonClient
@@ -437,11 +436,10 @@ def test_ws_hang_up_ends_the_readers_thread_itself_without_waiting_out_the_close
         request = b""
         while b"\r\n\r\n" not in request:
             request += conn.recv(4096)
-        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+        key = next(line.split(b":", 1)[1].strip().decode() for line in request.split(b"\r\n")
                    if line.lower().startswith(b"sec-websocket-key:"))
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
         conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                     b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n")
 
     server = threading.Thread(target=mute_server, daemon=True)
     server.start()
