@@ -6,6 +6,10 @@
   other than stdin, 4005 unknown signal name.
 - stdin frames that arrive before the process exists are dropped; stdin is never closed; signals are
   accepted and never delivered; there is no output cap; a closed socket does not stop the job.
+- After its close frame the server keeps the TCP connection until the client's close frame (or
+  CLOSE_TIMEOUT), as the `ws` library does: ending it at once would reset a client whose last frames
+  were still on the way. Frames that arrive in that wait are read and dropped (Piston would still hand
+  their stdin to a job that outlives a 4002).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .runtimes import SIGNALS
 log = logging.getLogger("localpiston")
 
 INIT_TIMEOUT = 1.0
+CLOSE_TIMEOUT = 30.0  # `ws`'s closeTimeout: how long a sent close frame waits for the peer's
 
 
 class Connection:
@@ -38,6 +43,8 @@ class Connection:
         self.outbox: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
         self.closing = False
         self.dead = False  # the socket is gone: drop everything the job still produces
+        # Set by the sender once every earlier frame went out; the reading task closes (see `serve`).
+        self.close_request: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
 
     # -- outgoing, strictly in order ------------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -57,16 +64,41 @@ class Connection:
                 return
             if self.ws.closed or self.closing:
                 continue  # like the `ws` library: sends on a closed socket go nowhere
+            if kind == "close":
+                self.closing = True
+                self.close_request.set_result((a, b))
+                continue
             try:
-                if kind == "send":
-                    await self.ws.send_str(a)
-                else:
-                    self.closing = True
-                    await self.ws.close(code=a, message=b.encode())
+                await self.ws.send_str(a)
             except (ConnectionError, RuntimeError) as exc:
                 log.debug("websocket send failed: %s", exc)
 
     # -- incoming -------------------------------------------------------------------------------
+    async def serve(self) -> None:
+        """Read frames until the peer closes, or until our close request and then the peer's close frame.
+
+        The close is made here, by the only task that reads: aiohttp's close() from another task while this
+        one waits in receive() ends the TCP connection without waiting for the peer's close frame."""
+        while not self.ws.closed:
+            receiving = asyncio.ensure_future(self.ws.receive())
+            await asyncio.wait((receiving, self.close_request), return_when=asyncio.FIRST_COMPLETED)
+            if not receiving.done():
+                receiving.cancel()  # cancel-safe: an unread frame stays in aiohttp's queue
+                await asyncio.wait((receiving,))
+            if not receiving.cancelled():
+                msg = receiving.result()
+                if msg.type == WSMsgType.TEXT:
+                    self.on_message(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self.on_message(msg.data.decode("utf-8", "replace"))
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    return  # the peer closed (aiohttp answered its close frame) or the connection broke
+            if self.close_request.done():
+                code, reason = self.close_request.result()
+                # Sends the close frame, then reads (and drops) frames until the peer's close or the timeout.
+                await self.ws.close(code=code, message=reason.encode())
+                return
+
     def on_message(self, raw: str) -> None:
         try:
             msg = parse_json(raw)
@@ -151,7 +183,7 @@ class Connection:
 
 
 async def connect(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+    ws = web.WebSocketResponse(autoping=True, max_msg_size=0, timeout=CLOSE_TIMEOUT)
     await ws.prepare(request)
     conn = Connection(ws, request.app[STATE_KEY])
     sender = asyncio.ensure_future(conn.sender())
@@ -162,11 +194,7 @@ async def connect(request: web.Request) -> web.WebSocketResponse:
 
     timer = asyncio.get_running_loop().call_later(INIT_TIMEOUT, init_timeout)
     try:
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                conn.on_message(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                conn.on_message(msg.data.decode("utf-8", "replace"))
+        await conn.serve()
     finally:
         timer.cancel()
         conn.dead = True

@@ -486,6 +486,38 @@ def test_ws_sends_nothing_more_once_the_exit_frame_came() -> None:
     assert received[1]["data"] == "STOP\n"
 
 
+def test_ws_4999_close_without_its_exit_frame_is_a_failed_run_not_a_transient_fault() -> None:
+    """4999 "Job Completed" means the job ran to its end; if its exit frame got lost on our side (websockets
+    drops the frames of a read whose automatic close reply fails), running it again would repeat what the
+    agent did. So: a sandbox-error result, and the retrying loop does not connect a second time."""
+    connections: list[int] = []
+
+    def completed_without_exit(ws: ServerConnection) -> None:
+        connections.append(1)
+        ws.recv()  # the init
+        ws.send(json.dumps({"type": "runtime", "language": "python", "version": "3.11.2"}))
+        ws.send(json.dumps({"type": "stage", "stage": "run"}))
+        ws.send(json.dumps({"type": "data", "stream": "stdout", "data": "did something\n"}))
+        ws.close(4999, "Job Completed")
+
+    with serve(completed_without_exit, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        client = PistonClient(f"http://127.0.0.1:{server.socket.getsockname()[1]}")
+        chunks: list[str] = []
+        result: RunResult | None = None
+        for attempt in retrying(attempts=3, base_s=0.01, max_s=0.02):
+            with attempt:
+                result = run(client, program("print(1)"), LIMITS, transport=Transport.WS,
+                             on_stdout=lambda chunk, _writer: chunks.append(chunk))
+        server.shutdown()
+    assert result is not None and result.status is RunStatus.XX, result
+    assert result.message == ("Piston ended the job (4999 Job Completed) but its exit frame never arrived: "
+                              "exit status unknown")
+    assert (result.started, result.code, result.signal) == (True, None, None)
+    assert chunks == ["did something\n"]
+    assert len(connections) == 1
+
+
 def test_server_killed_during_a_ws_run_is_transient_with_started_true(own_piston: LocalPiston) -> None:
     client = PistonClient(own_piston.url)
     src = """

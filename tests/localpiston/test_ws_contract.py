@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
+from websockets.uri import parse_uri
 
 from tests.waiting import wait_until
 
@@ -225,3 +231,64 @@ def test_closing_the_socket_does_not_stop_the_job(piston: Server, shared_dir: Pa
         until_stage(ws)
     go.touch()
     assert wait_until(lambda: target.exists() and target.read_text(), what="the job to write its file") == "finished"
+
+
+class RawClient:
+    """A WebSocket client over a plain socket that sends only what the test says, when it says: unlike the
+    websockets client it does not answer the server's close frame by itself."""
+
+    def __init__(self, ws_url: str) -> None:
+        uri = parse_uri(ws_url)
+        self.protocol = ClientProtocol(uri)
+        self.sock = socket.create_connection((uri.host, uri.port), timeout=15)
+        self.protocol.send_request(self.protocol.connect())
+        self.flush()
+        while self.protocol.handshake_exc is None and self.protocol.state is not State.OPEN:
+            self.feed()
+        assert self.protocol.state is State.OPEN, self.protocol.handshake_exc
+        self.protocol.events_received()  # the handshake response
+
+    def flush(self) -> None:
+        for chunk in self.protocol.data_to_send():
+            self.sock.sendall(chunk)
+
+    def feed(self) -> None:
+        data = self.sock.recv(65536)
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+
+    def send_frame(self, frame: Frame) -> None:
+        """Straight onto the socket, bypassing the protocol's state (which forbids data once a close came)."""
+        self.sock.sendall(frame.serialize(mask=True))
+
+    def frames_until_close(self) -> list[Frame]:
+        frames: list[Frame] = []
+        while not frames or frames[-1].opcode is not Opcode.CLOSE:
+            self.feed()
+            frames.extend(e for e in self.protocol.events_received() if isinstance(e, Frame))
+        return frames
+
+
+def test_after_its_close_frame_the_server_keeps_the_socket_until_the_clients_close_frame(piston: Server) -> None:
+    # Piston's `ws` library sends close 4999 and then waits for the peer's close frame before it ends the TCP
+    # connection. A server that drops the connection at once resets a client whose stdin reply was still on its
+    # way (the relay answering a last call); the client's socket library then loses the frames it had read.
+    client = RawClient(piston.ws_url)
+    try:
+        client.send_frame(Frame(Opcode.TEXT, json.dumps(init_frame("print('done')")).encode()))
+        frames = client.frames_until_close()
+        assert json.loads(frames[-2].data) == {"type": "exit", "stage": "run", "code": 0, "signal": None}
+        assert Close.parse(frames[-1].data).code == 4999
+        # Not answered yet: the connection stays open (no end-of-stream) and a late stdin frame is taken in.
+        client.sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            assert client.sock.recv(1) == b"", "the server ended the connection before our close frame"
+        client.send_frame(Frame(Opcode.TEXT, json.dumps(GO).encode()))
+        time.sleep(0.3)
+        client.send_frame(Frame(Opcode.CLOSE, Close(4999, "").serialize()))
+        client.sock.settimeout(15)
+        assert client.sock.recv(1) == b"", "after our close frame the server ends the connection cleanly"
+    finally:
+        client.sock.close()

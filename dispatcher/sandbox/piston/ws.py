@@ -53,6 +53,7 @@ STOP_WAIT_S = 2.0  # after stop_stdin went out, how long the exit frame (the pro
 DEADLINE_GRACE_S = 1.0  # past run_timeout by this much with no exit frame: the run is ended with stop_stdin
 MAX_FRAME_BYTES = 16 * 2**20
 PROTOCOL_MISUSE = (4000, 4003, 4004, 4005)  # on our side: retrying repeats it
+JOB_COMPLETED = 4999  # Piston's close code once a job ended (its exit frame comes first)
 
 
 def run_ws(endpoint: Endpoint, request: SandboxRequest) -> RunResult:
@@ -315,7 +316,7 @@ class _WsRun:
             except TimeoutError:
                 return False
             except ConnectionClosed as err:
-                return err.rcvd is not None and err.rcvd.code == 4999  # "Job Completed"
+                return err.rcvd is not None and err.rcvd.code == JOB_COMPLETED
             try:
                 msg = json.loads(raw)
             except ValueError:
@@ -334,6 +335,14 @@ class _WsRun:
             if self.started:  # failed after the program started: report it as a sandbox error, not a refusal
                 return self.result(RunStatus.XX, None, None, message)
             raise SandboxRefused(message)
+        if close_code == JOB_COMPLETED:
+            # The job ran to its end, but its exit frame was lost on the way to us. Running it again would repeat
+            # whatever the agent did, so this is a failed run, not a transient fault.
+            log.warning("piston_ws_exit_frame_lost", started=self.started, output_chars=self.chars)
+            message = f"Piston ended the job ({close_code} {reason}) but its exit frame never arrived: exit status unknown"
+            if self.started:
+                return self.result(RunStatus.XX, None, None, message)
+            raise SandboxError(message)
         if close_code in PROTOCOL_MISUSE:
             raise SandboxError(f"Piston closed the WebSocket: {close_code} {reason}".strip())
         raise SandboxTransient(
