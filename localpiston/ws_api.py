@@ -41,7 +41,6 @@ class Connection:
         self.job: Job | None = None
         self.execution: Execution | None = None
         self.outbox: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
-        self.closing = False
         self.dead = False  # the socket is gone: drop everything the job still produces
         # Set by the sender once every earlier frame went out; the reading task closes (see `serve`).
         self.close_request: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
@@ -62,10 +61,9 @@ class Connection:
             kind, a, b = await self.outbox.get()
             if kind == "stop":
                 return
-            if self.ws.closed or self.closing:
-                continue  # like the `ws` library: sends on a closed socket go nowhere
+            if self.ws.closed or self.close_request.done():
+                continue  # like the `ws` library: sends on a closing or closed socket go nowhere
             if kind == "close":
-                self.closing = True
                 self.close_request.set_result((a, b))
                 continue
             try:
